@@ -1,0 +1,53 @@
+"""`cg-infer`: grade routes from a JSON file or JSON Lines on stdin. Options only; the work is in the library."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from .errors import ClimbgradeError
+from .inputs import read_routes
+from .predictor import DEFAULT_BATCH_SIZE, GradePredictor, RouteFailure
+from .report import format_json, format_table
+
+EXIT_BAD_INPUT = 2
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source", metavar="ROUTES")
+@click.option("--model", "model_path", type=click.Path(dir_okay=True), default=None,
+              help="Model .onnx (its .onnx.json sidecar beside it). Default: the model shipped with climbgrade.")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="onnxruntime intra-op threads.")
+@click.option("--provider", "providers", multiple=True, help="onnxruntime execution provider (repeatable). Default: CPU.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
+@click.option("-v", "--verbose", is_flag=True, help="Log what the runtime does.")
+def main(source: str, model_path: str | None, output_format: str, threads: int, providers: tuple[str, ...],
+         batch_size: int, verbose: bool) -> None:
+    """Predict the grade of the routes in ROUTES (a .json file, a .jsonl file, or - for JSON Lines on stdin).
+
+    A route is {"board": "kilter", "layout_id": 1, "angle": 40, "frames": "p1145r12p1200r13..."}
+    or the same with "holds": [{"placement_id": 1145, "role": "start"}, ...].
+    Exit code 2 when any route could not be graded (the others are still answered).
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        routes = read_routes(source, sys.stdin)
+        predictor = GradePredictor.load(model_path, intra_op_threads=threads, providers=providers or None)
+        results = predictor.predict_many(routes.records, batch_size=batch_size)
+    except ClimbgradeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(format_json(results, routes.shape) if output_format == "json" else format_table(results))
+    failed = False
+    for result in results:
+        if isinstance(result, RouteFailure):
+            failed = True
+            click.echo(f"error: route {result.index}: {result.error}", err=True)
+        else:
+            for warning in result.warnings:
+                click.echo(f"warning: route {result.index}: {warning}", err=True)
+    if failed:
+        sys.exit(EXIT_BAD_INPUT)

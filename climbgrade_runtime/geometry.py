@@ -1,0 +1,73 @@
+"""Board geometry per Aurora layout: where each placement sits, its mirror, roles and angles.
+
+The runtime needs this to validate and tokenize a route without the database, so it travels in the
+model's sidecar. Coordinates are normalised to [-1, 1] per layout from the extents of its holes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# boardlib's board names, matched against `products.name` to tell which board a database holds.
+BOARD_NAMES = ("kilter", "tension", "decoy", "grasshopper", "touchstone", "aurora", "soill")
+
+
+@dataclass(frozen=True)
+class LayoutGeometry:
+    """One layout of one board (e.g. Kilter Board Original = kilter/1, TB2 Spray = tension/11)."""
+
+    board: str
+    layout_id: int
+    name: str
+    placements: dict[int, tuple[int, int]]  # placement id -> hole (x, y) in board units
+    mirrors: dict[int, int]  # placement id -> mirrored placement id (same layout)
+    roles: dict[int, str]  # role id -> role name (start / middle / finish / foot)
+    angles: tuple[int, ...]  # valid wall angles in degrees
+    normalised: dict[int, tuple[float, float]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.placements:
+            raise ValueError(f"layout {self.board}/{self.layout_id} has no placements")
+        xs = [x for x, _ in self.placements.values()]
+        ys = [y for _, y in self.placements.values()]
+        object.__setattr__(
+            self,
+            "normalised",
+            {pid: (_scale(x, min(xs), max(xs)), _scale(y, min(ys), max(ys))) for pid, (x, y) in self.placements.items()},
+        )
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.board, self.layout_id)
+
+    @property
+    def role_ids(self) -> dict[str, int]:
+        return {name: rid for rid, name in self.roles.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "board": self.board,
+            "layout_id": self.layout_id,
+            "name": self.name,
+            "angles": list(self.angles),
+            "roles": {str(rid): name for rid, name in sorted(self.roles.items())},
+            "placements": {str(pid): list(xy) for pid, xy in sorted(self.placements.items())},
+            "mirrors": {str(pid): mid for pid, mid in sorted(self.mirrors.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LayoutGeometry":
+        return cls(
+            board=str(data["board"]),
+            layout_id=int(data["layout_id"]),
+            name=str(data["name"]),
+            placements={int(pid): (int(xy[0]), int(xy[1])) for pid, xy in data["placements"].items()},
+            mirrors={int(pid): int(mid) for pid, mid in data["mirrors"].items()},
+            roles={int(rid): str(name) for rid, name in data["roles"].items()},
+            angles=tuple(int(a) for a in data["angles"]),
+        )
+
+
+def _scale(value: float, low: float, high: float) -> float:
+    return 0.0 if high == low else 2.0 * (value - low) / (high - low) - 1.0

@@ -1,0 +1,44 @@
+"""The contract between the exporter and the runtime: ONNX tensor names, dtypes and batch layout.
+
+The exporter imports these names; nothing else spells them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .tokenizer import Encoded
+
+TOKEN_IDS = "token_ids"  # int64 [batch, seq]
+COORDS = "coords"  # float32 [batch, seq, 3]: x_norm, y_norm, is_hold
+ATTENTION_MASK = "attention_mask"  # int64 [batch, seq]: 1 = token, 0 = padding
+DIFFICULTY = "difficulty"  # float32 [batch]: Aurora display_difficulty
+
+INPUTS = ((TOKEN_IDS, "int64"), (COORDS, "float32"), (ATTENTION_MASK, "int64"))
+OUTPUTS = ((DIFFICULTY, "float32"),)
+COORD_FEATURES = 3
+
+# Keys of the ONNX file's metadata_props that tie it to its sidecar.
+META_VOCAB_SIZE = "climbgrade.vocab_size"
+META_MAX_LEN = "climbgrade.max_len"
+META_OPSET = "climbgrade.opset"
+
+
+def pad_batch(encoded: Sequence["Encoded"]) -> dict[str, np.ndarray]:
+    """Stack encoded routes, padding only to the longest in this batch."""
+    if not encoded:
+        raise ValueError("pad_batch needs at least one route")
+    length = max(len(e.ids) for e in encoded)
+    ids = np.zeros((len(encoded), length), dtype=np.int64)
+    coords = np.zeros((len(encoded), length, COORD_FEATURES), dtype=np.float32)
+    mask = np.zeros((len(encoded), length), dtype=np.int64)
+    for row, item in enumerate(encoded):
+        n = len(item.ids)
+        ids[row, :n] = item.ids
+        coords[row, :n] = item.coords
+        mask[row, :n] = 1
+    return {TOKEN_IDS: ids, COORDS: coords, ATTENTION_MASK: mask}

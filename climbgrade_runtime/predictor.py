@@ -1,0 +1,194 @@
+"""GradePredictor: the Python API apps embed, and what `cg-infer` calls."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import model_io
+from .errors import ModelError, RouteError
+from .routes import Route, parse_route, route_labels, unknown_keys
+from .session import create_session
+from .sidecar import Sidecar, file_sha256, sidecar_path
+from .tokenizer import Encoded
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_FILE = "climbgrade.onnx"
+DEFAULT_BATCH_SIZE = 64
+
+
+def default_model_path() -> Path:
+    """The model shipped in `exports/` (installed as the package data `climbgrade_runtime.exports`)."""
+    return Path(str(resources.files("climbgrade_runtime.exports").joinpath(DEFAULT_MODEL_FILE)))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A graded route: Aurora difficulty, its nearest Font and V grade, and any warnings."""
+
+    index: int
+    difficulty: float
+    font: str
+    v_grade: str
+    board: str
+    layout_id: int
+    angle: int
+    warnings: tuple[str, ...] = ()
+    labels: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            **self.labels,
+            "board": self.board,
+            "layout_id": self.layout_id,
+            "angle": self.angle,
+            "difficulty": self.difficulty,
+            "font": self.font,
+            "v_grade": self.v_grade,
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class RouteFailure:
+    """A route of a batch that could not be graded, and why."""
+
+    index: int
+    error: str
+    labels: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, **self.labels, "error": self.error}
+
+
+class GradePredictor:
+    """A loaded model/sidecar pair. Thread-safe: onnxruntime sessions allow concurrent `run` calls."""
+
+    def __init__(self, model_path: Path, sidecar: Sidecar, session: Any) -> None:
+        self.model_path = model_path
+        self.sidecar = sidecar
+        self.tokenizer = sidecar.tokenizer
+        self.grades = sidecar.grades
+        self._session = session
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path | None = None,
+        *,
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+        providers: Sequence[str] | None = None,
+    ) -> "GradePredictor":
+        """Load `path` (a .onnx file, or a folder holding climbgrade.onnx); default: the shipped model."""
+        model_path = Path(path) if path is not None else default_model_path()
+        if model_path.is_dir():
+            model_path = model_path / DEFAULT_MODEL_FILE
+        if not model_path.is_file():
+            raise ModelError(f"model {model_path} does not exist: pass --model PATH to a .onnx file written by cg-export")
+        sidecar = Sidecar.load(sidecar_path(model_path))
+        if file_sha256(model_path) != sidecar.model_sha256:
+            raise ModelError(
+                f"model {model_path} does not match its sidecar {sidecar_path(model_path)} (sha256 differs): "
+                "use the pair cg-export wrote together, or re-export"
+            )
+        session = create_session(
+            model_path, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads, providers=providers
+        )
+        _check_pair(model_path, sidecar, session)
+        return cls(model_path, sidecar, session)
+
+    def predict(self, route: Route | dict[str, Any]) -> Prediction:
+        """Grade one route (a Route or its JSON object); raises RouteError if it cannot be graded."""
+        parsed, labels, warnings = _parse(route)
+        encoded = self.tokenizer.encode(parsed)
+        difficulty = self._run([encoded])[0]
+        return self._prediction(0, parsed, encoded, float(difficulty), labels, warnings)
+
+    def predict_many(
+        self, routes: Iterable[Route | dict[str, Any] | RouteError], batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> list[Prediction | RouteFailure]:
+        """Grade many routes; each bad one becomes a RouteFailure and the rest are still answered.
+
+        Routes are grouped by length and padded only to each batch's longest. A RouteError item
+        (e.g. a line of input that was not JSON) passes straight through as a failure.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        results: list[Prediction | RouteFailure | None] = []
+        pending: list[tuple[int, Route, Encoded, dict[str, Any], tuple[str, ...]]] = []
+        for index, item in enumerate(routes):
+            labels = route_labels(item)
+            try:
+                if isinstance(item, RouteError):
+                    raise item
+                parsed, labels, warnings = _parse(item)
+                pending.append((index, parsed, self.tokenizer.encode(parsed), labels, warnings))
+                results.append(None)
+            except RouteError as exc:
+                results.append(RouteFailure(index, str(exc), labels))
+        pending.sort(key=lambda p: len(p[2].ids))
+        for start in range(0, len(pending), batch_size):
+            chunk = pending[start : start + batch_size]
+            outputs = self._run([p[2] for p in chunk])
+            for (index, parsed, encoded, labels, warnings), value in zip(chunk, outputs):
+                results[index] = self._prediction(index, parsed, encoded, float(value), labels, warnings)
+        return [r for r in results if r is not None]
+
+    def _run(self, encoded: Sequence[Encoded]) -> np.ndarray:
+        return self._session.run([model_io.DIFFICULTY], model_io.pad_batch(encoded))[0]
+
+    def _prediction(
+        self, index: int, route: Route, encoded: Encoded, difficulty: float, labels: dict[str, Any], warnings: tuple[str, ...]
+    ) -> Prediction:
+        grade = self.grades.grade(difficulty)
+        return Prediction(
+            index=index,
+            difficulty=difficulty,
+            font=grade.font,
+            v_grade=grade.v,
+            board=route.board,
+            layout_id=route.layout_id,
+            angle=route.angle,
+            warnings=warnings + encoded.warnings,
+            labels=labels,
+        )
+
+
+def _parse(route: Route | dict[str, Any]) -> tuple[Route, dict[str, Any], tuple[str, ...]]:
+    if isinstance(route, Route):
+        return route, {}, ()
+    parsed = parse_route(route)
+    extra = unknown_keys(route)
+    warnings = (f"ignored unknown field(s) {', '.join(extra)}",) if extra else ()
+    return parsed, route_labels(route), warnings
+
+
+def _check_pair(model_path: Path, sidecar: Sidecar, session: Any) -> None:
+    """Refuse a model whose graph does not fit its sidecar, listing every disagreement."""
+    meta = session.get_modelmeta().custom_metadata_map
+    problems = []
+    expected = {
+        model_io.META_VOCAB_SIZE: str(len(sidecar.tokenizer.vocab)),
+        model_io.META_MAX_LEN: str(sidecar.tokenizer.max_len),
+        model_io.META_OPSET: str(sidecar.opset),
+    }
+    for key, want in expected.items():
+        if meta.get(key) != want:
+            problems.append(f"{key.split('.')[-1]}: model {meta.get(key)}, sidecar {want}")
+    inputs = tuple(i.name for i in session.get_inputs())
+    outputs = tuple(o.name for o in session.get_outputs())
+    if inputs != tuple(n for n, _ in model_io.INPUTS) or inputs != tuple(n for n, _ in sidecar.inputs):
+        problems.append(f"inputs: model {inputs}, sidecar {tuple(n for n, _ in sidecar.inputs)}")
+    if outputs != tuple(n for n, _ in model_io.OUTPUTS) or outputs != tuple(n for n, _ in sidecar.outputs):
+        problems.append(f"outputs: model {outputs}, sidecar {tuple(n for n, _ in sidecar.outputs)}")
+    if problems:
+        raise ModelError(f"model {model_path} and its sidecar do not match ({'; '.join(problems)}): re-export both with cg-export")

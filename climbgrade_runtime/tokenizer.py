@@ -1,0 +1,185 @@
+"""The one tokenizer: `<CLS> <BOARD_..> <ANGLE_..> <hold tokens..>` plus per-token coordinates.
+
+Training imports this module; nothing re-implements it. Holds are put in a canonical order
+(bottom to top, then left to right), so the same route listed in any order gets the same tokens.
+Each hold token names (board, layout, placement, role); a hold that is on the layout but never
+appeared in the training split maps to <UNK> and keeps its real coordinates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelError, RouteError
+from .geometry import LayoutGeometry
+from .model_io import COORD_FEATURES
+from .routes import Route
+
+PAD, UNK, CLS = "<PAD>", "<UNK>", "<CLS>"
+SPECIALS = (PAD, UNK, CLS)
+PAD_ID, UNK_ID, CLS_ID = 0, 1, 2
+PREFIX_TOKENS = 3  # <CLS> <BOARD_..> <ANGLE_..>
+
+
+def board_token(board: str, layout_id: int) -> str:
+    return f"<BOARD_{board}_{layout_id}>"
+
+
+def angle_token(angle: int) -> str:
+    return f"<ANGLE_{angle}>"
+
+
+def hold_token(board: str, layout_id: int, placement_id: int, role: str) -> str:
+    return f"{board}/{layout_id}/p{placement_id}/{role}"
+
+
+@dataclass(frozen=True)
+class ResolvedRoute:
+    """A route checked against the board geometry, holds in canonical order with role names."""
+
+    layout: LayoutGeometry
+    angle: int
+    holds: tuple[tuple[int, str], ...]
+    warnings: tuple[str, ...]
+
+    def tokens(self) -> list[str]:
+        board, layout_id = self.layout.key
+        return [CLS, board_token(board, layout_id), angle_token(self.angle)] + [
+            hold_token(board, layout_id, pid, role) for pid, role in self.holds
+        ]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Model input for one route: token ids [L] and coordinate features [L, 3]."""
+
+    ids: np.ndarray
+    coords: np.ndarray
+    warnings: tuple[str, ...]
+
+
+def resolve_route(
+    route: Route, layouts: Mapping[tuple[str, int], LayoutGeometry], max_holds: int | None = None
+) -> ResolvedRoute:
+    """Validate a route against the geometry; raise RouteError naming the first problem."""
+    layout = layouts.get((route.board, route.layout_id))
+    if layout is None:
+        boards = sorted({b for b, _ in layouts})
+        if route.board not in boards:
+            raise RouteError(f"unknown board {route.board!r}: this model knows {', '.join(boards)}")
+        known = ", ".join(str(lid) for b, lid in sorted(layouts) if b == route.board)
+        raise RouteError(f"board {route.board} has no layout {route.layout_id} in this model (layouts: {known})")
+    where = f"{layout.board} layout {layout.layout_id}"
+    if route.angle not in layout.angles:
+        raise RouteError(f"angle {route.angle} is not an angle of {where} (angles: {', '.join(map(str, layout.angles))})")
+    if not route.holds:
+        raise RouteError("route has no holds")
+    if max_holds is not None and len(route.holds) > max_holds:
+        raise RouteError(f"route has {len(route.holds)} holds; this model takes at most {max_holds}")
+    role_ids = layout.role_ids
+    seen: set[int] = set()
+    holds: list[tuple[int, str]] = []
+    for pid, role in route.holds:
+        if pid not in layout.placements:
+            raise RouteError(f"placement {pid} is not on {where}")
+        if pid in seen:
+            raise RouteError(f"placement {pid} is listed twice")
+        seen.add(pid)
+        if isinstance(role, int):
+            if role not in layout.roles:
+                ids = ", ".join(f"{rid} {name}" for rid, name in sorted(layout.roles.items()))
+                raise RouteError(f"role id {role} of placement {pid} is not a role of {where} (roles: {ids})")
+            role = layout.roles[role]
+        elif role not in role_ids:
+            raise RouteError(f"role {role!r} of placement {pid} is not a role of {where} (roles: {', '.join(role_ids)})")
+        holds.append((pid, role))
+    holds.sort(key=lambda h: (layout.placements[h[0]][1], layout.placements[h[0]][0], h[0]))
+    roles = {role for _, role in holds}
+    warnings = tuple(f"route has no {r} hold" for r in ("start", "finish") if r in role_ids and r not in roles)
+    return ResolvedRoute(layout=layout, angle=route.angle, holds=tuple(holds), warnings=warnings)
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """Vocabulary, board geometry and maximum sequence length of one model."""
+
+    vocab: tuple[str, ...]
+    layouts: Mapping[tuple[str, int], LayoutGeometry]
+    max_len: int
+    index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.vocab[: len(SPECIALS)] != SPECIALS:
+            raise ModelError(f"vocabulary must start with {', '.join(SPECIALS)}")
+        if len(set(self.vocab)) != len(self.vocab):
+            raise ModelError("vocabulary has duplicate tokens")
+        if self.max_len <= PREFIX_TOKENS:
+            raise ModelError(f"max_len must exceed {PREFIX_TOKENS}, got {self.max_len}")
+        object.__setattr__(self, "index", {tok: i for i, tok in enumerate(self.vocab)})
+
+    @property
+    def max_holds(self) -> int:
+        return self.max_len - PREFIX_TOKENS
+
+    @classmethod
+    def build(
+        cls, layouts: Iterable[LayoutGeometry], train_routes: Iterable[ResolvedRoute], max_len: int
+    ) -> "Tokenizer":
+        """Vocabulary: specials, every layout's board token, every valid angle, holds seen in training."""
+        by_key = {layout.key: layout for layout in layouts}
+        angles = sorted({a for layout in by_key.values() for a in layout.angles})
+        holds = sorted({tok for route in train_routes for tok in route.tokens()[PREFIX_TOKENS:]})
+        vocab = SPECIALS + tuple(board_token(*key) for key in sorted(by_key)) + tuple(map(angle_token, angles))
+        return cls(vocab=vocab + tuple(holds), layouts=by_key, max_len=max_len)
+
+    def resolve(self, route: Route) -> ResolvedRoute:
+        return resolve_route(route, self.layouts, self.max_holds)
+
+    def encode(self, route: Route) -> Encoded:
+        """Token ids and coordinate features; raises RouteError for a route this model cannot take."""
+        return self.encode_resolved(self.resolve(route))
+
+    def encode_resolved(self, resolved: ResolvedRoute) -> Encoded:
+        tokens = resolved.tokens()
+        ids = np.fromiter((self.index.get(t, UNK_ID) for t in tokens), dtype=np.int64, count=len(tokens))
+        coords = np.zeros((len(tokens), COORD_FEATURES), dtype=np.float32)
+        normalised = resolved.layout.normalised
+        for row, (pid, _) in enumerate(resolved.holds, start=PREFIX_TOKENS):
+            coords[row] = (*normalised[pid], 1.0)
+        warnings = resolved.warnings
+        unknown = [f"p{pid} as {role}" for (pid, role), i in zip(resolved.holds, ids[PREFIX_TOKENS:]) if i == UNK_ID]
+        if unknown:
+            warnings += (f"hold(s) {', '.join(unknown)} never appeared in the training data; graded as unknown holds",)
+        return Encoded(ids=ids, coords=coords, warnings=warnings)
+
+    def token_features(self) -> list[list[float]]:
+        """(x_norm, y_norm, is_hold) of every vocabulary token, for readers of the sidecar."""
+        out = []
+        for token in self.vocab:
+            parts = token.split("/")
+            if len(parts) == 4:
+                x, y = self.layouts[(parts[0], int(parts[1]))].normalised[int(parts[2][1:])]
+                out.append([x, y, 1.0])
+            else:
+                out.append([0.0, 0.0, 0.0])
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vocab": list(self.vocab),
+            "max_len": self.max_len,
+            "token_features": self.token_features(),
+            "layouts": [layout.to_dict() for _, layout in sorted(self.layouts.items())],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Tokenizer":
+        layouts = [LayoutGeometry.from_dict(d) for d in data["layouts"]]
+        tokenizer = cls(vocab=tuple(data["vocab"]), layouts={l.key: l for l in layouts}, max_len=int(data["max_len"]))
+        if "token_features" in data and data["token_features"] != tokenizer.token_features():
+            raise ModelError("the sidecar's token_features disagree with its geometry: the sidecar was edited; re-export it")
+        return tokenizer

@@ -1,0 +1,100 @@
+"""`cg-train` and `cg-export`: option parsing only; the work is in train.py and export.py."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from climbgrade_runtime.errors import ClimbgradeError
+
+from .export import DEFAULT_OPSET, DEFAULT_TOLERANCE, export_run
+from .train import TrainConfig, train_run
+
+EXIT_ERROR = 2
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+def _databases(given: tuple[str, ...]) -> tuple[str, ...]:
+    """--db values, or every .db file in $CLIMBGRADE_DATA when none is given."""
+    if given:
+        return given
+    folder = os.environ.get("CLIMBGRADE_DATA")
+    if folder and Path(folder).is_dir():
+        return tuple(str(p) for p in sorted(Path(folder).glob("*.db")))
+    return ()
+
+
+def _fail(exc: ClimbgradeError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", "databases", multiple=True, metavar="[BOARD=]PATH",
+              help="boardlib database (repeatable). Default: every .db in $CLIMBGRADE_DATA.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder, e.g. runs/NAME.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--min-ascents", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Only climb x angle rows with at least this many ascents.")
+@click.option("--layout", "layouts", type=int, multiple=True, help="Aurora layout id to keep (repeatable). Default: all.")
+@click.option("--min-angle", type=int, default=None)
+@click.option("--max-angle", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, initialisation and batch order.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=float, default=3e-4, show_default=True)
+@click.option("--weight-decay", type=float, default=1e-2, show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True, help="Early-stopping patience (epochs).")
+@click.option("--d-model", type=click.IntRange(min=8), default=128, show_default=True)
+@click.option("--heads", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--layers", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--ff", type=click.IntRange(min=8), default=256, show_default=True)
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
+@click.option("--unk-prob", type=click.FloatRange(0, 1, max_open=True), default=0.01, show_default=True,
+              help="Share of training holds replaced by <UNK> so unseen holds are graded sensibly.")
+@click.option("--device", default="auto", show_default=True, help="auto (GPU when present), cpu, cuda, cuda:1 ...")
+@click.option("-v", "--verbose", is_flag=True)
+def train_command(databases: tuple[str, ...], out: Path, resume: bool, epochs: int, min_ascents: int,
+                  layouts: tuple[int, ...], min_angle: int | None, max_angle: int | None, seed: int, batch_size: int,
+                  lr: float, weight_decay: float, patience: int, d_model: int, heads: int, layers: int, ff: int,
+                  dropout: float, unk_prob: float, device: str, verbose: bool) -> None:
+    """Train a grade model on boardlib databases into a run folder."""
+    _setup_logging(verbose)
+    config = TrainConfig(
+        databases=_databases(databases), min_ascents=min_ascents, layouts=layouts, min_angle=min_angle,
+        max_angle=max_angle, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        patience=patience, unk_prob=unk_prob, d_model=d_model, n_heads=heads, n_layers=layers, d_ff=ff,
+        dropout=dropout, device=device,
+    )
+    try:
+        train_run(config, out, resume=resume)
+    except ClimbgradeError as exc:
+        _fail(exc)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("exports"), show_default=True)
+@click.option("--name", default=None, help="File name stem. Default: the run folder's name.")
+@click.option("--opset", type=click.IntRange(min=17), default=DEFAULT_OPSET, show_default=True)
+@click.option("--db", "databases", multiple=True, metavar="[BOARD=]PATH",
+              help="Where the run's databases are now, if they moved (validation data for the parity check).")
+@click.option("--tolerance", type=float, default=DEFAULT_TOLERANCE, show_default=True,
+              help="Largest |onnxruntime - PyTorch| accepted on validation routes.")
+@click.option("-v", "--verbose", is_flag=True)
+def export_command(run_dir: Path, out: Path, name: str | None, opset: int, databases: tuple[str, ...],
+                   tolerance: float, verbose: bool) -> None:
+    """Export RUN_DIR's best model to ONNX with its sidecar, after checking it against PyTorch."""
+    _setup_logging(verbose)
+    try:
+        path = export_run(run_dir, out, opset=opset, name=name, databases=databases, tolerance=tolerance)
+    except ClimbgradeError as exc:
+        _fail(exc)
+    click.echo(str(path))

@@ -1,0 +1,215 @@
+"""Export a run to ONNX + sidecar, refusing any file onnxruntime does not run like PyTorch.
+
+The graph is traced through ExportWrapper, whose forward has the runtime's signature
+(model_io names). Before anything is written, onnxruntime (through the runtime's own session
+factory) runs real validation batches of several sizes and lengths against PyTorch; every
+mismatch is listed in one ExportValidationError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import importlib.metadata
+import json
+import logging
+import platform
+import shlex
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from climbgrade_runtime import model_io
+from climbgrade_runtime.errors import ClimbgradeError
+from climbgrade_runtime.files import atomic_write_bytes
+from climbgrade_runtime.sidecar import Sidecar, sidecar_path
+from climbgrade_runtime.session import create_session
+from climbgrade_runtime.tokenizer import Encoded, Tokenizer
+
+from .dataset import EncodedSet
+from .model import GradeTransformer
+from .train import SPLIT_RULE, TrainConfig, TrainError, load_checkpoint, prepare_run, read_grades
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+DEFAULT_TOLERANCE = 1e-4
+VALIDATION_BATCH_SIZES = (1, 7, 64)
+VALIDATION_ROUTES = 512
+
+
+class ExportError(ClimbgradeError):
+    """The exported graph is not what the runtime expects (opset, static dims)."""
+
+
+class ExportValidationError(ExportError):
+    """onnxruntime and PyTorch disagree; lists every mismatching batch."""
+
+    def __init__(self, mismatches: Sequence[str], tolerance: float) -> None:
+        self.mismatches = list(mismatches)
+        super().__init__(
+            f"ONNX output differs from PyTorch by more than {tolerance:g} in {len(self.mismatches)} batch(es): "
+            + "; ".join(self.mismatches)
+            + ". Nothing was written."
+        )
+
+
+class ExportWrapper(nn.Module):
+    """The runtime's signature: int64 attention mask (1 = token) instead of a bool padding mask."""
+
+    def __init__(self, model: GradeTransformer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, token_ids: torch.Tensor, coords: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(token_ids, coords, attention_mask == 0)
+
+
+def torch_predict(model: GradeTransformer, batch: dict[str, np.ndarray]) -> np.ndarray:
+    """PyTorch eval output for a runtime-format batch: the reference ONNX is held to."""
+    wrapper = ExportWrapper(model).eval()
+    with torch.no_grad():
+        return wrapper(*(torch.from_numpy(batch[name]) for name, _ in model_io.INPUTS)).numpy()
+
+
+def export_onnx(model: GradeTransformer, example: dict[str, np.ndarray], opset: int) -> bytes:
+    """Trace with the dynamo exporter (batch and sequence dynamic) and return the checked model bytes."""
+    if example[model_io.TOKEN_IDS].shape[0] < 2:
+        raise ExportError("the example batch needs at least 2 routes, or the batch axis gets hard-coded")
+    wrapper = ExportWrapper(model).eval()
+    args = tuple(torch.from_numpy(example[name]) for name, _ in model_io.INPUTS)
+    dynamic = {name: {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC} for name, _ in model_io.INPUTS}
+    noise = io.StringIO()  # the exporter's optimiser prints every initializer it folds
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(noise):
+        path = Path(tmp) / "model.onnx"
+        torch.onnx.export(
+            wrapper, args, str(path), dynamo=True, opset_version=opset, dynamic_shapes=dynamic,
+            input_names=[n for n, _ in model_io.INPUTS], output_names=[n for n, _ in model_io.OUTPUTS],
+            external_data=False, verbose=False,
+        )
+        proto = onnx.load(str(path))
+    logger.debug("exporter output:\n%s", noise.getvalue())
+    _check_graph(proto, opset)
+    meta = {model_io.META_VOCAB_SIZE: str(model.config.vocab_size), model_io.META_MAX_LEN: str(model.config.max_len),
+            model_io.META_OPSET: str(opset)}
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "climbgrade"
+    onnx.checker.check_model(proto, full_check=True)
+    return proto.SerializeToString()
+
+
+def _check_graph(proto: onnx.ModelProto, opset: int) -> None:
+    found = {o.domain: o.version for o in proto.opset_import}
+    if found.get("", found.get("ai.onnx")) != opset:
+        raise ExportError(f"exported opset_import is {found}, not {opset}: this torch/onnxscript cannot write opset {opset}")
+    names = [i.name for i in proto.graph.input]
+    if names != [n for n, _ in model_io.INPUTS] or [o.name for o in proto.graph.output] != [n for n, _ in model_io.OUTPUTS]:
+        raise ExportError(f"exported graph has inputs {names}, expected {[n for n, _ in model_io.INPUTS]}")
+    for tensor in proto.graph.input:
+        dims = tensor.type.tensor_type.shape.dim[:2]
+        if any(not d.dim_param for d in dims):
+            raise ExportError(f"input {tensor.name} has fixed batch or sequence size {[d.dim_value for d in dims]}")
+
+
+def validation_batches(data: EncodedSet, limit: int = VALIDATION_ROUTES) -> list[list[Encoded]]:
+    """Real routes in batches of 1, 7 and 64, mixing lengths, so every batch has its own padded length."""
+    rng = np.random.default_rng(0)
+    chosen = rng.permutation(len(data))[:limit]
+    batches: list[list[Encoded]] = []
+    start = 0
+    sizes = iter(VALIDATION_BATCH_SIZES * (limit // sum(VALIDATION_BATCH_SIZES) + 1))
+    while start < len(chosen):
+        size = next(sizes)
+        batches.append([data.encoded[i] for i in chosen[start : start + size]])
+        start += size
+    return batches
+
+
+def compare_with_torch(session: Any, model: GradeTransformer, batches: Sequence[Sequence[Encoded]]) -> list[tuple[str, float]]:
+    """Max |onnxruntime - PyTorch| of each batch, with a description naming its size and padded length."""
+    out = []
+    for n, batch in enumerate(batches):
+        feeds = model_io.pad_batch(batch)
+        diff = float(np.max(np.abs(session.run([model_io.DIFFICULTY], feeds)[0] - torch_predict(model, feeds))))
+        size, length = feeds[model_io.TOKEN_IDS].shape
+        out.append((f"batch {n} (size {size}, length {length}): max |diff| {diff:.2e}", diff))
+    return out
+
+
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    name: str | None = None,
+    databases: Sequence[str] = (),
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> Path:
+    """Write `<out>/<name>.onnx` and its sidecar from a finished run; returns the .onnx path."""
+    run_dir = Path(run_dir)
+    for required in ("best.pt", "run.json", "tokenizer.json", "split.json", "grades.json"):
+        if not (run_dir / required).is_file():
+            raise TrainError(f"{run_dir} is not a finished cg-train run ({required} missing)")
+    run_info = json.loads((run_dir / "run.json").read_text())
+    config = TrainConfig.from_dict(run_info["config"])
+    if databases:
+        config = TrainConfig.from_dict(config.to_dict() | {"databases": tuple(databases)})
+    model = load_checkpoint(run_dir / "best.pt")
+    tokenizer = Tokenizer.from_dict(json.loads((run_dir / "tokenizer.json").read_text()))
+    if len(tokenizer.vocab) != model.config.vocab_size or tokenizer.max_len != model.config.max_len:
+        raise TrainError(f"{run_dir}: tokenizer.json does not belong to best.pt (vocab size or max_len differ)")
+    val = prepare_run(config, run_dir, resume=True).sets["val"]
+
+    example = model_io.pad_batch(val.encoded[:3])
+    logger.info("exporting %s at opset %d (example batch %s)", run_dir, opset, example[model_io.TOKEN_IDS].shape)
+    data = export_onnx(model, example, opset)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        candidate = Path(tmp) / "candidate.onnx"
+        candidate.write_bytes(data)
+        report = compare_with_torch(create_session(candidate), model, validation_batches(val))
+    worst = max(diff for _, diff in report)
+    if worst > tolerance:
+        raise ExportValidationError([text for text, diff in report if diff > tolerance], tolerance)
+    logger.info("onnxruntime vs PyTorch on %d validation batches: max |diff| %.2e", len(report), worst)
+
+    metrics_path = run_dir / "metrics.json"
+    sidecar = Sidecar(
+        model_sha256=hashlib.sha256(data).hexdigest(),
+        opset=opset,
+        inputs=model_io.INPUTS,
+        outputs=model_io.OUTPUTS,
+        tokenizer=tokenizer,
+        grades=read_grades(run_dir),
+        metrics=json.loads(metrics_path.read_text()) if metrics_path.is_file() else {},
+        data=run_info["data"] | {"split": {"seed": config.seed, "rule": SPLIT_RULE,
+                                           "val_fraction": config.val_fraction, "test_fraction": config.test_fraction}},
+        training={"config": config.to_dict(), "model_config": model.config.to_dict(),
+                  "export_parity_max_abs_diff": worst, "export_command": shlex.join(sys.argv)},
+        versions=_versions(),
+    )
+    model_path = Path(out_dir) / f"{name or run_dir.name}.onnx"
+    atomic_write_bytes(model_path, data)
+    sidecar.save(sidecar_path(model_path))
+    logger.info("wrote %s (%.1f MB) and %s", model_path, len(data) / 1e6, sidecar_path(model_path))
+    return model_path
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for package in ("climbgrade", "torch", "onnx", "onnxscript", "onnxruntime", "numpy"):
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out

@@ -1,0 +1,73 @@
+"""The grade model: a BERT-style transformer encoder regressing Aurora difficulty from tokens."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from climbgrade_runtime.model_io import COORD_FEATURES
+from climbgrade_runtime.tokenizer import PAD_ID
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the model; stored in every checkpoint."""
+
+    vocab_size: int
+    max_len: int
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 4
+    d_ff: int = 256
+    dropout: float = 0.1
+    target_mean: float = 0.0  # the head predicts standardised difficulty; forward undoes it
+    target_std: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class GradeTransformer(nn.Module):
+    """Token + learned position embeddings + projected coordinates -> pre-norm encoder -> <CLS> head."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.d_model, padding_idx=PAD_ID)
+        self.position_embedding = nn.Embedding(config.max_len, config.d_model)
+        self.coord_projection = nn.Linear(COORD_FEATURES, config.d_model)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        layer = nn.TransformerEncoderLayer(
+            d_model=config.d_model,
+            nhead=config.n_heads,
+            dim_feedforward=config.d_ff,
+            dropout=config.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(
+            layer, num_layers=config.n_layers, norm=nn.LayerNorm(config.d_model), enable_nested_tensor=False
+        )
+        self.head = nn.Sequential(
+            nn.Linear(config.d_model, config.d_model),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.d_model, 1),
+        )
+
+    def forward(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        """token_ids [B, L] int64, coords [B, L, 3] float, padding_mask [B, L] bool (True = padding) -> [B]."""
+        positions = torch.arange(token_ids.shape[1], device=token_ids.device)
+        x = self.token_embedding(token_ids) + self.position_embedding(positions) + self.coord_projection(coords)
+        x = self.encoder(self.embedding_dropout(x), src_key_padding_mask=padding_mask)
+        standardised = self.head(x[:, 0]).squeeze(-1)
+        return standardised * self.config.target_std + self.config.target_mean

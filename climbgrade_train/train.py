@@ -1,0 +1,301 @@
+"""Training: seeded climb-grouped split, length-bucketed batches, early stopping, resumable runs.
+
+A run folder holds everything export needs: best.pt, last.pt (for --resume), run.json
+(options, data summary, model config), tokenizer.json, grades.json, split.json, history.csv,
+test_predictions.csv and metrics.json.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from climbgrade_runtime.boardlib_db import ClimbFilter
+from climbgrade_runtime.errors import ClimbgradeError
+from climbgrade_runtime.files import atomic_write_bytes, atomic_write_text
+from climbgrade_runtime.grades import GradeTable
+from climbgrade_runtime.metrics import metrics_by_board, regression_metrics
+from climbgrade_runtime.model_io import ATTENTION_MASK, COORDS, TOKEN_IDS, pad_batch
+from climbgrade_runtime.tokenizer import PREFIX_TOKENS, UNK_ID, Tokenizer
+
+from .dataset import SPLITS, EncodedSet, LoadedData, length_batches, load_examples, split_climbs
+from .model import GradeTransformer, ModelConfig
+
+logger = logging.getLogger(__name__)
+
+SPLIT_RULE = "per board, climb uuids sorted then permuted by numpy default_rng(seed); test, then val, then train"
+
+
+class TrainError(ClimbgradeError):
+    """A run that cannot start or resume as asked."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run; saved in run.json so --resume and export can rebuild it."""
+
+    databases: tuple[str, ...]
+    min_ascents: int = 0
+    layouts: tuple[int, ...] = ()
+    min_angle: int | None = None
+    max_angle: int | None = None
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    grad_clip: float = 1.0
+    patience: int = 5
+    unk_prob: float = 0.01  # share of training hold tokens replaced by <UNK>, so <UNK> is learnt
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 4
+    d_ff: int = 256
+    dropout: float = 0.1
+    device: str = "auto"
+
+    @property
+    def climb_filter(self) -> ClimbFilter:
+        return ClimbFilter(self.min_ascents, self.layouts, self.min_angle, self.max_angle)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        data = dict(data)
+        data["databases"] = tuple(data["databases"])
+        data["layouts"] = tuple(data["layouts"])
+        return cls(**data)
+
+
+@dataclass
+class RunState:
+    """What last.pt saves after each epoch."""
+
+    epoch: int = 0
+    best_val_mae: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class PreparedRun:
+    """Data, tokenizer and splits of a run, fresh or rebuilt from its folder."""
+
+    config: TrainConfig
+    data: LoadedData
+    tokenizer: Tokenizer
+    split: dict[str, list[str]]
+    sets: dict[str, EncodedSet]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def prepare_run(config: TrainConfig, out: Path, resume: bool) -> PreparedRun:
+    """Load data; a fresh run makes split and tokenizer, a resumed one reads them from `out`."""
+    data = load_examples(config.databases, config.climb_filter)
+    if resume:
+        split = json.loads((out / "split.json").read_text())
+        split = {name: split[name] for name in SPLITS}
+        tokenizer = Tokenizer.from_dict(json.loads((out / "tokenizer.json").read_text()))
+    else:
+        split = split_climbs(data.examples, config.seed, config.val_fraction, config.test_fraction)
+        members = set(split["train"])
+        train_routes = [e.route for e in data.examples if e.uuid in members]
+        tokenizer = Tokenizer.build(data.layouts.values(), train_routes, max_len=data.max_len)
+    where = {uuid: name for name in SPLITS for uuid in split[name]}
+    sets = {
+        name: EncodedSet.build([e for e in data.examples if where.get(e.uuid) == name], tokenizer) for name in SPLITS
+    }
+    for name in SPLITS:
+        if not len(sets[name]):
+            raise TrainError(f"the {name} split is empty: load more climbs or change the split fractions")
+    logger.info("split (seed %d): %s rows", config.seed, ", ".join(f"{n} {len(sets[n])}" for n in SPLITS))
+    return PreparedRun(config, data, tokenizer, split, sets)
+
+
+def to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Runtime batch (model_io names) -> model arguments (ids, coords, padding mask)."""
+    ids = torch.from_numpy(batch[TOKEN_IDS]).to(device)
+    coords = torch.from_numpy(batch[COORDS]).to(device)
+    padding = torch.from_numpy(batch[ATTENTION_MASK] == 0).to(device)
+    return ids, coords, padding
+
+
+@torch.no_grad()
+def predict(model: GradeTransformer, data: EncodedSet, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """Eval-mode predictions in the set's order."""
+    model.eval()
+    out = np.empty(len(data), dtype=np.float32)
+    for idx in length_batches(data.lengths, batch_size):
+        batch = pad_batch([data.encoded[i] for i in idx])
+        out[idx] = model(*to_tensors(batch, device)).float().cpu().numpy()
+    return out
+
+
+def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str, Any]:
+    """Train (or resume) a run in `out`; returns the metrics written to metrics.json."""
+    out = Path(out)
+    last_path = out / "last.pt"
+    if resume:
+        if not last_path.is_file():
+            raise TrainError(f"{out} holds no run to resume (no last.pt): start it without --resume")
+        saved = json.loads((out / "run.json").read_text())
+        config = TrainConfig.from_dict(saved["config"] | {"epochs": config.epochs})
+    elif last_path.exists():
+        raise TrainError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    device = pick_device(config.device)
+    run = prepare_run(config, out, resume)
+    train_targets = run.sets["train"].targets
+    model_config = ModelConfig(
+        vocab_size=len(run.tokenizer.vocab), max_len=run.tokenizer.max_len,
+        d_model=config.d_model, n_heads=config.n_heads, n_layers=config.n_layers, d_ff=config.d_ff,
+        dropout=config.dropout, target_mean=float(train_targets.mean()), target_std=float(train_targets.std()),
+    )
+    torch.manual_seed(config.seed)
+    model = GradeTransformer(model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    state = RunState()
+    if resume:
+        checkpoint = torch.load(last_path, map_location=device, weights_only=True)
+        model_config = ModelConfig.from_dict(checkpoint["model_config"])
+        model = GradeTransformer(model_config).to(device)
+        model.load_state_dict(checkpoint["model"])
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = RunState(**checkpoint["state"])
+        logger.info("resuming %s after epoch %d (best val MAE %.3f)", out, state.epoch, state.best_val_mae)
+    else:
+        _write_run_files(out, run, model_config)
+    logger.info("model: %d parameters on %s", sum(p.numel() for p in model.parameters()), device)
+
+    while state.epoch < config.epochs and state.bad_epochs < config.patience:
+        epoch = state.epoch + 1
+        started = time.perf_counter()
+        train_loss = _train_epoch(model, optimizer, run.sets["train"], config, device, epoch)
+        val_pred = predict(model, run.sets["val"], device)
+        val = regression_metrics(run.sets["val"].targets, val_pred, run.data.grades)
+        seconds = time.perf_counter() - started
+        state.history.append({
+            "epoch": epoch, "train_mse": train_loss, "val_mse": val["rmse"] ** 2, "val_mae": val["mae"],
+            "val_within_1_vgrade": val["within_1_vgrade"], "seconds": seconds,
+        })
+        state.epoch = epoch
+        if val["mae"] < state.best_val_mae:
+            state.best_val_mae, state.best_epoch, state.bad_epochs = val["mae"], epoch, 0
+            _save(out / "best.pt", {"model_config": model_config.to_dict(), "model": model.state_dict(), "epoch": epoch})
+        else:
+            state.bad_epochs += 1
+        _save(last_path, {"model_config": model_config.to_dict(), "model": model.state_dict(),
+                          "optimizer": optimizer.state_dict(), "state": asdict(state)})
+        _write_csv(out / "history.csv", pd.DataFrame(state.history))
+        logger.info(
+            "epoch %d/%d  train MSE %.3f  val MSE %.3f  val MAE %.3f  val within-1-V %.1f%%  %.1fs%s",
+            epoch, config.epochs, train_loss, val["rmse"] ** 2, val["mae"], 100 * val["within_1_vgrade"], seconds,
+            "  *best" if state.best_epoch == epoch else "",
+        )
+    if state.bad_epochs >= config.patience:
+        logger.info("early stop: no val MAE gain for %d epochs; best epoch %d", config.patience, state.best_epoch)
+    return _final_evaluation(out, run, device, state)
+
+
+def _train_epoch(model: GradeTransformer, optimizer: torch.optim.Optimizer, data: EncodedSet,
+                 config: TrainConfig, device: torch.device, epoch: int) -> float:
+    model.train()
+    rng = np.random.default_rng([config.seed, epoch])  # seeded per epoch so a resumed run repeats it
+    torch.manual_seed(config.seed * 100_003 + epoch)
+    batches = length_batches(data.lengths, config.batch_size, rng)
+    targets = torch.from_numpy(data.targets).to(device)
+    loss_fn = nn.MSELoss()
+    total, count = 0.0, 0
+    for idx in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=None):
+        ids, coords, padding = to_tensors(pad_batch([data.encoded[i] for i in idx]), device)
+        if config.unk_prob > 0:
+            holds = coords[..., 2] > 0
+            ids = torch.where(holds & (torch.rand(ids.shape, device=device) < config.unk_prob), UNK_ID, ids)
+        target = targets[torch.from_numpy(idx).to(device)]
+        loss = loss_fn(model(ids, coords, padding), target) / model.config.target_std**2
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        total += loss.item() * len(idx) * model.config.target_std**2
+        count += len(idx)
+    return total / count
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> GradeTransformer:
+    """Rebuild a model from best.pt or last.pt (ModelConfig + weights), in eval mode."""
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    model = GradeTransformer(ModelConfig.from_dict(checkpoint["model_config"])).to(device)
+    model.load_state_dict(checkpoint["model"])
+    return model.eval()
+
+
+def _final_evaluation(out: Path, run: PreparedRun, device: torch.device, state: RunState) -> dict[str, Any]:
+    model = load_checkpoint(out / "best.pt", device)
+    grades = run.data.grades
+    metrics: dict[str, Any] = {"best_epoch": state.best_epoch, "epochs_run": state.epoch}
+    for name in ("val", "test"):
+        data = run.sets[name]
+        pred = predict(model, data, device)
+        metrics[name] = metrics_by_board(data.boards, data.targets, pred, grades)
+        if name == "test":
+            frame = pd.DataFrame({
+                "uuid": [e.uuid for e in data.examples], "board": data.boards,
+                "layout_id": [e.layout_id for e in data.examples], "angle": [e.angle for e in data.examples],
+                "ascents": [e.ascents for e in data.examples], "difficulty": data.targets, "predicted": pred,
+                "grade": [grades.grade(d).font + "/" + grades.grade(d).v for d in data.targets],
+                "predicted_grade": [grades.grade(p).font + "/" + grades.grade(p).v for p in pred],
+            })
+            _write_csv(out / "test_predictions.csv", frame)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+    test = metrics["test"]["all"]
+    logger.info("test (never trained or selected on): MAE %.3f  within-1-V %.1f%%  within-2-V %.1f%%  (%d rows)",
+                test["mae"], 100 * test["within_1_vgrade"], 100 * test["within_2_vgrades"], test["count"])
+    return metrics
+
+
+def _write_run_files(out: Path, run: PreparedRun, model_config: ModelConfig) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    run_info = {"config": run.config.to_dict(), "data": run.data.summary, "model_config": model_config.to_dict(),
+                "versions": {"torch": torch.__version__}}
+    atomic_write_text(out / "run.json", json.dumps(run_info, indent=1) + "\n")
+    atomic_write_text(out / "tokenizer.json", json.dumps(run.tokenizer.to_dict()) + "\n")
+    atomic_write_text(out / "grades.json", json.dumps(run.data.grades.to_dict(), indent=1) + "\n")
+    split = {"seed": run.config.seed, "rule": SPLIT_RULE, **run.split}
+    atomic_write_text(out / "split.json", json.dumps(split) + "\n")
+
+
+def read_grades(out: Path) -> GradeTable:
+    return GradeTable.from_dict(json.loads((Path(out) / "grades.json").read_text()))
+
+
+def _save(path: Path, obj: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False))

@@ -1,0 +1,1 @@
+"""The pretrained model climbgrade ships; installed as `climbgrade_runtime.exports`."""

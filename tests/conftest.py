@@ -1,0 +1,85 @@
+"""Shared fixtures: a synthetic database always, the real ../shared/data when present, and tiny
+models trained and exported through the real console scripts (once per session)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fakeboard import KILTER, TENSION, make_database
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def real_data_dir() -> Path | None:
+    folder = Path(os.environ.get("CLIMBGRADE_DATA", ROOT.parent / "shared" / "data"))
+    return folder if (folder / "kilter.db").is_file() and (folder / "tension.db").is_file() else None
+
+
+REAL_DATA = real_data_dir()
+TINY_MODEL = ["--d-model", "32", "--heads", "2", "--layers", "2", "--ff", "64"]
+
+
+def run_script(name: str, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run one of the project's console scripts as a user would."""
+    result = subprocess.run([str(BIN / name), *args], input=stdin, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{name} {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
+    return result
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A database set, the run cg-train made from it and the model cg-export wrote."""
+
+    source: str
+    databases: tuple[str, ...]
+    run_dir: Path
+    model: Path
+
+    @property
+    def sidecar(self) -> dict:
+        return json.loads(Path(f"{self.model}.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def fake_dbs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("fakedata")
+    return (
+        str(make_database(folder / "kilter.db", KILTER, climbs=260, seed=1)),
+        str(make_database(folder / "tension.db", TENSION, climbs=120, seed=2)),
+    )
+
+
+def _pipeline(tmp: Path, source: str, databases: tuple[str, ...], epochs: str) -> Pipeline:
+    db_args = [arg for db in databases for arg in ("--db", db)]
+    run_script("cg-train", *db_args, "--out", str(tmp / "run"), "--epochs", epochs, "--batch-size", "128", *TINY_MODEL)
+    out = run_script("cg-export", str(tmp / "run"), "--opset", "17", "--out", str(tmp / "exports"), "--name", "tiny")
+    model = Path(out.stdout.strip().splitlines()[-1])
+    return Pipeline(source, databases, tmp / "run", model)
+
+
+@pytest.fixture(scope="session")
+def fake_pipeline(tmp_path_factory: pytest.TempPathFactory, fake_dbs: tuple[str, str]) -> Pipeline:
+    return _pipeline(tmp_path_factory.mktemp("fake_pipeline"), "fake", fake_dbs, epochs="3")
+
+
+@pytest.fixture(scope="session")
+def real_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    if REAL_DATA is None:
+        pytest.skip("../shared/data (or $CLIMBGRADE_DATA) is not present")
+    dbs = (str(REAL_DATA / "kilter.db"), str(REAL_DATA / "tension.db"))
+    return _pipeline(tmp_path_factory.mktemp("real_pipeline"), "real", dbs, epochs="1")
+
+
+@pytest.fixture(scope="session", params=["fake", "real"])
+def pipeline(request: pytest.FixtureRequest) -> Pipeline:
+    """Each test using this runs on the synthetic database and, when present, on the real data."""
+    return request.getfixturevalue(f"{request.param}_pipeline")
