@@ -1,0 +1,73 @@
+"""A model and its sidecar are a pair: any mismatch or damage is refused with a clear message."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from climbgrade_runtime import GradePredictor, ModelError
+from climbgrade_runtime.sidecar import file_sha256
+from conftest import run_script
+
+
+@pytest.fixture
+def pair(fake_pipeline, tmp_path) -> Path:
+    model = tmp_path / "m.onnx"
+    shutil.copy(fake_pipeline.model, model)
+    shutil.copy(f"{fake_pipeline.model}.json", f"{model}.json")
+    return model
+
+
+def edit_sidecar(model: Path, change) -> None:
+    path = Path(f"{model}.json")
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def add_token(data):
+    data["tokenizer"]["vocab"].append("<EXTRA>")
+    data["tokenizer"]["token_features"].append([0.0, 0.0, 0.0])
+
+
+CASES = {
+    "hash": (lambda m: edit_sidecar(m, lambda d: d["model"].update(sha256="0" * 64)), "sha256 differs"),
+    "vocab size": (lambda m: edit_sidecar(m, add_token), "vocab_size: model"),
+    "max_len": (lambda m: edit_sidecar(m, lambda d: d["tokenizer"].update(max_len=d["tokenizer"]["max_len"] + 1)), "max_len: model"),
+    "opset": (lambda m: edit_sidecar(m, lambda d: d["model"].update(opset=18)), "opset: model 17, sidecar 18"),
+    "format version": (lambda m: edit_sidecar(m, lambda d: d.update(format_version=99)), "format version 99"),
+    "not a sidecar": (lambda m: Path(f"{m}.json").write_text("[]"), "is not a climbgrade sidecar"),
+    "sidecar missing": (lambda m: Path(f"{m}.json").unlink(), "sidecar"),
+    "model missing": (lambda m: m.unlink(), "does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_mismatched_or_damaged_pair_is_refused(pair, case):
+    damage, message = CASES[case]
+    damage(pair)
+    with pytest.raises(ModelError, match=message):
+        GradePredictor.load(pair)
+
+
+def test_truncated_model_with_matching_hash_is_refused(pair):
+    pair.write_bytes(pair.read_bytes()[:5000])
+    edit_sidecar(pair, lambda d: d["model"].update(sha256=file_sha256(pair)))
+    with pytest.raises(ModelError, match="cannot load model"):
+        GradePredictor.load(pair)
+
+
+def test_cli_reports_a_bad_pair_in_one_line(pair, tmp_path):
+    edit_sidecar(pair, lambda d: d["model"].update(opset=18))
+    (tmp_path / "r.json").write_text("{}")
+    result = run_script("cg-infer", str(tmp_path / "r.json"), "--model", str(pair), check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("error: model") and "re-export" in result.stderr
+
+
+def test_unknown_provider_is_refused(fake_pipeline):
+    with pytest.raises(ModelError, match="not installed; available: .*CPUExecutionProvider"):
+        GradePredictor.load(fake_pipeline.model, providers=["NoSuchExecutionProvider"])

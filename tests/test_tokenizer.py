@@ -1,0 +1,79 @@
+"""The one tokenizer: what the runtime makes of a user's route equals what training used."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from climbgrade_runtime.errors import RouteError
+from climbgrade_runtime.routes import Route, parse_route
+from climbgrade_runtime.sidecar import Sidecar
+from climbgrade_runtime.tokenizer import CLS, UNK_ID, Tokenizer
+from climbgrade_train.train import TrainConfig, prepare_run
+
+
+def test_runtime_tokens_equal_training_tokens_for_every_route(pipeline):
+    """Every row training encoded, re-read raw from the database and sent through the runtime's JSON path."""
+    import json
+
+    config = TrainConfig.from_dict(json.loads((pipeline.run_dir / "run.json").read_text())["config"])
+    run = prepare_run(config, pipeline.run_dir, resume=True)
+    runtime = Sidecar.load(f"{pipeline.model}.json").tokenizer
+    raw = {}
+    for path in pipeline.databases:
+        con = sqlite3.connect(path)
+        raw.update({(u, a): (lay, fr) for u, lay, a, fr in con.execute(
+            "SELECT c.uuid, c.layout_id, s.angle, c.frames FROM climbs c JOIN climb_stats s ON s.climb_uuid = c.uuid")})
+    checked = 0
+    for split in run.sets.values():
+        for example, encoded in zip(split.examples, split.encoded):
+            layout_id, frames = raw[(example.uuid, example.angle)]
+            route = {"board": example.board, "layout_id": layout_id, "angle": example.angle, "frames": frames}
+            ours = runtime.encode(parse_route(route))
+            assert np.array_equal(ours.ids, encoded.ids) and np.array_equal(ours.coords, encoded.coords)
+            checked += 1
+    assert checked == sum(len(s) for s in run.sets.values()) > 500
+
+
+def test_sidecar_tokenizer_round_trips(fake_pipeline):
+    tokenizer = Sidecar.load(f"{fake_pipeline.model}.json").tokenizer
+    assert Tokenizer.from_dict(tokenizer.to_dict()) == tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer(fake_pipeline) -> Tokenizer:
+    return Sidecar.load(f"{fake_pipeline.model}.json").tokenizer
+
+
+def test_sequence_layout_and_coordinates(tokenizer):
+    layout = tokenizer.layouts[("kilter", 1)]
+    pids = sorted(layout.placements)[:3]
+    encoded = tokenizer.encode(Route("kilter", 1, 40, ((pids[2], "finish"), (pids[0], "start"), (pids[1], 13))))
+    assert tokenizer.vocab[encoded.ids[0]] == CLS
+    assert tokenizer.vocab[encoded.ids[1]] == "<BOARD_kilter_1>"
+    assert tokenizer.vocab[encoded.ids[2]] == "<ANGLE_40>"
+    assert encoded.coords[:3].tolist() == [[0, 0, 0]] * 3
+    assert encoded.coords[3:, 2].tolist() == [1, 1, 1]
+    assert np.all(np.abs(encoded.coords[:, :2]) <= 1)
+    # role id 13 resolves to its name: the same token as writing "middle"
+    same = tokenizer.encode(Route("kilter", 1, 40, ((pids[0], "start"), (pids[1], "middle"), (pids[2], "finish"))))
+    assert np.array_equal(encoded.ids, same.ids)
+
+
+def test_unseen_hold_maps_to_unk_with_warning(tokenizer):
+    layout = tokenizer.layouts[("kilter", 1)]
+    unseen = [pid for pid in layout.placements if f"kilter/1/p{pid}/foot" not in tokenizer.index]
+    assert unseen, "the synthetic board should have holds no training climb used as feet"
+    encoded = tokenizer.encode(Route("kilter", 1, 40, ((unseen[0], "foot"),)))
+    assert encoded.ids[3] == UNK_ID
+    assert any("never appeared in the training data" in w for w in encoded.warnings)
+
+
+def test_routes_longer_than_the_model_are_refused(tokenizer):
+    layout = tokenizer.layouts[("kilter", 1)]
+    holds = tuple((pid, "middle") for pid in sorted(layout.placements)[: tokenizer.max_holds + 1])
+    with pytest.raises(RouteError, match=f"this model takes at most {tokenizer.max_holds}"):
+        tokenizer.encode(Route("kilter", 1, 40, holds))
+    assert len(tokenizer.encode(Route("kilter", 1, 40, holds[:-1])).ids) == tokenizer.max_len

@@ -1,0 +1,71 @@
+"""cg-train and cg-export behaviour: resumable runs, safe run folders, refusal on parity failure."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from climbgrade_train.export import ExportValidationError, export_run
+from conftest import TINY_MODEL, run_script
+
+EPOCH_ARGS = ["--batch-size", "128", *TINY_MODEL, "--patience", "10"]
+
+
+def db_args(dbs):
+    return [arg for db in dbs for arg in ("--db", db)]
+
+
+def test_interrupted_run_resumes_to_the_same_model(fake_dbs, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_script("cg-train", *db_args(fake_dbs), "--out", str(straight), "--epochs", "2", *EPOCH_ARGS)
+    run_script("cg-train", *db_args(fake_dbs), "--out", str(resumed), "--epochs", "1", *EPOCH_ARGS)
+    out = run_script("cg-train", "--out", str(resumed), "--resume", "--epochs", "2")
+    assert "resuming" in out.stderr and "epoch 2/2" in out.stderr
+    a = torch.load(straight / "last.pt", weights_only=True)["model"]
+    b = torch.load(resumed / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with open(resumed / "history.csv") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
+
+
+def test_run_outputs(fake_pipeline):
+    run = fake_pipeline.run_dir
+    for name in ("best.pt", "last.pt", "run.json", "tokenizer.json", "grades.json", "split.json",
+                 "history.csv", "test_predictions.csv", "metrics.json"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"all", "kilter", "tension"}
+    split = json.loads((run / "split.json").read_text())
+    with open(run / "test_predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["uuid"] for r in rows} == set(split["test"])
+    assert len(rows) == metrics["test"]["all"]["count"]
+
+
+def test_existing_run_is_never_overwritten(fake_pipeline, fake_dbs):
+    before = (fake_pipeline.run_dir / "last.pt").read_bytes()
+    result = run_script("cg-train", *db_args(fake_dbs), "--out", str(fake_pipeline.run_dir), check=False)
+    assert result.returncode == 2 and "pass --resume" in result.stderr and "Traceback" not in result.stderr
+    assert (fake_pipeline.run_dir / "last.pt").read_bytes() == before
+
+
+def test_cg_train_without_database(tmp_path, monkeypatch):
+    monkeypatch.delenv("CLIMBGRADE_DATA", raising=False)
+    result = run_script("cg-train", "--out", str(tmp_path / "r"), check=False)
+    assert result.returncode == 2 and "no database given" in result.stderr
+
+
+def test_export_refuses_when_onnxruntime_disagrees(fake_pipeline, tmp_path):
+    with pytest.raises(ExportValidationError) as caught:
+        export_run(fake_pipeline.run_dir, tmp_path, tolerance=-1.0)  # every batch "mismatches"
+    assert len(caught.value.mismatches) > 3
+    assert "size 1," in str(caught.value) and "size 7," in str(caught.value) and "Nothing was written" in str(caught.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_cg_export_rejects_a_folder_that_is_not_a_run(tmp_path):
+    result = run_script("cg-export", str(tmp_path), "--out", str(tmp_path / "x"), check=False)
+    assert result.returncode == 2 and "not a finished cg-train run" in result.stderr
