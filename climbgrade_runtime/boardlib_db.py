@@ -6,17 +6,13 @@ Only the tables a grade model needs are touched; a full boardlib database has mo
 
 from __future__ import annotations
 
-import logging
 import sqlite3
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DatabaseError
 from .geometry import BOARD_NAMES, LayoutGeometry
 from .grades import GradeTable
-
-logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "products": ("id", "name"),
@@ -180,11 +176,3 @@ def _infer_board(path: Path, connection: sqlite3.Connection) -> str:
             f"(BOARD one of {', '.join(BOARD_NAMES)})"
         )
     return found[0]
-
-
-def count_by(rows: list[ClimbRow], key: str) -> dict[str, int]:
-    """Row counts by an attribute, for data summaries and logs."""
-    counts: dict[str, int] = defaultdict(int)
-    for row in rows:
-        counts[str(getattr(row, key))] += 1
-    return dict(sorted(counts.items()))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -17,8 +16,6 @@ from .routes import Route, parse_route, route_labels, unknown_keys
 from .session import create_session
 from .sidecar import Sidecar, file_sha256, sidecar_path
 from .tokenizer import Encoded
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_FILE = "climbgrade.onnx"
 DEFAULT_BATCH_SIZE = 64
