@@ -10,7 +10,7 @@ import click
 from .errors import ClimbgradeError
 from .inputs import read_routes
 from .predictor import DEFAULT_BATCH_SIZE, GradePredictor, RouteFailure
-from .report import format_json, format_table
+from .report import format_json, format_table, problem_lines
 
 EXIT_BAD_INPUT = 2
 
@@ -41,13 +41,7 @@ def main(source: str, model_path: str | None, output_format: str, threads: int, 
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     click.echo(format_json(results, routes.shape) if output_format == "json" else format_table(results))
-    failed = False
-    for result in results:
-        if isinstance(result, RouteFailure):
-            failed = True
-            click.echo(f"error: route {result.index}: {result.error}", err=True)
-        else:
-            for warning in result.warnings:
-                click.echo(f"warning: route {result.index}: {warning}", err=True)
-    if failed:
+    for line in problem_lines(results):
+        click.echo(line, err=True)
+    if any(isinstance(r, RouteFailure) for r in results):
         sys.exit(EXIT_BAD_INPUT)

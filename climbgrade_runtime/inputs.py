@@ -33,6 +33,8 @@ def read_json_lines(stream: IO[str]) -> Iterator[Any]:
             yield json.loads(line)
         except json.JSONDecodeError as exc:
             yield RouteError(f"line {number}: invalid JSON ({exc.msg} at column {exc.colno})")
+        except RecursionError:
+            yield RouteError(f"line {number}: JSON nested too deeply to be a route")
 
 
 def read_routes(source: str, stdin: IO[str]) -> RouteInput:
@@ -49,6 +51,8 @@ def read_routes(source: str, stdin: IO[str]) -> RouteInput:
         raise ClimbgradeError(f"cannot read {source}: {exc.strerror if isinstance(exc, OSError) else exc}") from exc
     try:
         value = json.loads(text)
+    except RecursionError as exc:
+        raise ClimbgradeError(f"{source} is JSON nested too deeply to hold routes") from exc
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # a first document parsed and more follow: JSON Lines
             return RouteInput(list(read_json_lines(text.splitlines())), "lines")

@@ -36,3 +36,14 @@ def format_table(results: Sequence[Prediction | RouteFailure]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + ("  " + row[-1] if row[-1] else "")
         for row in rows
     ).rstrip()
+
+
+def problem_lines(results: Sequence[Prediction | RouteFailure]) -> list[str]:
+    """One stderr line per failed route and per warning, each naming the route."""
+    lines = []
+    for r in results:
+        if isinstance(r, RouteFailure):
+            lines.append(f"error: route {r.index}: {r.error}")
+        else:
+            lines.extend(f"warning: route {r.index}: {w}" for w in r.warnings)
+    return lines

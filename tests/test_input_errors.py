@@ -107,3 +107,12 @@ def test_unknown_fields_are_reported_not_dropped_silently(fake_pipeline, tmp_pat
     result = infer(fake_pipeline, tmp_path, dict(board["good"], setter="me", id=7), "--format", "json")
     answer = json.loads(result.stdout)
     assert answer["id"] == 7 and "ignored unknown field(s) setter" in answer["warnings"]
+
+
+def test_deeply_nested_json_is_a_clean_error(fake_pipeline, tmp_path, board):
+    result = infer(fake_pipeline, tmp_path, "[" * 100_000 + "]" * 100_000)
+    assert_one_clean_error(result, "nested too deeply")
+    lines = json.dumps(board["good"]) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n"
+    result = run_script("cg-infer", "-", "--model", str(fake_pipeline.model), "--format", "json", stdin=lines, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "difficulty" in result.stdout.splitlines()[0] and "nested too deeply" in result.stdout.splitlines()[1]
