@@ -12,9 +12,11 @@ import click
 from climbgrade_runtime.errors import ClimbgradeError
 
 from .export import DEFAULT_OPSET, DEFAULT_TOLERANCE, export_run
-from .train import TrainConfig, train_run
+from .train import TrainConfig, resume_run, train_run
 
 EXIT_ERROR = 2
+DEFAULT_EPOCHS = TrainConfig.epochs
+RESUMABLE = {"out", "resume", "epochs", "databases", "verbose"}
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -41,7 +43,7 @@ def _fail(exc: ClimbgradeError) -> None:
               help="boardlib database (repeatable). Default: every .db in $CLIMBGRADE_DATA.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder, e.g. runs/NAME.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Maximum epochs (default 30; with --resume, the run's own).")
 @click.option("--min-ascents", type=click.IntRange(min=0), default=0, show_default=True,
               help="Only climb x angle rows with at least this many ascents.")
 @click.option("--layout", "layouts", type=int, multiple=True, help="Aurora layout id to keep (repeatable). Default: all.")
@@ -61,20 +63,30 @@ def _fail(exc: ClimbgradeError) -> None:
               help="Share of training holds replaced by <UNK> so unseen holds are graded sensibly.")
 @click.option("--device", default="auto", show_default=True, help="auto (GPU when present), cpu, cuda, cuda:1 ...")
 @click.option("-v", "--verbose", is_flag=True)
-def train_command(databases: tuple[str, ...], out: Path, resume: bool, epochs: int, min_ascents: int,
+def train_command(databases: tuple[str, ...], out: Path, resume: bool, epochs: int | None, min_ascents: int,
                   layouts: tuple[int, ...], min_angle: int | None, max_angle: int | None, seed: int, batch_size: int,
                   lr: float, weight_decay: float, patience: int, d_model: int, heads: int, layers: int, ff: int,
                   dropout: float, unk_prob: float, device: str, verbose: bool) -> None:
     """Train a grade model on boardlib databases into a run folder."""
     _setup_logging(verbose)
-    config = TrainConfig(
-        databases=_databases(databases), min_ascents=min_ascents, layouts=layouts, min_angle=min_angle,
-        max_angle=max_angle, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        patience=patience, unk_prob=unk_prob, d_model=d_model, n_heads=heads, n_layers=layers, d_ff=ff,
-        dropout=dropout, device=device,
-    )
+    ctx = click.get_current_context()
+    if resume:
+        fixed = [f"--{name.replace('_', '-')}" for name in ctx.params if name not in RESUMABLE
+                 and ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if fixed:
+            _fail(ClimbgradeError(f"--resume continues the run with its saved options; drop {', '.join(fixed)} "
+                                  "(only --epochs and --db may change)"))
     try:
-        train_run(config, out, resume=resume)
+        if resume:
+            resume_run(out, epochs, databases)
+            return
+        config = TrainConfig(
+            databases=_databases(databases), min_ascents=min_ascents, layouts=layouts, min_angle=min_angle,
+            max_angle=max_angle, seed=seed, epochs=epochs or DEFAULT_EPOCHS, batch_size=batch_size, lr=lr,
+            weight_decay=weight_decay, patience=patience, unk_prob=unk_prob, d_model=d_model, n_heads=heads,
+            n_layers=layers, d_ff=ff, dropout=dropout, device=device,
+        )
+        train_run(config, out)
     except ClimbgradeError as exc:
         _fail(exc)
 

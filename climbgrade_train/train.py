@@ -153,16 +153,25 @@ def predict(model: GradeTransformer, data: EncodedSet, device: torch.device, bat
     return out
 
 
+def resume_run(out: Path, epochs: int | None = None, databases: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Continue the run in `out` with its saved options; only the epoch budget and database paths may change."""
+    out = Path(out)
+    if not (out / "last.pt").is_file() or not (out / "run.json").is_file():
+        raise TrainError(f"{out} holds no run to resume (no last.pt): start it without --resume")
+    changes: dict[str, Any] = {}
+    if epochs is not None:
+        changes["epochs"] = epochs
+    if databases:
+        changes["databases"] = databases
+    config = TrainConfig.from_dict(json.loads((out / "run.json").read_text())["config"] | changes)
+    return train_run(config, out, resume=True)
+
+
 def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str, Any]:
-    """Train (or resume) a run in `out`; returns the metrics written to metrics.json."""
+    """Train a new run in `out` (or continue one, via resume_run); returns the metrics written to metrics.json."""
     out = Path(out)
     last_path = out / "last.pt"
-    if resume:
-        if not last_path.is_file():
-            raise TrainError(f"{out} holds no run to resume (no last.pt): start it without --resume")
-        saved = json.loads((out / "run.json").read_text())
-        config = TrainConfig.from_dict(saved["config"] | {"epochs": config.epochs})
-    elif last_path.exists():
+    if not resume and last_path.exists():
         raise TrainError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     device = pick_device(config.device)
     run = prepare_run(config, out, resume)

@@ -69,3 +69,10 @@ def test_export_refuses_when_onnxruntime_disagrees(fake_pipeline, tmp_path):
 def test_cg_export_rejects_a_folder_that_is_not_a_run(tmp_path):
     result = run_script("cg-export", str(tmp_path), "--out", str(tmp_path / "x"), check=False)
     assert result.returncode == 2 and "not a finished cg-train run" in result.stderr
+
+
+def test_resume_keeps_the_runs_options(fake_pipeline):
+    result = run_script("cg-train", "--out", str(fake_pipeline.run_dir), "--resume", "--lr", "0.1", check=False)
+    assert result.returncode == 2 and "drop --lr" in result.stderr
+    result = run_script("cg-train", "--out", str(fake_pipeline.run_dir.parent / "nothing"), "--resume", check=False)
+    assert result.returncode == 2 and "holds no run to resume" in result.stderr
