@@ -20,7 +20,10 @@ RESUMABLE = {"out", "resume", "epochs", "databases", "verbose"}
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    """Our progress at INFO; other libraries (the exporter's optimiser is chatty) only at WARNING."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    for package in ("climbgrade_train", "climbgrade_runtime"):
+        logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def _databases(given: tuple[str, ...]) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ import logging
 import platform
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +86,9 @@ def export_onnx(model: GradeTransformer, example: dict[str, np.ndarray], opset: 
     wrapper = ExportWrapper(model).eval()
     args = tuple(torch.from_numpy(example[name]) for name, _ in model_io.INPUTS)
     dynamic = {name: {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC} for name, _ in model_io.INPUTS}
-    noise = io.StringIO()  # the exporter's optimiser prints every initializer it folds
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(noise), warnings.catch_warnings():
+    noise = io.StringIO()  # the exporter prints its progress to stdout
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(noise), warnings.catch_warnings(), \
+            _quiet_loggers("torch.onnx", "onnxscript"):
         warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecations, not ours to fix
         path = Path(tmp) / "model.onnx"
         torch.onnx.export(
@@ -106,6 +107,20 @@ def export_onnx(model: GradeTransformer, example: dict[str, np.ndarray], opset: 
     proto.producer_name = "climbgrade"
     onnx.checker.check_model(proto, full_check=True)
     return proto.SerializeToString()
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """The exporter warns about building at opset 18 and converting down, which _check_graph verifies."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _check_graph(proto: onnx.ModelProto, opset: int) -> None:
