@@ -25,6 +25,8 @@ class LayoutGeometry:
     roles: dict[int, str]  # role id -> role name (start / middle / finish / foot)
     angles: tuple[int, ...]  # valid wall angles in degrees
     normalised: dict[int, tuple[float, float]] = field(init=False, repr=False, compare=False)
+    role_ids: dict[str, int] = field(init=False, repr=False, compare=False)  # role name -> an Aurora id for it
+    role_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.placements:
@@ -36,14 +38,13 @@ class LayoutGeometry:
             "normalised",
             {pid: (_scale(x, min(xs), max(xs)), _scale(y, min(ys), max(ys))) for pid, (x, y) in self.placements.items()},
         )
+        # Looked up for every hold of every route: computed once here, not per call.
+        object.__setattr__(self, "role_ids", {name: rid for rid, name in sorted(self.roles.items(), reverse=True)})
+        object.__setattr__(self, "role_names", tuple(dict.fromkeys(name for _, name in sorted(self.roles.items()))))
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.board, self.layout_id)
-
-    @property
-    def role_ids(self) -> dict[str, int]:
-        return {name: rid for rid, name in self.roles.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {

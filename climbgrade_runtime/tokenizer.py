@@ -81,7 +81,6 @@ def resolve_route(
     if max_holds is not None and len(route.holds) > max_holds:
         raise RouteError(f"route has {len(route.holds)} holds; this model takes at most {max_holds}")
     role_ids = layout.role_ids
-    role_names = ", ".join(dict.fromkeys(layout.roles.values()))
     seen: set[int] = set()
     holds: list[tuple[int, str]] = []
     for pid, role in route.holds:
@@ -92,10 +91,10 @@ def resolve_route(
         seen.add(pid)
         if isinstance(role, int):
             if role not in layout.roles:
-                raise RouteError(f"role id {role} of placement {pid} is not a role of {where} (roles: {role_names})")
+                raise RouteError(f"role id {role} of placement {pid} is not a role of {where} (roles: {', '.join(layout.role_names)})")
             role = layout.roles[role]
         elif role not in role_ids:
-            raise RouteError(f"role {role!r} of placement {pid} is not a role of {where} (roles: {role_names})")
+            raise RouteError(f"role {role!r} of placement {pid} is not a role of {where} (roles: {', '.join(layout.role_names)})")
         holds.append((pid, role))
     holds.sort(key=lambda h: (layout.placements[h[0]][1], layout.placements[h[0]][0], h[0]))
     roles = {role for _, role in holds}
