@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 
@@ -10,9 +11,10 @@ import click
 from .errors import ClimbgradeError
 from .inputs import read_routes
 from .predictor import DEFAULT_BATCH_SIZE, GradePredictor, RouteFailure
-from .report import format_json, format_table, problem_lines
+from .report import ResultWriter, problem_lines
 
 EXIT_BAD_INPUT = 2
+CHUNK_ROUTES = 1024  # routes read, graded and written at a time: memory stays flat for any input size
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,12 +38,19 @@ def main(source: str, model_path: str | None, output_format: str, threads: int, 
     try:
         routes = read_routes(source, sys.stdin)
         predictor = GradePredictor.load(model_path, intra_op_threads=threads, providers=providers or None)
-        results = predictor.predict_many(routes.records, batch_size=batch_size)
+        predictor.warm_up()  # a bad model is reported before any output, even if no route is valid
     except ClimbgradeError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    click.echo(format_json(results, routes.shape) if output_format == "json" else format_table(results))
-    for line in problem_lines(results):
-        click.echo(line, err=True)
-    if any(isinstance(r, RouteFailure) for r in results):
+    writer = ResultWriter(output_format, routes.shape, click.get_text_stream("stdout"))
+    failed = False
+    records = iter(routes.records)
+    while chunk := list(itertools.islice(records, CHUNK_ROUTES)):
+        results = predictor.predict_many(chunk, batch_size=batch_size, first_index=writer.count)
+        writer.write(results)
+        for line in problem_lines(results):
+            click.echo(line, err=True)
+        failed = failed or any(isinstance(r, RouteFailure) for r in results)
+    writer.close()
+    if failed:
         sys.exit(EXIT_BAD_INPUT)

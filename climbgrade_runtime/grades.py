@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -70,8 +71,12 @@ class GradeTable:
         return np.clip(rounded, self.lowest, self.highest) - self.lowest
 
     def grade(self, difficulty: float) -> Grade:
-        """The listed grade nearest to `difficulty` (clamped to the table's range)."""
-        return self.grades[int(self._index(np.array([difficulty]))[0])]
+        """The listed grade nearest to `difficulty` (clamped to the table's range).
+
+        Plain Python rather than _index: this runs once per prediction on the hot path.
+        """
+        rounded = math.floor(float(difficulty) + 0.5)
+        return self.grades[min(max(rounded, self.lowest), self.highest) - self.lowest]
 
     def v_numbers(self, difficulty: np.ndarray) -> np.ndarray:
         """V grade numbers (V0 -> 0) of an array of difficulties."""

@@ -1,12 +1,13 @@
 """Reading route input: one JSON object, a JSON list, or JSON Lines (a file or stdin).
 
+JSON Lines are read line by line, so an input of any size streams through in bounded memory.
 A line that is not JSON becomes a RouteError in its slot, so the other routes are still answered.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -18,15 +19,18 @@ Shape = Literal["object", "list", "lines"]
 
 @dataclass(frozen=True)
 class RouteInput:
-    """Decoded route records (or a RouteError per undecodable line) and the shape they came in."""
+    """Decoded route records (or a RouteError per undecodable line) and the shape they came in.
 
-    records: list[Any]
+    For JSON Lines `records` is a lazy iterator: consume it once.
+    """
+
+    records: Iterable[Any]
     shape: Shape
 
 
-def read_json_lines(stream: IO[str]) -> Iterator[Any]:
+def read_json_lines(lines: Iterable[str], first_number: int = 1) -> Iterator[Any]:
     """Yield one decoded value (or RouteError) per non-blank line, reading line by line."""
-    for number, line in enumerate(stream, start=1):
+    for number, line in enumerate(lines, start=first_number):
         if not line.strip():
             continue
         try:
@@ -38,25 +42,52 @@ def read_json_lines(stream: IO[str]) -> Iterator[Any]:
 
 
 def read_routes(source: str, stdin: IO[str]) -> RouteInput:
-    """`-` reads JSON Lines from stdin; a `.jsonl` file is JSON Lines; other files are JSON or JSON Lines."""
+    """`-` is JSON Lines on stdin. A file holding one JSON document (an object or a list) is read
+    whole; a `.jsonl` file, or any file whose first line is a complete JSON value, is streamed."""
     if source == "-":
-        return RouteInput(list(read_json_lines(stdin)), "lines")
+        return RouteInput(read_json_lines(stdin), "lines")
     path = Path(source)
     try:
-        if path.suffix == ".jsonl":
-            with path.open(encoding="utf-8") as handle:
-                return RouteInput(list(read_json_lines(handle)), "lines")
-        text = path.read_text(encoding="utf-8")
+        handle = path.open(encoding="utf-8")
+        number, first = _peek(handle)
     except (OSError, UnicodeDecodeError) as exc:
         raise ClimbgradeError(f"cannot read {source}: {exc.strerror if isinstance(exc, OSError) else exc}") from exc
+    if not first:
+        handle.close()
+        raise ClimbgradeError(f"{source} is empty: no routes to grade")
+    if path.suffix == ".jsonl" or (not first.lstrip().startswith("[") and _is_json(first)):
+        return RouteInput(_stream(handle, number, first), "lines")
     try:
-        value = json.loads(text)
+        with handle:
+            value = json.loads(first + handle.read())
+    except UnicodeDecodeError as exc:
+        raise ClimbgradeError(f"cannot read {source}: {exc}") from exc
     except RecursionError as exc:
         raise ClimbgradeError(f"{source} is JSON nested too deeply to hold routes") from exc
     except json.JSONDecodeError as exc:
-        if exc.msg == "Extra data":  # a first document parsed and more follow: JSON Lines
-            return RouteInput(list(read_json_lines(text.splitlines())), "lines")
-        raise ClimbgradeError(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
-    if isinstance(value, list):
-        return RouteInput(value, "list")
-    return RouteInput([value], "object")
+        line = exc.lineno + number - 1
+        raise ClimbgradeError(f"{source} is not valid JSON: {exc.msg} at line {line} column {exc.colno}") from exc
+    return RouteInput(value if isinstance(value, list) else [value], "list" if isinstance(value, list) else "object")
+
+
+def _peek(handle: IO[str]) -> tuple[int, str]:
+    """Line number and text of the first non-blank line; (0, "") for a blank file."""
+    for number, line in enumerate(handle, start=1):
+        if line.strip():
+            return number, line
+    return 0, ""
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return False
+    return True
+
+
+def _stream(handle: IO[str], number: int, first: str) -> Iterator[Any]:
+    """The peeked line, then the rest of the file, one route per line."""
+    with handle:
+        yield from read_json_lines([first], first_number=number)
+        yield from read_json_lines(handle, first_number=number + 1)

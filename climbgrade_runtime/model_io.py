@@ -32,6 +32,9 @@ def pad_batch(encoded: Sequence["Encoded"]) -> dict[str, np.ndarray]:
     """Stack encoded routes, padding only to the longest in this batch."""
     if not encoded:
         raise ValueError("pad_batch needs at least one route")
+    if len(encoded) == 1:  # a single route (the kiosk's case) needs no padding: views, no copies
+        ids, coords = encoded[0].ids, encoded[0].coords
+        return {TOKEN_IDS: ids[None], COORDS: coords[None], ATTENTION_MASK: np.ones((1, len(ids)), dtype=np.int64)}
     length = max(len(e.ids) for e in encoded)
     ids = np.zeros((len(encoded), length), dtype=np.int64)
     coords = np.zeros((len(encoded), length, COORD_FEATURES), dtype=np.float32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -67,14 +68,36 @@ class RouteFailure:
 
 
 class GradePredictor:
-    """A loaded model/sidecar pair. Thread-safe: onnxruntime sessions allow concurrent `run` calls."""
+    """A model/sidecar pair. Thread-safe: onnxruntime sessions allow concurrent `run` calls.
 
-    def __init__(self, model_path: Path, sidecar: Sidecar, session: Any) -> None:
+    `load` checks the pair (files, sidecar format, sha256) but opens no onnxruntime session:
+    that happens on the first prediction, or on `warm_up()` for a kiosk that wants it at start-up.
+    """
+
+    def __init__(self, model_path: Path, sidecar: Sidecar, session_options: dict[str, Any]) -> None:
         self.model_path = model_path
         self.sidecar = sidecar
         self.tokenizer = sidecar.tokenizer
         self.grades = sidecar.grades
-        self._session = session
+        self._session_options = session_options
+        self._session_instance: Any = None
+        self._session_lock = threading.Lock()
+
+    @property
+    def _session(self) -> Any:
+        if self._session_instance is None:
+            with self._session_lock:
+                if self._session_instance is None:
+                    session = create_session(self.model_path, **self._session_options)
+                    _check_pair(self.model_path, self.sidecar, session)
+                    self._session_instance = session
+        return self._session_instance
+
+    def warm_up(self) -> None:
+        """Open the session now and run it once, so the first real route is as fast as the rest."""
+        layout = next(iter(self.tokenizer.layouts.values()))
+        route = Route(layout.board, layout.layout_id, layout.angles[0], ((next(iter(layout.placements)), "start"),))
+        self._run([self.tokenizer.encode(route)])
 
     @classmethod
     def load(
@@ -97,11 +120,8 @@ class GradePredictor:
                 f"model {model_path} does not match its sidecar {sidecar_path(model_path)} (sha256 differs): "
                 "use the pair cg-export wrote together, or re-export"
             )
-        session = create_session(
-            model_path, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads, providers=providers
-        )
-        _check_pair(model_path, sidecar, session)
-        return cls(model_path, sidecar, session)
+        options = {"intra_op_threads": intra_op_threads, "inter_op_threads": inter_op_threads, "providers": providers}
+        return cls(model_path, sidecar, options)
 
     def predict(self, route: Route | dict[str, Any]) -> Prediction:
         """Grade one route (a Route or its JSON object); raises RouteError if it cannot be graded."""
@@ -111,18 +131,22 @@ class GradePredictor:
         return self._prediction(0, parsed, encoded, float(difficulty), labels, warnings)
 
     def predict_many(
-        self, routes: Iterable[Route | dict[str, Any] | RouteError], batch_size: int = DEFAULT_BATCH_SIZE
+        self,
+        routes: Iterable[Route | dict[str, Any] | RouteError],
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        first_index: int = 0,
     ) -> list[Prediction | RouteFailure]:
         """Grade many routes; each bad one becomes a RouteFailure and the rest are still answered.
 
         Routes are grouped by length and padded only to each batch's longest. A RouteError item
-        (e.g. a line of input that was not JSON) passes straight through as a failure.
+        (e.g. a line of input that was not JSON) passes straight through as a failure. Results are
+        in input order, numbered from `first_index` (for callers that grade a stream in chunks).
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         results: list[Prediction | RouteFailure | None] = []
         pending: list[tuple[int, Route, Encoded, dict[str, Any], tuple[str, ...]]] = []
-        for index, item in enumerate(routes):
+        for index, item in enumerate(routes, start=first_index):
             labels = route_labels(item)
             try:
                 if isinstance(item, RouteError):
@@ -137,7 +161,7 @@ class GradePredictor:
             chunk = pending[start : start + batch_size]
             outputs = self._run([p[2] for p in chunk])
             for (index, parsed, encoded, labels, warnings), value in zip(chunk, outputs):
-                results[index] = self._prediction(index, parsed, encoded, float(value), labels, warnings)
+                results[index - first_index] = self._prediction(index, parsed, encoded, float(value), labels, warnings)
         return [r for r in results if r is not None]
 
     def _run(self, encoded: Sequence[Encoded]) -> np.ndarray:

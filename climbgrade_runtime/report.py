@@ -1,44 +1,74 @@
-"""Formatting predictions for people (a table) and programs (JSON in the shape the input came in)."""
+"""Writing predictions as they are made: a table for people, JSON in the input's shape for programs.
+
+Results arrive in chunks (cg-infer streams JSON Lines), so nothing here needs every result at once.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import TextIO
 
 from .inputs import Shape
 from .predictor import Prediction, RouteFailure
 
-
-def format_json(results: Sequence[Prediction | RouteFailure], shape: Shape) -> str:
-    """A single object for a single route, a list for a list, one object per line for JSON Lines."""
-    dicts = [r.to_dict() for r in results]
-    if shape == "object" and len(dicts) == 1:
-        return json.dumps(dicts[0], indent=2)
-    if shape == "lines":
-        return "\n".join(json.dumps(d) for d in dicts)
-    return json.dumps(dicts, indent=2)
+Result = Prediction | RouteFailure
+# Fixed widths, so rows printed chunk by chunk line up; a longer value just widens its own row.
+_COLUMNS = (("#", 5), ("route", 16), ("board", 8), ("layout", 6), ("angle", 5), ("difficulty", 10), ("font", 4), ("V", 4))
 
 
-def format_table(results: Sequence[Prediction | RouteFailure]) -> str:
-    header = ("#", "route", "board", "layout", "angle", "difficulty", "font", "V", "notes")
-    rows = [header]
-    for r in results:
-        label = str(r.labels.get("name", r.labels.get("id", r.labels.get("uuid", ""))))
-        if isinstance(r, RouteFailure):
-            rows.append((str(r.index), label, "", "", "", "", "", "", f"ERROR: {r.error}"))
-        else:
-            rows.append((
-                str(r.index), label, r.board, str(r.layout_id), str(r.angle),
-                f"{r.difficulty:.1f}", r.font, r.v_grade, "; ".join(r.warnings),
-            ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + ("  " + row[-1] if row[-1] else "")
-        for row in rows
-    ).rstrip()
+class ResultWriter:
+    """Write results to `stream` as they come (flushed per chunk); call `close` once at the end."""
+
+    def __init__(self, output_format: str, shape: Shape, stream: TextIO) -> None:
+        self.output_format = output_format
+        self.shape = shape
+        self.stream = stream
+        self.count = 0
+        self._single: Result | None = None
+
+    def write(self, results: Sequence[Result]) -> None:
+        out = []
+        for result in results:
+            if self.output_format == "table":
+                if self.count == 0:
+                    out.append(_table_row([name for name, _ in _COLUMNS] + ["notes"]) + "\n")
+                out.append(_table_row(_cells(result)) + "\n")
+            elif self.shape == "lines":
+                out.append(json.dumps(result.to_dict()) + "\n")
+            elif self.shape == "object":
+                self._single = result
+            else:
+                item = json.dumps(result.to_dict(), indent=2).replace("\n", "\n  ")
+                out.append(("[\n  " if self.count == 0 else ",\n  ") + item)
+            self.count += 1
+        self.stream.write("".join(out))
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.output_format == "json" and self.shape == "object" and self._single is not None:
+            self.stream.write(json.dumps(self._single.to_dict(), indent=2) + "\n")
+        elif self.output_format == "json" and self.shape == "list":
+            self.stream.write("[]\n" if self.count == 0 else "\n]\n")
+        self.stream.flush()
 
 
-def problem_lines(results: Sequence[Prediction | RouteFailure]) -> list[str]:
+def _cells(result: Result) -> list[str]:
+    label = str(result.labels.get("name", result.labels.get("id", result.labels.get("uuid", ""))))
+    if isinstance(result, RouteFailure):
+        return [str(result.index), label, "", "", "", "", "", "", f"ERROR: {result.error}"]
+    return [
+        str(result.index), label, result.board, str(result.layout_id), str(result.angle),
+        f"{result.difficulty:.1f}", result.font, result.v_grade, "; ".join(result.warnings),
+    ]
+
+
+def _table_row(cells: list[str]) -> str:
+    fixed = "  ".join(cell.ljust(width) for cell, (_, width) in zip(cells, _COLUMNS))
+    return (fixed + "  " + cells[-1]).rstrip()
+
+
+def problem_lines(results: Sequence[Result]) -> list[str]:
     """One stderr line per failed route and per warning, each naming the route."""
     lines = []
     for r in results:

@@ -17,6 +17,7 @@ _FRAMES = re.compile(r"(?:p\d+r\d+)+")
 _FRAME = re.compile(r"p(\d+)r(\d+)")
 # Fields a route may carry to identify itself; they are echoed back next to its prediction.
 LABEL_KEYS = ("id", "uuid", "name")
+_LABEL_SET = frozenset(LABEL_KEYS)
 ROUTE_KEYS = frozenset({"board", "layout_id", "angle", "frames", "holds", *LABEL_KEYS})
 HOLD_KEYS = frozenset({"placement_id", "role"})
 MAX_FRAMES_CHARS = 100_000
@@ -64,12 +65,14 @@ def parse_route(obj: Any) -> Route:
 
 def unknown_keys(obj: dict[str, Any]) -> list[str]:
     """Keys of a route object this parser does not use (reported as a warning, never dropped silently)."""
+    if obj.keys() <= ROUTE_KEYS:  # the usual case, checked in C
+        return []
     return sorted(str(k) for k in obj if k not in ROUTE_KEYS)
 
 
 def route_labels(obj: Any) -> dict[str, Any]:
     """The identifying fields a user gave (id, uuid, name), to echo next to the answer."""
-    if not isinstance(obj, dict):
+    if not isinstance(obj, dict) or not obj.keys() & _LABEL_SET:
         return {}
     return {k: obj[k] for k in LABEL_KEYS if k in obj and isinstance(obj[k], (str, int, float)) and not isinstance(obj[k], bool)}
 

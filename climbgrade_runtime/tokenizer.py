@@ -37,6 +37,14 @@ def hold_token(board: str, layout_id: int, placement_id: int, role: str) -> str:
     return f"{board}/{layout_id}/p{placement_id}/{role}"
 
 
+def _parse_hold_token(token: str) -> tuple[tuple[str, int], tuple[int, str]] | None:
+    """Inverse of hold_token: ((board, layout_id), (placement_id, role)), or None for other tokens."""
+    parts = token.split("/", 3)
+    if len(parts) != 4 or not parts[1].isdigit() or not parts[2].startswith("p") or not parts[2][1:].isdigit():
+        return None
+    return (parts[0], int(parts[1])), (int(parts[2][1:]), parts[3])
+
+
 @dataclass(frozen=True)
 class ResolvedRoute:
     """A route checked against the board geometry, holds in canonical order with role names."""
@@ -110,6 +118,8 @@ class Tokenizer:
     layouts: Mapping[tuple[str, int], LayoutGeometry]
     max_len: int
     index: dict[str, int] = field(init=False, repr=False, compare=False)
+    # Per layout, (placement, role) -> token id: encoding looks ids up without building token strings.
+    hold_ids: dict[tuple[str, int], dict[tuple[int, str], int]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.vocab[: len(SPECIALS)] != SPECIALS:
@@ -119,6 +129,12 @@ class Tokenizer:
         if self.max_len <= PREFIX_TOKENS:
             raise ModelError(f"max_len must exceed {PREFIX_TOKENS}, got {self.max_len}")
         object.__setattr__(self, "index", {tok: i for i, tok in enumerate(self.vocab)})
+        hold_ids: dict[tuple[str, int], dict[tuple[int, str], int]] = {key: {} for key in self.layouts}
+        for token, i in self.index.items():
+            parsed = _parse_hold_token(token)
+            if parsed is not None and parsed[0] in hold_ids:
+                hold_ids[parsed[0]][parsed[1]] = i
+        object.__setattr__(self, "hold_ids", hold_ids)
 
     @property
     def max_holds(self) -> int:
@@ -143,15 +159,21 @@ class Tokenizer:
         return self.encode_resolved(self.resolve(route))
 
     def encode_resolved(self, resolved: ResolvedRoute) -> Encoded:
-        tokens = resolved.tokens()
-        ids = np.fromiter((self.index.get(t, UNK_ID) for t in tokens), dtype=np.int64, count=len(tokens))
-        coords = np.zeros((len(tokens), COORD_FEATURES), dtype=np.float32)
-        normalised = resolved.layout.normalised
-        for row, (pid, _) in enumerate(resolved.holds, start=PREFIX_TOKENS):
-            coords[row] = (*normalised[pid], 1.0)
+        """Ids of ResolvedRoute.tokens() (unknown holds -> <UNK>) and their coordinate features."""
+        layout = resolved.layout
+        index = self.index
+        holds = self.hold_ids[layout.key]
+        hold_ids = [holds.get(hold, UNK_ID) for hold in resolved.holds]
+        prefix = [CLS_ID, index.get(board_token(*layout.key), UNK_ID), index.get(angle_token(resolved.angle), UNK_ID)]
+        ids = np.array(prefix + hold_ids, dtype=np.int64)
+        coords = np.zeros((len(ids), COORD_FEATURES), dtype=np.float32)
+        if resolved.holds:
+            normalised = layout.normalised
+            coords[PREFIX_TOKENS:, :2] = [normalised[pid] for pid, _ in resolved.holds]
+            coords[PREFIX_TOKENS:, 2] = 1.0
         warnings = resolved.warnings
-        unknown = [f"p{pid} as {role}" for (pid, role), i in zip(resolved.holds, ids[PREFIX_TOKENS:]) if i == UNK_ID]
-        if unknown:
+        if UNK_ID in hold_ids:
+            unknown = [f"p{pid} as {role}" for (pid, role), i in zip(resolved.holds, hold_ids) if i == UNK_ID]
             warnings += (f"hold(s) {', '.join(unknown)} never appeared in the training data; graded as unknown holds",)
         return Encoded(ids=ids, coords=coords, warnings=warnings)
 
@@ -159,12 +181,12 @@ class Tokenizer:
         """(x_norm, y_norm, is_hold) of every vocabulary token, for readers of the sidecar."""
         out = []
         for token in self.vocab:
-            parts = token.split("/")
-            if len(parts) == 4:
-                x, y = self.layouts[(parts[0], int(parts[1]))].normalised[int(parts[2][1:])]
-                out.append([x, y, 1.0])
-            else:
+            parsed = _parse_hold_token(token)
+            if parsed is None:
                 out.append([0.0, 0.0, 0.0])
+            else:
+                x, y = self.layouts[parsed[0]].normalised[parsed[1][0]]
+                out.append([x, y, 1.0])
         return out
 
     def to_dict(self) -> dict[str, Any]:

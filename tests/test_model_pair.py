@@ -50,14 +50,14 @@ def test_mismatched_or_damaged_pair_is_refused(pair, case):
     damage, message = CASES[case]
     damage(pair)
     with pytest.raises(ModelError, match=message):
-        GradePredictor.load(pair)
+        GradePredictor.load(pair).warm_up()
 
 
 def test_truncated_model_with_matching_hash_is_refused(pair):
     pair.write_bytes(pair.read_bytes()[:5000])
     edit_sidecar(pair, lambda d: d["model"].update(sha256=file_sha256(pair)))
     with pytest.raises(ModelError, match="cannot load model"):
-        GradePredictor.load(pair)
+        GradePredictor.load(pair).warm_up()
 
 
 def test_cli_reports_a_bad_pair_in_one_line(pair, tmp_path):
@@ -69,5 +69,6 @@ def test_cli_reports_a_bad_pair_in_one_line(pair, tmp_path):
 
 
 def test_unknown_provider_is_refused(fake_pipeline):
+    predictor = GradePredictor.load(fake_pipeline.model, providers=["NoSuchExecutionProvider"])
     with pytest.raises(ModelError, match="not installed; available: .*CPUExecutionProvider"):
-        GradePredictor.load(fake_pipeline.model, providers=["NoSuchExecutionProvider"])
+        predictor.warm_up()

@@ -47,8 +47,17 @@ def test_runtime_runs_without_training_libraries(fake_pipeline, tmp_path):
     assert float(first) == json.loads(rest)["difficulty"]
 
 
-def test_import_is_cheap():
-    """Importing the package must not load onnxruntime (sessions are made on load)."""
-    code = "import sys, climbgrade_runtime; print('onnxruntime' in sys.modules)"
+def test_import_and_load_are_lazy(fake_pipeline):
+    """Importing the package loads no onnxruntime; loading a model opens no session until it is used."""
+    code = textwrap.dedent(
+        f"""
+        import sys, climbgrade_runtime
+        print('onnxruntime' in sys.modules)
+        p = climbgrade_runtime.GradePredictor.load({str(fake_pipeline.model)!r})
+        print(p._session_instance is None)
+        p.warm_up()
+        print(p._session_instance is not None)
+        """
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
+    assert out.split() == ["False", "True", "True"]

@@ -77,3 +77,18 @@ def test_routes_longer_than_the_model_are_refused(tokenizer):
     with pytest.raises(RouteError, match=f"this model takes at most {tokenizer.max_holds}"):
         tokenizer.encode(Route("kilter", 1, 40, holds))
     assert len(tokenizer.encode(Route("kilter", 1, 40, holds[:-1])).ids) == tokenizer.max_len
+
+
+def test_encoded_ids_are_the_tokens_looked_up_in_the_vocabulary(pipeline):
+    """encode_resolved's direct id lookup must equal mapping ResolvedRoute.tokens() through the vocab."""
+    import json
+
+    config = TrainConfig.from_dict(json.loads((pipeline.run_dir / "run.json").read_text())["config"])
+    run = prepare_run(config, pipeline.run_dir, resume=True)
+    tokenizer = run.tokenizer
+    unknown = 0
+    for example in run.sets["test"].examples + run.sets["val"].examples:
+        ids = tokenizer.encode_resolved(example.route).ids.tolist()
+        assert ids == [tokenizer.index.get(t, UNK_ID) for t in example.route.tokens()]
+        unknown += ids.count(UNK_ID)
+    assert unknown > 0, "held-out routes should include some holds never seen in training"

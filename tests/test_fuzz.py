@@ -1,0 +1,248 @@
+"""Fuzz the route parser and cg-infer's input handling with hypothesis.
+
+Whatever a user sends (random JSON, wrong types, huge numbers, NaN and infinities, empty values,
+unicode, `frames` strings up to 200,000 characters, lists nested up to 100,000 deep), the runtime
+either answers or raises RouteError whose message is one short line; `cg-infer` exits 0 or 2 and
+writes only `error:` / `warning:` lines to stderr, never a traceback.
+
+Generated inputs per run (each test's max_examples; its explicit @example cases come on top):
+
+    test_parse_route_on_any_json_value          3,000
+    test_parse_route_on_route_shaped_objects    4,000
+    test_parse_frames_on_frames_like_text       2,000
+    test_json_lines_through_predict_many        1,000
+    test_cg_infer_on_stdin                        250
+    total                                      10,250
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import traceback
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from climbgrade_runtime.cli import main
+from climbgrade_runtime.errors import RouteError
+from climbgrade_runtime.inputs import read_json_lines
+from climbgrade_runtime.predictor import GradePredictor, Prediction, RouteFailure
+from climbgrade_runtime.routes import parse_frames, parse_route
+from climbgrade_runtime.tokenizer import PREFIX_TOKENS, Tokenizer
+from fakeboard import KILTER, TENSION, FakeBoard, placements_of
+
+MAX_MESSAGE_CHARS = 300
+LINE_BREAK = re.compile(r"\r\n?|\n")
+FUZZ = settings(deadline=None)
+
+# --- strategies --------------------------------------------------------------------------------
+
+HUGE_INTS = [10**30, -(10**30), 2**63, -(2**63) - 1, 2**64, 10**4299]  # 10**4299: the longest int JSON decodes
+NASTY = st.sampled_from(
+    [None, True, False, 0, -1, 0.5, 40.0, math.nan, math.inf, -math.inf, *HUGE_INTS,
+     "", " ", "\n", "kilter ", "ｋｉｌｔｅｒ", "\u0000", "\u2028", "🧗", [], {}, [[]], [{}]]
+)
+SCALARS = (
+    st.none() | st.booleans() | st.integers() | st.sampled_from(HUGE_INTS) | st.floats() | st.text(max_size=40)
+)
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=20,
+)
+JUNK = NASTY | JSON_VALUES
+FRAMES_CHARS = st.sampled_from("pr0123456789")
+LONG_FRAMES = st.integers(1, 25_000).map(lambda n: "p1073r12" * n)  # up to 200,000 characters
+HUGE_NUMBER_FRAMES = st.integers(1, 20_000).map(lambda n: f"p{'9' * n}r12")
+BROKEN_LONG_FRAMES = st.tuples(LONG_FRAMES, st.integers(0, 200_000), st.characters()).map(
+    lambda t: t[0][: t[1]] + t[2] + t[0][t[1] + 1 :]
+)
+FRAMES_TEXT = (
+    st.text(FRAMES_CHARS, max_size=200) | st.text(max_size=60) | LONG_FRAMES | HUGE_NUMBER_FRAMES | BROKEN_LONG_FRAMES
+)
+
+
+class NestedList(list):
+    """[[[...]]] `depth` deep, built without recursion; repr'd by its depth so failures print."""
+
+    def __init__(self, depth: int) -> None:
+        inner: list[Any] = []
+        for _ in range(depth - 2):
+            inner = [inner]
+        super().__init__([inner])
+        self.depth = depth
+
+    def __repr__(self) -> str:
+        return f"NestedList({self.depth})"
+
+
+def with_extra_keys(base: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+    """`base` objects plus a few fields of any name (unicode, empty, newlines) and value."""
+    extra = st.dictionaries(st.text(max_size=8), SCALARS, max_size=3)
+    return st.tuples(base, extra).map(lambda t: {**t[1], **t[0]})
+
+
+def route_objects(name: str, board: FakeBoard) -> st.SearchStrategy[dict[str, Any]]:
+    """Route objects for one fake layout: every field a mix of valid values and junk."""
+    pids = sorted(placements_of(board))
+    role_ids = list(board.role_ids)
+    role_names = ["start", "middle", "finish", "foot"]
+    placement = st.sampled_from(pids) | st.sampled_from(pids).map(float) | st.integers() | JUNK
+    role = st.sampled_from(role_ids) | st.sampled_from(role_names) | st.text(max_size=10) | JUNK
+    pairs = st.lists(st.tuples(st.sampled_from(pids) | st.integers(0, 10**6), st.sampled_from(role_ids) | st.integers(0, 99)))
+    frames = pairs.map(lambda ps: "".join(f"p{p}r{r}" for p, r in ps)) | FRAMES_TEXT | JUNK
+    hold = with_extra_keys(st.fixed_dictionaries({"placement_id": placement, "role": role})) | JUNK
+    holds = st.lists(hold, max_size=16) | JUNK
+    fields = {
+        "board": st.just(name) | st.sampled_from(["kilter", "tension"]) | JUNK,
+        "layout_id": st.sampled_from([board.layout_id, float(board.layout_id), KILTER.layout_id, TENSION.layout_id]) | JUNK,
+        "angle": st.sampled_from(board.angles) | JUNK,
+    }
+    labels = {"id": JUNK, "uuid": JUNK, "name": JUNK}
+    return with_extra_keys(
+        st.fixed_dictionaries({**fields, "frames": frames}, optional=labels)
+        | st.fixed_dictionaries({**fields, "holds": holds}, optional=labels)
+        | st.fixed_dictionaries({}, optional={**fields, "frames": frames, "holds": holds, **labels})
+    )
+
+
+FAKE_LAYOUTS = (("kilter", KILTER), ("tension", TENSION))
+ROUTES = route_objects(*FAKE_LAYOUTS[0]) | route_objects(*FAKE_LAYOUTS[1])
+KILTER_ROUTE = {"board": "kilter", "layout_id": 1, "angle": 40}
+PRINTABLE = st.characters(blacklist_categories=("Cs",))  # what a UTF-8 stdin can carry
+INPUT_LINES = st.one_of(
+    ROUTES.map(json.dumps),
+    JSON_VALUES.map(json.dumps),
+    st.text(PRINTABLE, max_size=80),
+    st.integers(1, 100_000).map(lambda n: "[" * n + "]" * n),
+    st.integers(1, 100_000).map(lambda n: json.dumps(KILTER_ROUTE)[:-1] + ', "holds": ' + "[" * n + "]" * n + "}"),
+    st.integers(4_000, 5_000).map(lambda n: "1" * n),
+    st.sampled_from(["", "   ", "\t", "NaN", "Infinity", "-Infinity", "1e400", "-0", "null", "[]", "{}", '"kilter"', "\ufeff{}"]),
+)
+INPUT_TEXT = st.tuples(st.lists(INPUT_LINES, max_size=6), st.sampled_from(["\n", "\r\n"])).map(lambda t: t[1].join(t[0]))
+
+# --- checks --------------------------------------------------------------------------------------
+
+
+def assert_one_clear_line(message: str) -> None:
+    """A user-facing message: non-empty, one line, short enough to read."""
+    assert message.strip(), "empty message"
+    assert not LINE_BREAK.search(message), f"message spans several lines: {message[:300]!r}"
+    assert len(message) <= MAX_MESSAGE_CHARS, f"message is {len(message)} characters long: {message[:300]!r}..."
+
+
+def parse_and_encode(tokenizer: Tokenizer, obj: Any) -> None:
+    """Parse and encode `obj`; only a RouteError with a clear message may come out."""
+    try:
+        encoded = tokenizer.encode(parse_route(obj))
+    except RouteError as exc:
+        assert_one_clear_line(str(exc))
+    else:
+        assert PREFIX_TOKENS < len(encoded.ids) <= tokenizer.max_len
+        assert encoded.coords.shape == (len(encoded.ids), 3)
+
+
+def non_blank_lines(text: str, universal_newlines: bool) -> int:
+    lines = LINE_BREAK.split(text) if universal_newlines else text.split("\n")
+    return sum(1 for line in lines if line.strip())
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def predictor(fake_pipeline) -> GradePredictor:
+    """The fake model, loaded once; the strategies above assume its layouts are fakeboard's."""
+    loaded = GradePredictor.load(fake_pipeline.model)
+    for name, board in FAKE_LAYOUTS:
+        layout = loaded.tokenizer.layouts[(name, board.layout_id)]
+        assert set(layout.placements) == set(placements_of(board))
+        assert sorted(layout.roles) == sorted(board.role_ids) and layout.angles == board.angles
+    return loaded
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+@settings(FUZZ, max_examples=3_000)
+@given(obj=JSON_VALUES)
+@example(obj={**KILTER_ROUTE, "angle": math.nan, "frames": "p1073r12"})
+@example(obj={**KILTER_ROUTE, "angle": json.loads("1e400"), "frames": "p1073r12"})
+@example(obj={**KILTER_ROUTE, "layout_id": True, "frames": "p1073r12"})
+@example(obj={**KILTER_ROUTE, "frames": "p1073r12" * 25_000})
+@example(obj={**KILTER_ROUTE, "frames": "p1073r12" * 12_500})
+@example(obj={**KILTER_ROUTE, "holds": NestedList(10_000)})
+@example(obj=NestedList(10_000))
+def test_parse_route_on_any_json_value(predictor: GradePredictor, obj: Any) -> None:
+    """Any decoded JSON value is a route or a one-line RouteError."""
+    parse_and_encode(predictor.tokenizer, obj)
+
+
+@settings(FUZZ, max_examples=4_000)
+@given(obj=ROUTES)
+def test_parse_route_on_route_shaped_objects(predictor: GradePredictor, obj: dict[str, Any]) -> None:
+    """Route objects mixing valid fields with junk are routes or one-line RouteErrors."""
+    parse_and_encode(predictor.tokenizer, obj)
+
+
+@settings(FUZZ, max_examples=2_000)
+@given(frames=FRAMES_TEXT)
+@example(frames="p" + "9" * 5_000 + "r12")
+@example(frames="p1073r" + "1" * 4_301)
+def test_parse_frames_on_frames_like_text(frames: str) -> None:
+    """A frames string parses into (placement, role) pairs or is a one-line RouteError."""
+    try:
+        pairs = parse_frames(frames)
+    except RouteError as exc:
+        assert_one_clear_line(str(exc))
+    else:
+        assert len(pairs) == frames.count("p") and all(p >= 0 and r >= 0 for p, r in pairs)
+
+
+@settings(FUZZ, max_examples=1_000)
+@given(text=INPUT_TEXT)
+@example(text="[" * 100_000 + "]" * 100_000)
+@example(text="1" * 4_301)
+def test_json_lines_through_predict_many(predictor: GradePredictor, text: str) -> None:
+    """Every non-blank line becomes one Prediction or one RouteFailure with a one-line error."""
+    results = predictor.predict_many(read_json_lines(io.StringIO(text)))
+    assert [r.index for r in results] == list(range(non_blank_lines(text, universal_newlines=False)))
+    for result in results:
+        assert isinstance(result, (Prediction, RouteFailure))
+        if isinstance(result, RouteFailure):
+            assert_one_clear_line(result.error)
+        else:
+            assert math.isfinite(result.difficulty) and result.font and result.v_grade
+            for warning in result.warnings:
+                assert not LINE_BREAK.search(warning), f"warning spans several lines: {warning[:300]!r}"
+
+
+@settings(FUZZ, max_examples=250)
+@given(text=INPUT_TEXT)
+@example(text=json.dumps({**KILTER_ROUTE, "angle": math.nan, "frames": "p1073r12"}))
+@example(text=json.dumps(KILTER_ROUTE)[:-1] + ', "angle": 1e400, "frames": "p1073r12"}')
+@example(text=json.dumps({**KILTER_ROUTE, "layout_id": True, "frames": "p1073r12"}))
+@example(text=json.dumps({**KILTER_ROUTE, "frames": "p1073r12" * 25_000}))
+@example(text=json.dumps(KILTER_ROUTE)[:-1] + ', "holds": ' + "[" * 10_000 + "]" * 10_000 + "}")
+@example(text='{"board": "kilter", "layout_id": 1, "angle": 40, "frames": "p1073r12p1080r14"}\n' + "1" * 4_301)
+def test_cg_infer_on_stdin(fake_pipeline, text: str) -> None:
+    """cg-infer on JSON Lines: exit 0 or 2, one JSON answer per route, only error:/warning: lines on stderr."""
+    result = CliRunner().invoke(main, ["-", "--model", str(fake_pipeline.model), "--format", "json"], input=text)
+    assert result.exception is None or isinstance(result.exception, SystemExit), "".join(
+        traceback.format_exception(*result.exc_info)
+    )
+    assert result.exit_code in (0, 2)
+    assert "Traceback" not in result.output
+    stderr = [line for line in LINE_BREAK.split(result.stderr) if line]
+    assert all(line.startswith(("error:", "warning:")) for line in stderr), result.stderr[:1000]
+    answers = [json.loads(line) for line in result.stdout.split("\n") if line]
+    assert [a["index"] for a in answers] == list(range(non_blank_lines(text, universal_newlines=True)))
+    failures = sum("error" in a for a in answers)
+    assert (result.exit_code == 2) == (failures > 0)
+    assert sum(line.startswith("error:") for line in stderr) == failures

@@ -1,0 +1,72 @@
+"""Input of any size streams through cg-infer line by line, in bounded memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+
+import pytest
+
+from climbgrade_runtime.inputs import read_routes
+from climbgrade_runtime.sidecar import Sidecar
+from conftest import BIN
+
+
+def routes_jsonl(model, count: int) -> bytes:
+    layout = Sidecar.load(f"{model}.json").tokenizer.layouts[("kilter", 1)]
+    pids = sorted(layout.placements)
+    lines = []
+    for i in range(count):
+        a, b, c = pids[i % 50], pids[50 + i % 40], pids[95 + i % 10]
+        lines.append(json.dumps({"board": "kilter", "layout_id": 1, "angle": layout.angles[i % len(layout.angles)],
+                                 "frames": f"p{a}r12p{b}r13p{c}r14", "id": i}))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def run_streaming(model, payload: bytes) -> tuple[int, int, int]:
+    """(exit code, output lines, peak RSS in KB) of `cg-infer -` fed `payload` on stdin."""
+    proc = subprocess.Popen([str(BIN / "cg-infer"), "-", "--model", str(model), "--format", "json"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    counted = []
+    reader = threading.Thread(target=lambda: counted.append(sum(1 for _ in proc.stdout)))
+    reader.start()
+    proc.stdin.write(payload)
+    proc.stdin.close()
+    reader.join()
+    _, status, usage = os.wait4(proc.pid, 0)
+    return os.waitstatus_to_exitcode(status), counted[0], usage.ru_maxrss
+
+
+def test_memory_stays_flat_for_a_large_stream(fake_pipeline):
+    small = run_streaming(fake_pipeline.model, routes_jsonl(fake_pipeline.model, 2_000))
+    large = run_streaming(fake_pipeline.model, routes_jsonl(fake_pipeline.model, 100_000))
+    assert small[:2] == (0, 2_000) and large[:2] == (0, 100_000)
+    # 100,000 routes held at once would take well over 100 MB of Python objects.
+    assert large[2] - small[2] < 20_000, f"peak RSS grew by {(large[2] - small[2]) / 1024:.0f} MB"
+
+
+@pytest.mark.parametrize(
+    "text, shape, count",
+    [
+        ('{"a": 1}\n', "lines", 1),
+        ('\n\n{"a": 1}\n{"b": 2}\n\n', "lines", 2),
+        ('{\n  "a": 1\n}\n', "object", 1),
+        ('[{"a": 1},\n {"b": 2}]\n', "list", 2),
+    ],
+)
+def test_input_shapes(tmp_path, text, shape, count):
+    path = tmp_path / "in.json"
+    path.write_text(text)
+    routes = read_routes(str(path), stdin=None)
+    assert routes.shape == shape and len(list(routes.records)) == count
+
+
+def test_json_lines_file_is_read_lazily(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"a": 1}\n' * 10 + "{broken\n")
+    records = iter(read_routes(str(path), stdin=None).records)
+    assert next(records) == {"a": 1}  # nothing past the first lines has been decoded yet
+    rest = list(records)
+    assert len(rest) == 10 and str(rest[-1]).startswith("line 11: invalid JSON")
