@@ -11,7 +11,7 @@ import click
 
 from climbgrade_runtime.errors import ClimbgradeError
 
-from .export import DEFAULT_OPSET, DEFAULT_TOLERANCE, export_run
+from .export import DEFAULT_INT8_MAX_DROP, DEFAULT_OPSET, DEFAULT_TOLERANCE, export_run
 from .train import TrainConfig, resume_run, train_run
 
 EXIT_ERROR = 2
@@ -103,13 +103,18 @@ def train_command(databases: tuple[str, ...], out: Path, resume: bool, epochs: i
               help="Where the run's databases are now, if they moved (validation data for the parity check).")
 @click.option("--tolerance", type=float, default=DEFAULT_TOLERANCE, show_default=True,
               help="Largest |onnxruntime - PyTorch| accepted on validation routes.")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Also write NAME.int8.onnx (dynamic int8 quantisation) with its own sidecar.")
+@click.option("--int8-max-drop", type=float, default=DEFAULT_INT8_MAX_DROP, show_default=True,
+              help="Refuse the int8 model if it loses more points of within-1-V-grade on the test split.")
 @click.option("-v", "--verbose", is_flag=True)
 def export_command(run_dir: Path, out: Path, name: str | None, opset: int, databases: tuple[str, ...],
-                   tolerance: float, verbose: bool) -> None:
+                   tolerance: float, quantize: str | None, int8_max_drop: float, verbose: bool) -> None:
     """Export RUN_DIR's best model to ONNX with its sidecar, after checking it against PyTorch."""
     _setup_logging(verbose)
     try:
-        path = export_run(run_dir, out, opset=opset, name=name, databases=databases, tolerance=tolerance)
+        path = export_run(run_dir, out, opset=opset, name=name, databases=databases, tolerance=tolerance,
+                          quantize_int8=quantize == "int8", int8_max_drop=int8_max_drop)
     except ClimbgradeError as exc:
         _fail(exc)
     click.echo(str(path))

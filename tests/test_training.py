@@ -76,3 +76,27 @@ def test_resume_keeps_the_runs_options(fake_pipeline):
     assert result.returncode == 2 and "drop --lr" in result.stderr
     result = run_script("cg-train", "--out", str(fake_pipeline.run_dir.parent / "nothing"), "--resume", check=False)
     assert result.returncode == 2 and "holds no run to resume" in result.stderr
+
+
+def test_int8_export_writes_a_second_pair_the_runtime_runs(fake_pipeline, tmp_path):
+    run_script("cg-export", str(fake_pipeline.run_dir), "--out", str(tmp_path), "--name", "q", "--quantize", "int8",
+               "--int8-max-drop", "100")
+    from climbgrade_runtime import GradePredictor
+    from test_parity import route_dicts
+
+    fp32, int8 = GradePredictor.load(tmp_path / "q.onnx"), GradePredictor.load(tmp_path / "q.int8.onnx")
+    report = int8.sidecar.training["quantization"]
+    assert report["fp32_sha256"] == fp32.sidecar.model_sha256
+    assert report["size_bytes"] < 0.6 * report["fp32_size_bytes"]
+    assert set(int8.sidecar.metrics["test"]) == {"all", "kilter", "tension"}
+    routes = route_dicts(fake_pipeline.databases, 100)
+    a = [r.difficulty for r in fp32.predict_many(routes)]
+    b = [r.difficulty for r in int8.predict_many(routes)]
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1.0 and a != b
+
+
+def test_int8_export_refuses_a_model_that_loses_accuracy(fake_pipeline, tmp_path):
+    result = run_script("cg-export", str(fake_pipeline.run_dir), "--out", str(tmp_path), "--name", "q",
+                        "--quantize", "int8", "--int8-max-drop", "-5", check=False)
+    assert result.returncode == 2 and "the int8 one was not" in result.stderr
+    assert (tmp_path / "q.onnx").is_file() and not (tmp_path / "q.int8.onnx").exists()
