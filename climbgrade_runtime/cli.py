@@ -36,13 +36,13 @@ def main(source: str, model_path: str | None, output_format: str, threads: int, 
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        routes = read_routes(source, sys.stdin)
+        routes = read_routes(source, sys.stdin.buffer)
         predictor = GradePredictor.load(model_path, intra_op_threads=threads, providers=providers or None)
         predictor.warm_up()  # a bad model is reported before any output, even if no route is valid
     except ClimbgradeError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    writer = ResultWriter(output_format, routes.shape, click.get_text_stream("stdout"))
+    writer = ResultWriter(output_format, routes.shape, sys.stdout)
     failed = False
     records = iter(routes.records)
     while chunk := list(itertools.islice(records, CHUNK_ROUTES)):

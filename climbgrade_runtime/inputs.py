@@ -28,65 +28,77 @@ class RouteInput:
     shape: Shape
 
 
-def read_json_lines(lines: Iterable[str], first_number: int = 1) -> Iterator[Any]:
-    """Yield one decoded value (or RouteError) per non-blank line, reading line by line."""
-    for number, line in enumerate(lines, start=first_number):
+def read_json_lines(lines: Iterable[bytes], first_number: int = 1) -> Iterator[Any]:
+    """Yield one decoded value (or RouteError) per non-blank line, reading line by line.
+
+    Lines arrive as bytes and are decoded one by one, so a line that is not UTF-8 costs only itself.
+    """
+    for number, raw in enumerate(lines, start=first_number):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield RouteError(f"line {number}: not UTF-8 text (byte {exc.start})")
+            continue
         if not line.strip():
             continue
         try:
             yield json.loads(line)
         except json.JSONDecodeError as exc:
             yield RouteError(f"line {number}: invalid JSON ({exc.msg} at column {exc.colno})")
+        except ValueError as exc:  # e.g. an integer longer than Python converts
+            yield RouteError(f"line {number}: invalid JSON ({str(exc).splitlines()[0][:80]})")
         except RecursionError:
             yield RouteError(f"line {number}: JSON nested too deeply to be a route")
 
 
-def read_routes(source: str, stdin: IO[str]) -> RouteInput:
+def read_routes(source: str, stdin: IO[bytes]) -> RouteInput:
     """`-` is JSON Lines on stdin. A file holding one JSON document (an object or a list) is read
     whole; a `.jsonl` file, or any file whose first line is a complete JSON value, is streamed."""
     if source == "-":
         return RouteInput(read_json_lines(stdin), "lines")
     path = Path(source)
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
         number, first = _peek(handle)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ClimbgradeError(f"cannot read {source}: {exc.strerror if isinstance(exc, OSError) else exc}") from exc
+    except OSError as exc:
+        raise ClimbgradeError(f"cannot read {source}: {exc.strerror}") from exc
     if not first:
         handle.close()
         raise ClimbgradeError(f"{source} is empty: no routes to grade")
-    if path.suffix == ".jsonl" or (not first.lstrip().startswith("[") and _is_json(first)):
+    if path.suffix == ".jsonl" or (not first.lstrip().startswith(b"[") and _is_json(first)):
         return RouteInput(_stream(handle, number, first), "lines")
     try:
         with handle:
-            value = json.loads(first + handle.read())
+            value = json.loads((first + handle.read()).decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ClimbgradeError(f"cannot read {source}: {exc}") from exc
+        raise ClimbgradeError(f"{source} is not UTF-8 text (byte {exc.start} after line {number - 1})") from exc
     except RecursionError as exc:
         raise ClimbgradeError(f"{source} is JSON nested too deeply to hold routes") from exc
     except json.JSONDecodeError as exc:
         line = exc.lineno + number - 1
         raise ClimbgradeError(f"{source} is not valid JSON: {exc.msg} at line {line} column {exc.colno}") from exc
+    except ValueError as exc:
+        raise ClimbgradeError(f"{source} is not valid JSON: {str(exc).splitlines()[0][:80]}") from exc
     return RouteInput(value if isinstance(value, list) else [value], "list" if isinstance(value, list) else "object")
 
 
-def _peek(handle: IO[str]) -> tuple[int, str]:
-    """Line number and text of the first non-blank line; (0, "") for a blank file."""
+def _peek(handle: IO[bytes]) -> tuple[int, bytes]:
+    """Line number and bytes of the first non-blank line; (0, b"") for a blank file."""
     for number, line in enumerate(handle, start=1):
         if line.strip():
             return number, line
-    return 0, ""
+    return 0, b""
 
 
-def _is_json(text: str) -> bool:
+def _is_json(line: bytes) -> bool:
     try:
-        json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+        json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return False
     return True
 
 
-def _stream(handle: IO[str], number: int, first: str) -> Iterator[Any]:
+def _stream(handle: IO[bytes], number: int, first: bytes) -> Iterator[Any]:
     """The peeked line, then the rest of the file, one route per line."""
     with handle:
         yield from read_json_lines([first], first_number=number)

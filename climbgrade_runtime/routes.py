@@ -13,8 +13,9 @@ from typing import Any
 
 from .errors import RouteError
 
-_FRAMES = re.compile(r"(?:p\d+r\d+)+")
-_FRAME = re.compile(r"p(\d+)r(\d+)")
+# Aurora ids are small numbers; bounding their digits keeps int() away from huge digit runs.
+_FRAMES = re.compile(r"(?:p\d{1,9}r\d{1,9})+")
+_FRAME = re.compile(r"p(\d{1,9})r(\d{1,9})")
 # Fields a route may carry to identify itself; they are echoed back next to its prediction.
 LABEL_KEYS = ("id", "uuid", "name")
 _LABEL_SET = frozenset(LABEL_KEYS)
@@ -40,7 +41,7 @@ def parse_frames(frames: str) -> tuple[tuple[int, int], ...]:
     if len(frames) > MAX_FRAMES_CHARS:
         raise RouteError(f"'frames' is {len(frames)} characters long; no route needs more than {MAX_FRAMES_CHARS}")
     if not _FRAMES.fullmatch(frames):
-        raise RouteError(f"'frames' {_clip(frames)!r} does not parse: expected p<placement>r<role> repeated")
+        raise RouteError(f"'frames' {shown(frames)} does not parse: expected p<placement>r<role> repeated")
     return tuple((int(p), int(r)) for p, r in _FRAME.findall(frames))
 
 
@@ -67,7 +68,7 @@ def unknown_keys(obj: dict[str, Any]) -> list[str]:
     """Keys of a route object this parser does not use (reported as a warning, never dropped silently)."""
     if obj.keys() <= ROUTE_KEYS:  # the usual case, checked in C
         return []
-    return sorted(str(k) for k in obj if k not in ROUTE_KEYS)
+    return sorted(shown(k) for k in obj if k not in ROUTE_KEYS)
 
 
 def route_labels(obj: Any) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def _parse_holds(holds: Any) -> tuple[tuple[int, str | int], ...]:
             raise RouteError(f"holds[{i}] must be an object with 'placement_id' and 'role'")
         extra = set(hold) - HOLD_KEYS
         if extra:
-            raise RouteError(f"holds[{i}] has unknown field(s) {', '.join(sorted(map(str, extra)))}")
+            raise RouteError(f"holds[{i}] has unknown field(s) {', '.join(sorted(map(shown, extra)))}")
         placement = _integer(hold["placement_id"], f"holds[{i}].placement_id")
         role = hold["role"]
         if isinstance(role, str) and role:
@@ -113,9 +114,11 @@ def _kind(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return f"{type(value).__name__} {_clip(repr(value))}"
+        return f"{type(value).__name__} {shown(value)}"
     return type(value).__name__
 
 
-def _clip(text: str, limit: int = 60) -> str:
+def shown(value: Any, limit: int = 60) -> str:
+    """A user's value as an error message quotes it: on one line (repr escapes newlines) and short."""
+    text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."

@@ -17,7 +17,7 @@ import numpy as np
 from .errors import ModelError, RouteError
 from .geometry import LayoutGeometry
 from .model_io import COORD_FEATURES
-from .routes import Route
+from .routes import Route, shown
 
 PAD, UNK, CLS = "<PAD>", "<UNK>", "<CLS>"
 SPECIALS = (PAD, UNK, CLS)
@@ -78,12 +78,12 @@ def resolve_route(
     if layout is None:
         boards = sorted({b for b, _ in layouts})
         if route.board not in boards:
-            raise RouteError(f"unknown board {route.board!r}: this model knows {', '.join(boards)}")
+            raise RouteError(f"unknown board {shown(route.board)}: this model knows {', '.join(boards)}")
         known = ", ".join(str(lid) for b, lid in sorted(layouts) if b == route.board)
-        raise RouteError(f"board {route.board} has no layout {route.layout_id} in this model (layouts: {known})")
+        raise RouteError(f"board {route.board} has no layout {shown(route.layout_id)} in this model (layouts: {known})")
     where = f"{layout.board} layout {layout.layout_id}"
     if route.angle not in layout.angles:
-        raise RouteError(f"angle {route.angle} is not an angle of {where} (angles: {', '.join(map(str, layout.angles))})")
+        raise RouteError(f"angle {shown(route.angle)} is not an angle of {where} (angles: {', '.join(map(str, layout.angles))})")
     if not route.holds:
         raise RouteError("route has no holds")
     if max_holds is not None and len(route.holds) > max_holds:
@@ -93,16 +93,16 @@ def resolve_route(
     holds: list[tuple[int, str]] = []
     for pid, role in route.holds:
         if pid not in layout.placements:
-            raise RouteError(f"placement {pid} is not on {where}")
+            raise RouteError(f"placement {shown(pid)} is not on {where}")
         if pid in seen:
             raise RouteError(f"placement {pid} is listed twice")
         seen.add(pid)
         if isinstance(role, int):
             if role not in layout.roles:
-                raise RouteError(f"role id {role} of placement {pid} is not a role of {where} (roles: {', '.join(layout.role_names)})")
+                raise RouteError(f"role id {shown(role)} of placement {pid} is not a role of {where} (roles: {', '.join(layout.role_names)})")
             role = layout.roles[role]
         elif role not in role_ids:
-            raise RouteError(f"role {role!r} of placement {pid} is not a role of {where} (roles: {', '.join(layout.role_names)})")
+            raise RouteError(f"role {shown(role)} of placement {pid} is not a role of {where} (roles: {', '.join(layout.role_names)})")
         holds.append((pid, role))
     holds.sort(key=lambda h: (layout.placements[h[0]][1], layout.placements[h[0]][0], h[0]))
     roles = {role for _, role in holds}

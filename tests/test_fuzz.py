@@ -8,11 +8,13 @@ writes only `error:` / `warning:` lines to stderr, never a traceback.
 Generated inputs per run (each test's max_examples; its explicit @example cases come on top):
 
     test_parse_route_on_any_json_value          3,000
-    test_parse_route_on_route_shaped_objects    4,000
-    test_parse_frames_on_frames_like_text       2,000
+    test_parse_route_on_route_shaped_objects    3,500
+    test_parse_frames_on_frames_like_text       2,500
     test_json_lines_through_predict_many        1,000
     test_cg_infer_on_stdin                        250
-    total                                      10,250
+    test_cg_infer_on_undecodable_stdin            100
+    test_cg_infer_on_files                        150
+    total                                      10,500
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import json
 import math
 import re
 import traceback
+from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-from hypothesis import example, given, settings
+from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from climbgrade_runtime.cli import main
@@ -35,25 +38,27 @@ from climbgrade_runtime.inputs import read_json_lines
 from climbgrade_runtime.predictor import GradePredictor, Prediction, RouteFailure
 from climbgrade_runtime.routes import parse_frames, parse_route
 from climbgrade_runtime.tokenizer import PREFIX_TOKENS, Tokenizer
+from conftest import Pipeline
 from fakeboard import KILTER, TENSION, FakeBoard, placements_of
 
 MAX_MESSAGE_CHARS = 300
 LINE_BREAK = re.compile(r"\r\n?|\n")
-FUZZ = settings(deadline=None)
+FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # --- strategies --------------------------------------------------------------------------------
 
 HUGE_INTS = [10**30, -(10**30), 2**63, -(2**63) - 1, 2**64, 10**4299]  # 10**4299: the longest int JSON decodes
 NASTY = st.sampled_from(
     [None, True, False, 0, -1, 0.5, 40.0, math.nan, math.inf, -math.inf, *HUGE_INTS,
-     "", " ", "\n", "kilter ", "ｋｉｌｔｅｒ", "\u0000", "\u2028", "🧗", [], {}, [[]], [{}]]
+     "", " ", "\n", "kilter ", "ｋｉｌｔｅｒ", "\u0000", "\u2028", "🧗", "🧗" * 1_000, [], {}, [[]], [{}]]
 )
+KEYS = st.sampled_from(["", " ", "\n", "a\nb", "x\r", "\u2028", "led", "🧗" * 100]) | st.text(max_size=8)
 SCALARS = (
     st.none() | st.booleans() | st.integers() | st.sampled_from(HUGE_INTS) | st.floats() | st.text(max_size=40)
 )
 JSON_VALUES = st.recursive(
     SCALARS,
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(KEYS, inner, max_size=5),
     max_leaves=20,
 )
 JUNK = NASTY | JSON_VALUES
@@ -82,50 +87,67 @@ class NestedList(list):
         return f"NestedList({self.depth})"
 
 
+def mostly(valid: st.SearchStrategy[Any], other: st.SearchStrategy[Any], odds: int = 9) -> st.SearchStrategy[Any]:
+    """`valid` `odds` times for each `other`; shrinks towards `valid`, so a failure names the odd field."""
+    return st.sampled_from([valid] * odds + [other]).flatmap(lambda strategy: strategy)
+
+
 def with_extra_keys(base: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
     """`base` objects plus a few fields of any name (unicode, empty, newlines) and value."""
-    extra = st.dictionaries(st.text(max_size=8), SCALARS, max_size=3)
+    extra = st.dictionaries(KEYS, SCALARS, min_size=1, max_size=3)
     return st.tuples(base, extra).map(lambda t: {**t[1], **t[0]})
 
 
 def route_objects(name: str, board: FakeBoard) -> st.SearchStrategy[dict[str, Any]]:
-    """Route objects for one fake layout: every field a mix of valid values and junk."""
+    """Route objects for one fake layout: each field mostly valid, else junk, so every check is reached."""
     pids = sorted(placements_of(board))
     role_ids = list(board.role_ids)
     role_names = ["start", "middle", "finish", "foot"]
-    placement = st.sampled_from(pids) | st.sampled_from(pids).map(float) | st.integers() | JUNK
-    role = st.sampled_from(role_ids) | st.sampled_from(role_names) | st.text(max_size=10) | JUNK
-    pairs = st.lists(st.tuples(st.sampled_from(pids) | st.integers(0, 10**6), st.sampled_from(role_ids) | st.integers(0, 99)))
-    frames = pairs.map(lambda ps: "".join(f"p{p}r{r}" for p, r in ps)) | FRAMES_TEXT | JUNK
-    hold = with_extra_keys(st.fixed_dictionaries({"placement_id": placement, "role": role})) | JUNK
-    holds = st.lists(hold, max_size=16) | JUNK
+    placement = mostly(st.sampled_from(pids) | st.sampled_from(pids).map(float), st.integers() | JUNK)
+    role = mostly(st.sampled_from(role_ids) | st.sampled_from(role_names), st.integers() | st.text(max_size=10) | JUNK)
+    pair = st.tuples(mostly(st.sampled_from(pids), st.integers(0, 10**6)), mostly(st.sampled_from(role_ids), st.integers(0, 99)))
+    frames = mostly(
+        st.lists(pair, min_size=1, max_size=16).map(lambda ps: "".join(f"p{p}r{r}" for p, r in ps)), FRAMES_TEXT | JUNK
+    )
+    hold = st.fixed_dictionaries({"placement_id": placement, "role": role})
+    holds = mostly(st.lists(mostly(hold, with_extra_keys(hold) | JUNK), min_size=1, max_size=16), JUNK)
     fields = {
-        "board": st.just(name) | st.sampled_from(["kilter", "tension"]) | JUNK,
-        "layout_id": st.sampled_from([board.layout_id, float(board.layout_id), KILTER.layout_id, TENSION.layout_id]) | JUNK,
-        "angle": st.sampled_from(board.angles) | JUNK,
+        "board": mostly(st.just(name), st.sampled_from(["kilter", "tension", "Kilter", "moon"]) | JUNK),
+        "layout_id": mostly(st.sampled_from([board.layout_id, float(board.layout_id)]), st.sampled_from([1, 11, 5]) | JUNK),
+        "angle": mostly(st.sampled_from(board.angles), st.integers() | JUNK),
     }
     labels = {"id": JUNK, "uuid": JUNK, "name": JUNK}
-    return with_extra_keys(
-        st.fixed_dictionaries({**fields, "frames": frames}, optional=labels)
-        | st.fixed_dictionaries({**fields, "holds": holds}, optional=labels)
-        | st.fixed_dictionaries({}, optional={**fields, "frames": frames, "holds": holds, **labels})
+    routes = st.fixed_dictionaries({**fields, "frames": frames}, optional=labels) | st.fixed_dictionaries(
+        {**fields, "holds": holds}, optional=labels
     )
+    anything = st.fixed_dictionaries({}, optional={**fields, "frames": frames, "holds": holds, **labels})
+    return mostly(routes, with_extra_keys(routes) | anything)
 
 
 FAKE_LAYOUTS = (("kilter", KILTER), ("tension", TENSION))
 ROUTES = route_objects(*FAKE_LAYOUTS[0]) | route_objects(*FAKE_LAYOUTS[1])
 KILTER_ROUTE = {"board": "kilter", "layout_id": 1, "angle": 40}
 PRINTABLE = st.characters(blacklist_categories=("Cs",))  # what a UTF-8 stdin can carry
-INPUT_LINES = st.one_of(
+INPUT_LINES = mostly(
     ROUTES.map(json.dumps),
-    JSON_VALUES.map(json.dumps),
-    st.text(PRINTABLE, max_size=80),
-    st.integers(1, 100_000).map(lambda n: "[" * n + "]" * n),
-    st.integers(1, 100_000).map(lambda n: json.dumps(KILTER_ROUTE)[:-1] + ', "holds": ' + "[" * n + "]" * n + "}"),
-    st.integers(4_000, 5_000).map(lambda n: "1" * n),
-    st.sampled_from(["", "   ", "\t", "NaN", "Infinity", "-Infinity", "1e400", "-0", "null", "[]", "{}", '"kilter"', "\ufeff{}"]),
+    JSON_VALUES.map(json.dumps)
+    | st.text(PRINTABLE, max_size=80)
+    | st.integers(1, 100_000).map(lambda n: "[" * n + "]" * n)
+    | st.integers(1, 100_000).map(lambda n: json.dumps(KILTER_ROUTE)[:-1] + ', "holds": ' + "[" * n + "]" * n + "}")
+    | st.integers(4_000, 5_000).map(lambda n: "1" * n)
+    | st.sampled_from(["", "   ", "\t", "NaN", "Infinity", "-Infinity", "1e400", "-0", "null", "[]", "{}", '"kilter"', "\ufeff{}"]),
+    odds=2,
 )
 INPUT_TEXT = st.tuples(st.lists(INPUT_LINES, max_size=6), st.sampled_from(["\n", "\r\n"])).map(lambda t: t[1].join(t[0]))
+UNDECODABLE = st.tuples(INPUT_TEXT, st.binary(min_size=1, max_size=16), INPUT_TEXT).map(
+    lambda t: t[0].encode() + t[1] + t[2].encode()
+)
+FILE_CONTENT = (
+    INPUT_TEXT.map(str.encode)
+    | ROUTES.map(lambda route: json.dumps(route, indent=2).encode())
+    | st.lists(ROUTES, max_size=5).map(lambda routes: json.dumps(routes, indent=2).encode())
+    | st.binary(max_size=100)
+)
 
 # --- checks --------------------------------------------------------------------------------------
 
@@ -148,16 +170,31 @@ def parse_and_encode(tokenizer: Tokenizer, obj: Any) -> None:
         assert encoded.coords.shape == (len(encoded.ids), 3)
 
 
-def non_blank_lines(text: str, universal_newlines: bool) -> int:
-    lines = LINE_BREAK.split(text) if universal_newlines else text.split("\n")
-    return sum(1 for line in lines if line.strip())
+def non_blank_lines(text: str) -> int:
+    """Lines holding more than whitespace: the runtime reads bytes and splits on \\n only."""
+    return sum(1 for line in text.split("\n") if line.strip())
+
+
+def run_cg_infer(model: Path, args: list[str], stdin: str | bytes | None = None) -> tuple[Result, list[str]]:
+    """Run cg-infer in-process and check it ended cleanly: exit 0 or 2 (2 exactly when it reports an
+    error), no traceback, every stderr line an `error:` or `warning:`. Returns the result and those lines."""
+    result = CliRunner().invoke(main, [*args, "--model", str(model)], input=stdin)
+    assert result.exception is None or isinstance(result.exception, SystemExit), "".join(
+        traceback.format_exception(*result.exc_info)
+    )
+    assert result.exit_code in (0, 2)
+    assert "Traceback" not in result.output
+    stderr = LINE_BREAK.split(result.stderr)[:-1]  # every line ends with a newline
+    assert all(line.startswith(("error:", "warning:")) for line in stderr), result.stderr[:1000]
+    assert (result.exit_code == 2) == any(line.startswith("error:") for line in stderr)
+    return result, stderr
 
 
 # --- fixtures ------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def predictor(fake_pipeline) -> GradePredictor:
+def predictor(fake_pipeline: Pipeline) -> GradePredictor:
     """The fake model, loaded once; the strategies above assume its layouts are fakeboard's."""
     loaded = GradePredictor.load(fake_pipeline.model)
     for name, board in FAKE_LAYOUTS:
@@ -165,6 +202,12 @@ def predictor(fake_pipeline) -> GradePredictor:
         assert set(layout.placements) == set(placements_of(board))
         assert sorted(layout.roles) == sorted(board.role_ids) and layout.angles == board.angles
     return loaded
+
+
+@pytest.fixture(scope="module")
+def routes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder for the route files cg-infer reads."""
+    return tmp_path_factory.mktemp("fuzz_routes")
 
 
 # --- tests ---------------------------------------------------------------------------------------
@@ -184,14 +227,14 @@ def test_parse_route_on_any_json_value(predictor: GradePredictor, obj: Any) -> N
     parse_and_encode(predictor.tokenizer, obj)
 
 
-@settings(FUZZ, max_examples=4_000)
+@settings(FUZZ, max_examples=3_500)
 @given(obj=ROUTES)
 def test_parse_route_on_route_shaped_objects(predictor: GradePredictor, obj: dict[str, Any]) -> None:
     """Route objects mixing valid fields with junk are routes or one-line RouteErrors."""
     parse_and_encode(predictor.tokenizer, obj)
 
 
-@settings(FUZZ, max_examples=2_000)
+@settings(FUZZ, max_examples=2_500)
 @given(frames=FRAMES_TEXT)
 @example(frames="p" + "9" * 5_000 + "r12")
 @example(frames="p1073r" + "1" * 4_301)
@@ -211,8 +254,8 @@ def test_parse_frames_on_frames_like_text(frames: str) -> None:
 @example(text="1" * 4_301)
 def test_json_lines_through_predict_many(predictor: GradePredictor, text: str) -> None:
     """Every non-blank line becomes one Prediction or one RouteFailure with a one-line error."""
-    results = predictor.predict_many(read_json_lines(io.StringIO(text)))
-    assert [r.index for r in results] == list(range(non_blank_lines(text, universal_newlines=False)))
+    results = predictor.predict_many(read_json_lines(io.BytesIO(text.encode("utf-8", "surrogatepass"))))
+    assert [r.index for r in results] == list(range(non_blank_lines(text)))
     for result in results:
         assert isinstance(result, (Prediction, RouteFailure))
         if isinstance(result, RouteFailure):
@@ -226,23 +269,38 @@ def test_json_lines_through_predict_many(predictor: GradePredictor, text: str) -
 @settings(FUZZ, max_examples=250)
 @given(text=INPUT_TEXT)
 @example(text=json.dumps({**KILTER_ROUTE, "angle": math.nan, "frames": "p1073r12"}))
-@example(text=json.dumps(KILTER_ROUTE)[:-1] + ', "angle": 1e400, "frames": "p1073r12"}')
+@example(text='{"board": "kilter", "layout_id": 1, "angle": 1e400, "frames": "p1073r12"}')
 @example(text=json.dumps({**KILTER_ROUTE, "layout_id": True, "frames": "p1073r12"}))
 @example(text=json.dumps({**KILTER_ROUTE, "frames": "p1073r12" * 25_000}))
 @example(text=json.dumps(KILTER_ROUTE)[:-1] + ', "holds": ' + "[" * 10_000 + "]" * 10_000 + "}")
-@example(text='{"board": "kilter", "layout_id": 1, "angle": 40, "frames": "p1073r12p1080r14"}\n' + "1" * 4_301)
-def test_cg_infer_on_stdin(fake_pipeline, text: str) -> None:
-    """cg-infer on JSON Lines: exit 0 or 2, one JSON answer per route, only error:/warning: lines on stderr."""
-    result = CliRunner().invoke(main, ["-", "--model", str(fake_pipeline.model), "--format", "json"], input=text)
-    assert result.exception is None or isinstance(result.exception, SystemExit), "".join(
-        traceback.format_exception(*result.exc_info)
-    )
-    assert result.exit_code in (0, 2)
-    assert "Traceback" not in result.output
-    stderr = [line for line in LINE_BREAK.split(result.stderr) if line]
-    assert all(line.startswith(("error:", "warning:")) for line in stderr), result.stderr[:1000]
+@example(text=json.dumps({**KILTER_ROUTE, "frames": "p1073r12p1080r14"}) + "\n" + "1" * 4_301)
+@example(text=json.dumps({**KILTER_ROUTE, "frames": "p1073r12", "set\nter": "me"}))
+def test_cg_infer_on_stdin(fake_pipeline: Pipeline, text: str) -> None:
+    """cg-infer on JSON Lines: a clean exit and one JSON answer per non-blank line, in order."""
+    result, stderr = run_cg_infer(fake_pipeline.model, ["-", "--format", "json"], text)
     answers = [json.loads(line) for line in result.stdout.split("\n") if line]
-    assert [a["index"] for a in answers] == list(range(non_blank_lines(text, universal_newlines=True)))
-    failures = sum("error" in a for a in answers)
-    assert (result.exit_code == 2) == (failures > 0)
-    assert sum(line.startswith("error:") for line in stderr) == failures
+    assert [a["index"] for a in answers] == list(range(non_blank_lines(text)))
+    assert sum(line.startswith("error:") for line in stderr) == sum("error" in a for a in answers)
+
+
+@settings(FUZZ, max_examples=100)
+@given(data=UNDECODABLE)
+@example(data=b"\xff{}\n")
+def test_cg_infer_on_undecodable_stdin(fake_pipeline: Pipeline, data: bytes) -> None:
+    """Bytes that are not UTF-8 on a strict stdin (CliRunner's, or a UTF-8 locale's) are a clean error."""
+    run_cg_infer(fake_pipeline.model, ["-", "--format", "json"], data)
+
+
+@settings(FUZZ, max_examples=150)
+@given(content=FILE_CONTENT, suffix=st.sampled_from([".json", ".jsonl", ".txt"]), output=st.sampled_from(["json", "table"]))
+@example(content=b"[" * 100_000 + b"]" * 100_000, suffix=".json", output="json")
+@example(content=b"1" * 4_301, suffix=".json", output="json")
+@example(content=b"[" + b"1" * 4_301 + b"]", suffix=".json", output="json")
+@example(  # not UTF-8 past the first 8 KiB, which the reader decodes while the routes stream
+    content=(json.dumps({**KILTER_ROUTE, "frames": "p1073r12"}) + "\n").encode() * 400 + b"\xff\n", suffix=".json", output="json"
+)
+def test_cg_infer_on_files(fake_pipeline: Pipeline, routes_dir: Path, content: bytes, suffix: str, output: str) -> None:
+    """cg-infer on a file of any content (one JSON document, JSON Lines, not UTF-8): a clean exit."""
+    path = routes_dir / f"routes{suffix}"
+    path.write_bytes(content)
+    run_cg_infer(fake_pipeline.model, [str(path), "--format", output])

@@ -106,7 +106,7 @@ def test_missing_start_and_finish_are_answered_with_a_warning(fake_pipeline, tmp
 def test_unknown_fields_are_reported_not_dropped_silently(fake_pipeline, tmp_path, board):
     result = infer(fake_pipeline, tmp_path, dict(board["good"], setter="me", id=7), "--format", "json")
     answer = json.loads(result.stdout)
-    assert answer["id"] == 7 and "ignored unknown field(s) setter" in answer["warnings"]
+    assert answer["id"] == 7 and "ignored unknown field(s) 'setter'" in answer["warnings"]
 
 
 def test_deeply_nested_json_is_a_clean_error(fake_pipeline, tmp_path, board):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -41,3 +42,35 @@ def test_shared_between_threads(predictor, fake_pipeline):
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(lambda r: predictor.predict(r).difficulty, routes * 4))
     assert got == expected * 4
+
+
+def test_eight_threads_of_a_thousand_predictions_match_one_thread(fake_pipeline):
+    predictor = GradePredictor.load(fake_pipeline.model)  # one intra-op thread: results are bit-for-bit stable
+    routes = route_dicts(fake_pipeline.databases, 1000)
+    expected = [predictor.predict(r).difficulty for r in routes]
+
+    def worker(offset: int) -> list[float]:
+        order = routes[offset:] + routes[:offset]  # each thread walks the routes from its own start
+        got = [predictor.predict(r).difficulty for r in order]
+        return got[-offset:] + got[:-offset] if offset else got
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(worker, range(0, 800, 100)))
+    assert all(r == expected for r in results)
+
+
+def test_soak_memory_stays_flat(fake_pipeline):
+    """100,000 predictions in one process: resident memory does not grow (a leak would)."""
+    predictor = GradePredictor.load(fake_pipeline.model)
+    routes = route_dicts(fake_pipeline.databases, 500)
+    for r in routes * 4:
+        predictor.predict(r)
+    before = rss_mb()
+    for i in range(100_000):
+        predictor.predict(routes[i % len(routes)])
+    assert rss_mb() - before < 5, f"RSS grew from {before:.1f} MB to {rss_mb():.1f} MB"
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
