@@ -96,7 +96,8 @@ class GradePredictor:
     def warm_up(self) -> None:
         """Open the session now and run it once, so the first real route is as fast as the rest."""
         layout = next(iter(self.tokenizer.layouts.values()))
-        route = Route(layout.board, layout.layout_id, layout.angles[0], ((next(iter(layout.placements)), "start"),))
+        hold = (next(iter(layout.placements)), layout.role_names[0])  # any role: some boards name them by colour
+        route = Route(layout.board, layout.layout_id, layout.angles[0], (hold,))
         self._run([self.tokenizer.encode(route)])
 
     @classmethod

@@ -54,18 +54,26 @@ def test_mismatched_or_damaged_pair_is_refused(pair, case):
 
 
 def test_truncated_model_with_matching_hash_is_refused(pair):
-    pair.write_bytes(pair.read_bytes()[:5000])
-    edit_sidecar(pair, lambda d: d["model"].update(sha256=file_sha256(pair)))
+    truncate_keeping_hash(pair)
     with pytest.raises(ModelError, match="cannot load model"):
         GradePredictor.load(pair).warm_up()
 
 
-def test_cli_reports_a_bad_pair_in_one_line(pair, tmp_path):
-    edit_sidecar(pair, lambda d: d["model"].update(opset=18))
+def truncate_keeping_hash(model: Path) -> None:
+    model.write_bytes(model.read_bytes()[:5000])
+    edit_sidecar(model, lambda d: d["model"].update(sha256=file_sha256(model)))
+
+
+@pytest.mark.parametrize("case", sorted(CASES) + ["truncated"])
+def test_cli_reports_a_bad_pair_in_one_line(pair, tmp_path, case):
+    damage = truncate_keeping_hash if case == "truncated" else CASES[case][0]
+    damage(pair)
     (tmp_path / "r.json").write_text("{}")
     result = run_script("cg-infer", str(tmp_path / "r.json"), "--model", str(pair), check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().startswith("error: model") and "re-export" in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and ("model" in lines[0] or "sidecar" in lines[0])
+    assert result.stdout == ""
 
 
 def test_unknown_provider_is_refused(fake_pipeline):
