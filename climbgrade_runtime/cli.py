@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import sys
 
@@ -14,7 +13,6 @@ from .predictor import DEFAULT_BATCH_SIZE, GradePredictor, RouteFailure
 from .report import ResultWriter, problem_lines
 
 EXIT_BAD_INPUT = 2
-CHUNK_ROUTES = 1024  # routes read, graded and written at a time: memory stays flat for any input size
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,9 +42,7 @@ def main(source: str, model_path: str | None, output_format: str, threads: int, 
         sys.exit(EXIT_BAD_INPUT)
     writer = ResultWriter(output_format, routes.shape, sys.stdout)
     failed = False
-    records = iter(routes.records)
-    while chunk := list(itertools.islice(records, CHUNK_ROUTES)):
-        results = predictor.predict_many(chunk, batch_size=batch_size, first_index=writer.count)
+    for results in predictor.predict_stream(routes.records, batch_size=batch_size):
         writer.write(results)
         for line in problem_lines(results):
             click.echo(line, err=True)

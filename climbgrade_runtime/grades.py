@@ -23,6 +23,11 @@ class Grade:
     v: str
 
     @property
+    def name(self) -> str:
+        """Aurora's boulder_name, e.g. '6b+/V4'."""
+        return f"{self.font}/{self.v}"
+
+    @property
     def v_number(self) -> int:
         match = _V_NUMBER.fullmatch(self.v)
         if match is None:

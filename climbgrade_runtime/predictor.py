@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,7 @@ from .tokenizer import Encoded
 
 DEFAULT_MODEL_FILE = "climbgrade.onnx"
 DEFAULT_BATCH_SIZE = 256  # routes per onnxruntime run in predict_many (measured best with 2 threads)
+STREAM_CHUNK_ROUTES = 1024  # routes read, graded and handed back at a time by predict_stream
 
 
 def default_model_path() -> Path:
@@ -148,7 +150,6 @@ class GradePredictor:
         results: list[Prediction | RouteFailure | None] = []
         pending: list[tuple[int, Route, Encoded, dict[str, Any], tuple[str, ...]]] = []
         for index, item in enumerate(routes, start=first_index):
-            labels = route_labels(item)
             try:
                 if isinstance(item, RouteError):
                     raise item
@@ -156,7 +157,7 @@ class GradePredictor:
                 pending.append((index, parsed, self.tokenizer.encode(parsed), labels, warnings))
                 results.append(None)
             except RouteError as exc:
-                results.append(RouteFailure(index, str(exc), labels))
+                results.append(RouteFailure(index, str(exc), route_labels(item)))
         pending.sort(key=lambda p: len(p[2].ids))
         for start in range(0, len(pending), batch_size):
             chunk = pending[start : start + batch_size]
@@ -164,6 +165,22 @@ class GradePredictor:
             for (index, parsed, encoded, labels, warnings), value in zip(chunk, outputs):
                 results[index - first_index] = self._prediction(index, parsed, encoded, float(value), labels, warnings)
         return [r for r in results if r is not None]
+
+    def predict_stream(
+        self,
+        routes: Iterable[Route | dict[str, Any] | RouteError],
+        chunk_size: int = STREAM_CHUNK_ROUTES,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> Iterator[list[Prediction | RouteFailure]]:
+        """predict_many over a stream of any length, `chunk_size` routes at a time (memory stays flat).
+
+        Yields each chunk's results as soon as they are made; indices count from the stream's start.
+        """
+        records = iter(routes)
+        done = 0
+        while chunk := list(itertools.islice(records, chunk_size)):
+            yield self.predict_many(chunk, batch_size=batch_size, first_index=done)
+            done += len(chunk)
 
     def _run(self, encoded: Sequence[Encoded]) -> np.ndarray:
         return self._session.run([model_io.DIFFICULTY], model_io.pad_batch(encoded))[0]

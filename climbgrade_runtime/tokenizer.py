@@ -167,10 +167,9 @@ class Tokenizer:
         prefix = [CLS_ID, index.get(board_token(*layout.key), UNK_ID), index.get(angle_token(resolved.angle), UNK_ID)]
         ids = np.array(prefix + hold_ids, dtype=np.int64)
         coords = np.zeros((len(ids), COORD_FEATURES), dtype=np.float32)
-        if resolved.holds:
-            normalised = layout.normalised
-            coords[PREFIX_TOKENS:, :2] = [normalised[pid] for pid, _ in resolved.holds]
-            coords[PREFIX_TOKENS:, 2] = 1.0
+        normalised = layout.normalised
+        coords[PREFIX_TOKENS:, :2] = [normalised[pid] for pid, _ in resolved.holds]  # resolve_route: >= 1 hold
+        coords[PREFIX_TOKENS:, 2] = 1.0
         warnings = resolved.warnings
         if UNK_ID in hold_ids:
             unknown = [f"p{pid} as {role}" for (pid, role), i in zip(resolved.holds, hold_ids) if i == UNK_ID]

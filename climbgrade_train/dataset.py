@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,6 +13,7 @@ from climbgrade_runtime.boardlib_db import ClimbFilter, open_database
 from climbgrade_runtime.errors import DatabaseError, RouteError
 from climbgrade_runtime.geometry import LayoutGeometry
 from climbgrade_runtime.grades import GradeTable
+from climbgrade_runtime.model_io import pad_batch
 from climbgrade_runtime.routes import Route, parse_frames
 from climbgrade_runtime.tokenizer import PREFIX_TOKENS, Encoded, ResolvedRoute, Tokenizer, resolve_route
 
@@ -146,6 +147,16 @@ class EncodedSet:
     @property
     def boards(self) -> list[str]:
         return [e.board for e in self.examples]
+
+    def predict_with(self, run_batch: Callable[[dict[str, np.ndarray]], np.ndarray], batch_size: int = 256) -> np.ndarray:
+        """Predictions for the whole split in its own order, from length-grouped runtime batches.
+
+        `run_batch` is PyTorch (training) or onnxruntime (export checks): one loop serves both.
+        """
+        out = np.empty(len(self), dtype=np.float32)
+        for idx in length_batches(self.lengths, batch_size):
+            out[idx] = run_batch(pad_batch([self.encoded[i] for i in idx]))
+        return out
 
 
 def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:

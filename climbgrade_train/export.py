@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import itertools
 import importlib.metadata
 import json
 import logging
@@ -35,7 +36,7 @@ from climbgrade_runtime.sidecar import Sidecar, sidecar_path
 from climbgrade_runtime.session import create_session
 from climbgrade_runtime.tokenizer import Encoded, Tokenizer
 
-from .dataset import EncodedSet, length_batches
+from .dataset import EncodedSet
 from .model import GradeTransformer
 from .train import SPLIT_RULE, TrainConfig, TrainError, load_checkpoint, prepare_run, read_grades
 
@@ -143,9 +144,9 @@ def validation_batches(data: EncodedSet, limit: int = VALIDATION_ROUTES) -> list
     """Real routes in batches of 1, 7 and 64, mixing lengths, so every batch has its own padded length."""
     rng = np.random.default_rng(0)
     chosen = rng.permutation(len(data))[:limit]
+    sizes = itertools.cycle(VALIDATION_BATCH_SIZES)
     batches: list[list[Encoded]] = []
     start = 0
-    sizes = iter(VALIDATION_BATCH_SIZES * (limit // sum(VALIDATION_BATCH_SIZES) + 1))
     while start < len(chosen):
         size = next(sizes)
         batches.append([data.encoded[i] for i in chosen[start : start + size]])
@@ -290,12 +291,9 @@ def export_int8(fp32: bytes, fp32_sidecar: Sidecar, test: EncodedSet, path: Path
     logger.info("wrote %s and %s", path, sidecar_path(path))
 
 
-def ort_predict(session: Any, data: EncodedSet, batch_size: int = 256) -> np.ndarray:
+def ort_predict(session: Any, data: EncodedSet) -> np.ndarray:
     """onnxruntime predictions for a whole split, in the split's order."""
-    out = np.empty(len(data), dtype=np.float32)
-    for idx in length_batches(data.lengths, batch_size):
-        out[idx] = session.run([model_io.DIFFICULTY], model_io.pad_batch([data.encoded[i] for i in idx]))[0]
-    return out
+    return data.predict_with(lambda batch: session.run([model_io.DIFFICULTY], batch)[0])
 
 
 def _versions() -> dict[str, str]:

@@ -28,7 +28,7 @@ from climbgrade_runtime.files import atomic_write_bytes, atomic_write_text
 from climbgrade_runtime.grades import GradeTable
 from climbgrade_runtime.metrics import metrics_by_board, regression_metrics
 from climbgrade_runtime.model_io import ATTENTION_MASK, COORDS, TOKEN_IDS, pad_batch
-from climbgrade_runtime.tokenizer import PREFIX_TOKENS, UNK_ID, Tokenizer
+from climbgrade_runtime.tokenizer import UNK_ID, Tokenizer
 
 from .dataset import SPLITS, EncodedSet, LoadedData, length_batches, load_examples, split_climbs
 from .model import GradeTransformer, ModelConfig
@@ -143,14 +143,10 @@ def to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> tuple[torc
 
 
 @torch.no_grad()
-def predict(model: GradeTransformer, data: EncodedSet, device: torch.device, batch_size: int = 256) -> np.ndarray:
+def predict(model: GradeTransformer, data: EncodedSet, device: torch.device) -> np.ndarray:
     """Eval-mode predictions in the set's order."""
     model.eval()
-    out = np.empty(len(data), dtype=np.float32)
-    for idx in length_batches(data.lengths, batch_size):
-        batch = pad_batch([data.encoded[i] for i in idx])
-        out[idx] = model(*to_tensors(batch, device)).float().cpu().numpy()
-    return out
+    return data.predict_with(lambda batch: model(*to_tensors(batch, device)).float().cpu().numpy())
 
 
 def resume_run(out: Path, epochs: int | None = None, databases: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -175,22 +171,22 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
         raise TrainError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     device = pick_device(config.device)
     run = prepare_run(config, out, resume)
-    train_targets = run.sets["train"].targets
-    model_config = ModelConfig(
-        vocab_size=len(run.tokenizer.vocab), max_len=run.tokenizer.max_len,
-        d_model=config.d_model, n_heads=config.n_heads, n_layers=config.n_layers, d_ff=config.d_ff,
-        dropout=config.dropout, target_mean=float(train_targets.mean()), target_std=float(train_targets.std()),
-    )
-    torch.manual_seed(config.seed)
+    checkpoint = torch.load(last_path, map_location=device, weights_only=True) if resume else None
+    if checkpoint is not None:
+        model_config = ModelConfig.from_dict(checkpoint["model_config"])
+    else:
+        train_targets = run.sets["train"].targets
+        model_config = ModelConfig(
+            vocab_size=len(run.tokenizer.vocab), max_len=run.tokenizer.max_len,
+            d_model=config.d_model, n_heads=config.n_heads, n_layers=config.n_layers, d_ff=config.d_ff,
+            dropout=config.dropout, target_mean=float(train_targets.mean()), target_std=float(train_targets.std()),
+        )
+        torch.manual_seed(config.seed)
     model = GradeTransformer(model_config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = RunState()
-    if resume:
-        checkpoint = torch.load(last_path, map_location=device, weights_only=True)
-        model_config = ModelConfig.from_dict(checkpoint["model_config"])
-        model = GradeTransformer(model_config).to(device)
+    if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         optimizer.load_state_dict(checkpoint["optimizer"])
         state = RunState(**checkpoint["state"])
         logger.info("resuming %s after epoch %d (best val MAE %.3f)", out, state.epoch, state.best_val_mae)
@@ -274,8 +270,8 @@ def _final_evaluation(out: Path, run: PreparedRun, device: torch.device, state: 
                 "uuid": [e.uuid for e in data.examples], "board": data.boards,
                 "layout_id": [e.layout_id for e in data.examples], "angle": [e.angle for e in data.examples],
                 "ascents": [e.ascents for e in data.examples], "difficulty": data.targets, "predicted": pred,
-                "grade": [grades.grade(d).font + "/" + grades.grade(d).v for d in data.targets],
-                "predicted_grade": [grades.grade(p).font + "/" + grades.grade(p).v for p in pred],
+                "grade": [grades.grade(d).name for d in data.targets],
+                "predicted_grade": [grades.grade(p).name for p in pred],
             })
             _write_csv(out / "test_predictions.csv", frame)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")

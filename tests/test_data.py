@@ -155,3 +155,10 @@ def test_missing_table_in_fresh_database_names_it(tmp_path):
     con.close()
     with pytest.raises(DatabaseError, match="difficulty_grades"):
         load_examples([str(path)], ClimbFilter())
+
+
+def test_scalar_and_vectorised_grading_agree():
+    """grade() (hot path, plain Python) and v_numbers() (batches, numpy) must round the same way."""
+    values = np.concatenate([np.arange(0.0, 45.0, 0.25), np.random.default_rng(0).uniform(-5, 50, 2000)])
+    assert [GRADE_TABLE.grade(v).v_number for v in values] == GRADE_TABLE.v_numbers(values).tolist()
+    assert GRADE_TABLE.grade(18.0).name == "6b/V4"

@@ -74,3 +74,16 @@ def test_soak_memory_stays_flat(fake_pipeline):
 def rss_mb() -> float:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_predict_stream_numbers_routes_across_chunks(predictor, fake_pipeline):
+    routes = route_dicts(fake_pipeline.databases, 25)
+    routes[11] = {"board": "moon"}
+    chunks = list(predictor.predict_stream(iter(routes), chunk_size=4, batch_size=3))
+    assert [len(c) for c in chunks] == [4] * 6 + [1]
+    flat = [r for chunk in chunks for r in chunk]
+    assert [r.index for r in flat] == list(range(25))
+    assert isinstance(flat[11], RouteFailure) and all(isinstance(r, Prediction) for i, r in enumerate(flat) if i != 11)
+    whole = predictor.predict_many(routes)
+    for a, b in zip(flat, whole):  # other batch sizes pad differently: equal up to float rounding
+        assert type(a) is type(b) and (isinstance(a, RouteFailure) or abs(a.difficulty - b.difficulty) < 1e-5)
