@@ -29,7 +29,7 @@ from climbgrade_runtime import GradePredictor
 from climbgrade_runtime.boardlib_db import ClimbFilter
 from climbgrade_runtime.model_io import pad_batch
 from climbgrade_runtime.routes import parse_route
-from climbgrade_train.dataset import load_examples
+from climbgrade_runtime.graded import load_examples
 from climbgrade_train.export import torch_predict
 from climbgrade_train.train import load_checkpoint
 

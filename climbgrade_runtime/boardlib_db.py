@@ -6,6 +6,7 @@ Only the tables a grade model needs are touched; a full boardlib database has mo
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,17 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "climbs": ("uuid", "layout_id", "frames", "frames_count", "is_draft", "is_listed"),
     "climb_stats": ("climb_uuid", "angle", "display_difficulty", "ascensionist_count"),
 }
+
+
+DATA_ENV = "CLIMBGRADE_DATA"
+
+
+def databases_from_env() -> tuple[str, ...]:
+    """Every .db file in the folder $CLIMBGRADE_DATA names (the default when no --db is given)."""
+    folder = os.environ.get(DATA_ENV)
+    if folder and Path(folder).is_dir():
+        return tuple(str(p) for p in sorted(Path(folder).glob("*.db")))
+    return ()
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,22 @@
-"""`cg-infer`: grade routes from a JSON file or JSON Lines on stdin. Options only; the work is in the library."""
+"""`cg-infer` (grade routes from JSON or JSON Lines) and `cg-eval` (score a model on boardlib databases).
+
+Options only; the work is in the library."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
 import click
 
+from .boardlib_db import databases_from_env
 from .errors import ClimbgradeError
+from .evaluation import evaluate
 from .inputs import read_routes
 from .predictor import DEFAULT_BATCH_SIZE, GradePredictor, RouteFailure
 from .report import ResultWriter, problem_lines
+from .split import SPLITS
 
 EXIT_BAD_INPUT = 2
 
@@ -50,3 +56,35 @@ def main(source: str, model_path: str | None, output_format: str, threads: int, 
     writer.close()
     if failed:
         sys.exit(EXIT_BAD_INPUT)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "model_path", type=click.Path(dir_okay=True), default=None,
+              help="Model .onnx (its .onnx.json sidecar beside it). Default: the model shipped with climbgrade.")
+@click.option("--db", "databases", multiple=True, metavar="[BOARD=]PATH",
+              help="boardlib database (repeatable). Default: every .db in $CLIMBGRADE_DATA.")
+@click.option("--min-ascents", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Only climb x angle rows with at least this many ascents.")
+@click.option("--split", type=click.Choice(SPLITS), default=None,
+              help="Only the climbs of this split of the model's own training run (test: what it never trained or selected on).")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="onnxruntime intra-op threads.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the runtime does.")
+def eval_command(model_path: str | None, databases: tuple[str, ...], min_ascents: int, split: str | None,
+                 output_format: str, threads: int, verbose: bool) -> None:
+    """Score a model on every usable route of boardlib databases: the eight metrics, overall and per board."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s")
+    try:
+        predictor = GradePredictor.load(model_path, intra_op_threads=threads)
+        result = evaluate(predictor, databases or databases_from_env(), min_ascents=min_ascents, split=split)
+    except ClimbgradeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    if output_format == "json":
+        click.echo(json.dumps(result.to_dict(), indent=1))
+    else:
+        click.echo(result.table())
+    for reason, count in result.not_graded.items():
+        click.echo(f"not graded: {count} row(s) where {reason}", err=True)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)

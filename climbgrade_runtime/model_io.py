@@ -14,18 +14,18 @@ if TYPE_CHECKING:
     from .tokenizer import Encoded
 
 TOKEN_IDS = "token_ids"  # int64 [batch, seq]
-COORDS = "coords"  # float32 [batch, seq, 3]: x_norm, y_norm, is_hold
+COORDS = "coords"  # float32 [batch, seq, features]: x_norm, y_norm, is_hold, then Tokenizer.features' others
 ATTENTION_MASK = "attention_mask"  # int64 [batch, seq]: 1 = token, 0 = padding
 DIFFICULTY = "difficulty"  # float32 [batch]: Aurora display_difficulty
 
 INPUTS = ((TOKEN_IDS, "int64"), (COORDS, "float32"), (ATTENTION_MASK, "int64"))
 OUTPUTS = ((DIFFICULTY, "float32"),)
-COORD_FEATURES = 3
 
 # Keys of the ONNX file's metadata_props that tie it to its sidecar.
 META_VOCAB_SIZE = "climbgrade.vocab_size"
 META_MAX_LEN = "climbgrade.max_len"
 META_OPSET = "climbgrade.opset"
+META_FEATURES = "climbgrade.features"  # width of the coords input
 
 
 def pad_batch(encoded: Sequence["Encoded"]) -> dict[str, np.ndarray]:
@@ -37,7 +37,7 @@ def pad_batch(encoded: Sequence["Encoded"]) -> dict[str, np.ndarray]:
         return {TOKEN_IDS: ids[None], COORDS: coords[None], ATTENTION_MASK: np.ones((1, len(ids)), dtype=np.int64)}
     length = max(len(e.ids) for e in encoded)
     ids = np.zeros((len(encoded), length), dtype=np.int64)
-    coords = np.zeros((len(encoded), length, COORD_FEATURES), dtype=np.float32)
+    coords = np.zeros((len(encoded), length, encoded[0].coords.shape[1]), dtype=np.float32)
     mask = np.zeros((len(encoded), length), dtype=np.int64)
     for row, item in enumerate(encoded):
         n = len(item.ids)

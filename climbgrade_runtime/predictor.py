@@ -219,6 +219,7 @@ def _check_pair(model_path: Path, sidecar: Sidecar, session: Any) -> None:
         model_io.META_VOCAB_SIZE: str(len(sidecar.tokenizer.vocab)),
         model_io.META_MAX_LEN: str(sidecar.tokenizer.max_len),
         model_io.META_OPSET: str(sidecar.opset),
+        model_io.META_FEATURES: str(sidecar.tokenizer.n_features),
     }
     for key, want in expected.items():
         if meta.get(key) != want:

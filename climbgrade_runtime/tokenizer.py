@@ -1,9 +1,15 @@
-"""The one tokenizer: `<CLS> <BOARD_..> <ANGLE_..> <hold tokens..>` plus per-token coordinates.
+"""The one tokenizer: `<CLS> <BOARD_..> <ANGLE_..> <hold tokens..>` plus per-token features.
 
 Training imports this module; nothing re-implements it. Holds are put in a canonical order
 (bottom to top, then left to right), so the same route listed in any order gets the same tokens.
-Each hold token names (board, layout, placement, role); a hold that is on the layout but never
-appeared in the training split maps to <UNK> and keeps its real coordinates.
+A hold that is on the layout but never appeared in the training split maps to <UNK> and keeps its
+real features.
+
+Two hold-token schemes, recorded in the sidecar:
+- "placement_role" (the reference design): one token per (placement, role), features x, y, is_hold.
+- "placement": one token per placement, the role given as a feature, so a hold's embedding learns
+  from every route that uses it in any role; plus the angle as a number and the distances to the
+  route's nearest other holds.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import numpy as np
 
 from .errors import ModelError, RouteError
 from .geometry import LayoutGeometry
-from .model_io import COORD_FEATURES
 from .routes import Route, shown
 
 PAD, UNK, CLS = "<PAD>", "<UNK>", "<CLS>"
@@ -33,16 +38,29 @@ def angle_token(angle: int) -> str:
     return f"<ANGLE_{angle}>"
 
 
-def hold_token(board: str, layout_id: int, placement_id: int, role: str) -> str:
-    return f"{board}/{layout_id}/p{placement_id}/{role}"
+PLACEMENT_ROLE, PLACEMENT = "placement_role", "placement"
+HOLD_TOKEN_SCHEMES = (PLACEMENT_ROLE, PLACEMENT)
+
+# Per-token features (the `coords` input). x, y, is_hold always come first, in this order.
+BASE_FEATURES = ("x", "y", "is_hold")
+ROLE_FEATURES = {"role_start": "start", "role_middle": "middle", "role_finish": "finish", "role_foot": "foot"}
+ANGLE_SCALE = 90.0  # "angle": wall angle / 90 on every token
+DISTANCE_SCALE = 48.0  # "nearest", "nearest2": distance to the route's nearest / 2nd-nearest other hold, board units / 48
+FEATURES = BASE_FEATURES + tuple(ROLE_FEATURES) + ("angle", "nearest", "nearest2")
+REFERENCE = (PLACEMENT_ROLE, BASE_FEATURES)  # the end-to-end design
 
 
-def _parse_hold_token(token: str) -> tuple[tuple[str, int], tuple[int, str]] | None:
-    """Inverse of hold_token: ((board, layout_id), (placement_id, role)), or None for other tokens."""
+def hold_token(board: str, layout_id: int, placement_id: int, role: str | None) -> str:
+    """`board/layout/p<id>/<role>`, or `board/layout/p<id>` in the "placement" scheme (role None)."""
+    return f"{board}/{layout_id}/p{placement_id}" + ("" if role is None else f"/{role}")
+
+
+def _parse_hold_token(token: str) -> tuple[tuple[str, int], int, str | None] | None:
+    """Inverse of hold_token: ((board, layout_id), placement_id, role or None), or None for other tokens."""
     parts = token.split("/", 3)
-    if len(parts) != 4 or not parts[1].isdigit() or not parts[2].startswith("p") or not parts[2][1:].isdigit():
+    if len(parts) < 3 or not parts[1].isdigit() or not parts[2].startswith("p") or not parts[2][1:].isdigit():
         return None
-    return (parts[0], int(parts[1])), (int(parts[2][1:]), parts[3])
+    return (parts[0], int(parts[1])), int(parts[2][1:]), parts[3] if len(parts) == 4 else None
 
 
 @dataclass(frozen=True)
@@ -54,16 +72,25 @@ class ResolvedRoute:
     holds: tuple[tuple[int, str], ...]
     warnings: tuple[str, ...]
 
-    def tokens(self) -> list[str]:
+    def tokens(self, scheme: str = PLACEMENT_ROLE) -> list[str]:
         board, layout_id = self.layout.key
         return [CLS, board_token(board, layout_id), angle_token(self.angle)] + [
-            hold_token(board, layout_id, pid, role) for pid, role in self.holds
+            hold_token(board, layout_id, pid, role if scheme == PLACEMENT_ROLE else None) for pid, role in self.holds
         ]
+
+    def mirrored(self) -> "ResolvedRoute | None":
+        """The left-right mirror through holes.mirrored_hole_id, or None if a hold has no mirror."""
+        mirrors = self.layout.mirrors
+        if not all(pid in mirrors for pid, _ in self.holds):
+            return None
+        place = self.layout.placements
+        holds = sorted(((mirrors[pid], role) for pid, role in self.holds), key=lambda h: (place[h[0]][1], place[h[0]][0], h[0]))
+        return ResolvedRoute(layout=self.layout, angle=self.angle, holds=tuple(holds), warnings=self.warnings)
 
 
 @dataclass(frozen=True)
 class Encoded:
-    """Model input for one route: token ids [L] and coordinate features [L, 3]."""
+    """Model input for one route: token ids [L] and per-token features [L, len(Tokenizer.features)]."""
 
     ids: np.ndarray
     coords: np.ndarray
@@ -112,14 +139,17 @@ def resolve_route(
 
 @dataclass(frozen=True)
 class Tokenizer:
-    """Vocabulary, board geometry and maximum sequence length of one model."""
+    """Vocabulary, board geometry, maximum sequence length and token scheme of one model."""
 
     vocab: tuple[str, ...]
     layouts: Mapping[tuple[str, int], LayoutGeometry]
     max_len: int
+    hold_tokens: str = PLACEMENT_ROLE
+    features: tuple[str, ...] = BASE_FEATURES
     index: dict[str, int] = field(init=False, repr=False, compare=False)
-    # Per layout, (placement, role) -> token id: encoding looks ids up without building token strings.
-    hold_ids: dict[tuple[str, int], dict[tuple[int, str], int]] = field(init=False, repr=False, compare=False)
+    # Per layout, hold key -> token id ((placement, role) or placement, by scheme): encoding looks
+    # ids up without building token strings.
+    hold_ids: dict[tuple[str, int], dict[Any, int]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.vocab[: len(SPECIALS)] != SPECIALS:
@@ -128,28 +158,43 @@ class Tokenizer:
             raise ModelError("vocabulary has duplicate tokens")
         if self.max_len <= PREFIX_TOKENS:
             raise ModelError(f"max_len must exceed {PREFIX_TOKENS}, got {self.max_len}")
+        if self.hold_tokens not in HOLD_TOKEN_SCHEMES:
+            raise ModelError(f"unknown hold-token scheme {self.hold_tokens!r}; this climbgrade knows {', '.join(HOLD_TOKEN_SCHEMES)}")
+        unknown = [f for f in self.features if f not in FEATURES]
+        if self.features[: len(BASE_FEATURES)] != BASE_FEATURES or unknown or len(set(self.features)) != len(self.features):
+            raise ModelError(f"features must start with {', '.join(BASE_FEATURES)} and come from {', '.join(FEATURES)}; "
+                             f"got {', '.join(self.features)}: upgrade climbgrade or re-export the model")
         object.__setattr__(self, "index", {tok: i for i, tok in enumerate(self.vocab)})
-        hold_ids: dict[tuple[str, int], dict[tuple[int, str], int]] = {key: {} for key in self.layouts}
+        hold_ids: dict[tuple[str, int], dict[Any, int]] = {key: {} for key in self.layouts}
         for token, i in self.index.items():
             parsed = _parse_hold_token(token)
-            if parsed is not None and parsed[0] in hold_ids:
-                hold_ids[parsed[0]][parsed[1]] = i
+            if parsed is not None and parsed[0] in hold_ids and (parsed[2] is None) == (self.hold_tokens == PLACEMENT):
+                hold_ids[parsed[0]][parsed[1] if parsed[2] is None else (parsed[1], parsed[2])] = i
         object.__setattr__(self, "hold_ids", hold_ids)
 
     @property
     def max_holds(self) -> int:
         return self.max_len - PREFIX_TOKENS
 
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
     @classmethod
     def build(
-        cls, layouts: Iterable[LayoutGeometry], train_routes: Iterable[ResolvedRoute], max_len: int
+        cls,
+        layouts: Iterable[LayoutGeometry],
+        train_routes: Iterable[ResolvedRoute],
+        max_len: int,
+        hold_tokens: str = PLACEMENT_ROLE,
+        features: tuple[str, ...] = BASE_FEATURES,
     ) -> "Tokenizer":
         """Vocabulary: specials, every layout's board token, every valid angle, holds seen in training."""
         by_key = {layout.key: layout for layout in layouts}
         angles = sorted({a for layout in by_key.values() for a in layout.angles})
-        holds = sorted({tok for route in train_routes for tok in route.tokens()[PREFIX_TOKENS:]})
+        holds = sorted({tok for route in train_routes for tok in route.tokens(hold_tokens)[PREFIX_TOKENS:]})
         vocab = SPECIALS + tuple(board_token(*key) for key in sorted(by_key)) + tuple(map(angle_token, angles))
-        return cls(vocab=vocab + tuple(holds), layouts=by_key, max_len=max_len)
+        return cls(vocab=vocab + tuple(holds), layouts=by_key, max_len=max_len, hold_tokens=hold_tokens, features=features)
 
     def resolve(self, route: Route) -> ResolvedRoute:
         return resolve_route(route, self.layouts, self.max_holds)
@@ -159,22 +204,45 @@ class Tokenizer:
         return self.encode_resolved(self.resolve(route))
 
     def encode_resolved(self, resolved: ResolvedRoute) -> Encoded:
-        """Ids of ResolvedRoute.tokens() (unknown holds -> <UNK>) and their coordinate features."""
+        """Ids of ResolvedRoute.tokens(scheme) (unknown holds -> <UNK>) and their features."""
         layout = resolved.layout
         index = self.index
         holds = self.hold_ids[layout.key]
-        hold_ids = [holds.get(hold, UNK_ID) for hold in resolved.holds]
+        keys = resolved.holds if self.hold_tokens == PLACEMENT_ROLE else [pid for pid, _ in resolved.holds]
+        hold_ids = [holds.get(key, UNK_ID) for key in keys]
         prefix = [CLS_ID, index.get(board_token(*layout.key), UNK_ID), index.get(angle_token(resolved.angle), UNK_ID)]
         ids = np.array(prefix + hold_ids, dtype=np.int64)
-        coords = np.zeros((len(ids), COORD_FEATURES), dtype=np.float32)
+        coords = np.zeros((len(ids), len(self.features)), dtype=np.float32)
         normalised = layout.normalised
         coords[PREFIX_TOKENS:, :2] = [normalised[pid] for pid, _ in resolved.holds]  # resolve_route: >= 1 hold
         coords[PREFIX_TOKENS:, 2] = 1.0
+        if len(self.features) > len(BASE_FEATURES):
+            self._extra_features(resolved, coords)
         warnings = resolved.warnings
         if UNK_ID in hold_ids:
-            unknown = [f"p{pid} as {role}" for (pid, role), i in zip(resolved.holds, hold_ids) if i == UNK_ID]
+            unknown = [f"p{pid}" + (f" as {role}" if self.hold_tokens == PLACEMENT_ROLE else "")
+                       for (pid, role), i in zip(resolved.holds, hold_ids) if i == UNK_ID]
             warnings += (f"hold(s) {', '.join(unknown)} never appeared in the training data; graded as unknown holds",)
         return Encoded(ids=ids, coords=coords, warnings=warnings)
+
+    def _extra_features(self, resolved: ResolvedRoute, coords: np.ndarray) -> None:
+        """Fill the role, angle and neighbour-distance columns (beyond x, y, is_hold) in place."""
+        holds = coords[PREFIX_TOKENS:]
+        for column, name in enumerate(self.features):
+            if name in ROLE_FEATURES:
+                holds[:, column] = [role == ROLE_FEATURES[name] for _, role in resolved.holds]
+            elif name == "angle":
+                coords[:, column] = resolved.angle / ANGLE_SCALE
+        wanted = [(rank, self.features.index(name)) for rank, name in enumerate(("nearest", "nearest2")) if name in self.features]
+        if wanted and len(resolved.holds) > 1:
+            place = resolved.layout.placements
+            xy = np.array([place[pid] for pid, _ in resolved.holds], dtype=np.float32)
+            distance = np.sqrt(((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1))
+            np.fill_diagonal(distance, np.inf)
+            nearest = np.sort(distance, axis=1)
+            for rank, column in wanted:
+                if rank < nearest.shape[1] - 1:  # a route of 2 holds has no 2nd-nearest other hold
+                    holds[:, column] = nearest[:, rank] / DISTANCE_SCALE
 
     def token_features(self) -> list[list[float]]:
         """(x_norm, y_norm, is_hold) of every vocabulary token, for readers of the sidecar."""
@@ -184,7 +252,7 @@ class Tokenizer:
             if parsed is None:
                 out.append([0.0, 0.0, 0.0])
             else:
-                x, y = self.layouts[parsed[0]].normalised[parsed[1][0]]
+                x, y = self.layouts[parsed[0]].normalised[parsed[1]]
                 out.append([x, y, 1.0])
         return out
 
@@ -192,6 +260,8 @@ class Tokenizer:
         return {
             "vocab": list(self.vocab),
             "max_len": self.max_len,
+            "hold_tokens": self.hold_tokens,
+            "features": list(self.features),
             "token_features": self.token_features(),
             "layouts": [layout.to_dict() for _, layout in sorted(self.layouts.items())],
         }
@@ -199,7 +269,11 @@ class Tokenizer:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Tokenizer":
         layouts = [LayoutGeometry.from_dict(d) for d in data["layouts"]]
-        tokenizer = cls(vocab=tuple(data["vocab"]), layouts={l.key: l for l in layouts}, max_len=int(data["max_len"]))
+        tokenizer = cls(
+            vocab=tuple(data["vocab"]), layouts={l.key: l for l in layouts}, max_len=int(data["max_len"]),
+            hold_tokens=str(data.get("hold_tokens", PLACEMENT_ROLE)),
+            features=tuple(data.get("features", BASE_FEATURES)),
+        )
         if "token_features" in data and data["token_features"] != tokenizer.token_features():
             raise ModelError("the sidecar's token_features disagree with its geometry: the sidecar was edited; re-export it")
         return tokenizer

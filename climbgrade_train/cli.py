@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from climbgrade_runtime.boardlib_db import databases_from_env
 from climbgrade_runtime.errors import ClimbgradeError
+from climbgrade_runtime.tokenizer import FEATURES, HOLD_TOKEN_SCHEMES
 
 from .export import DEFAULT_INT8_MAX_DROP, DEFAULT_OPSET, DEFAULT_TOLERANCE, export_run
-from .train import TrainConfig, resume_run, train_run
+from .train import LOSSES, READOUTS, SCHEDULES, TrainConfig, resume_run, train_run
 
 EXIT_ERROR = 2
 DEFAULT_EPOCHS = TrainConfig.epochs
@@ -24,16 +26,6 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     for package in ("climbgrade_train", "climbgrade_runtime"):
         logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)
-
-
-def _databases(given: tuple[str, ...]) -> tuple[str, ...]:
-    """--db values, or every .db file in $CLIMBGRADE_DATA when none is given."""
-    if given:
-        return given
-    folder = os.environ.get("CLIMBGRADE_DATA")
-    if folder and Path(folder).is_dir():
-        return tuple(str(p) for p in sorted(Path(folder).glob("*.db")))
-    return ()
 
 
 def _fail(exc: ClimbgradeError) -> None:
@@ -64,12 +56,28 @@ def _fail(exc: ClimbgradeError) -> None:
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
 @click.option("--unk-prob", type=click.FloatRange(0, 1, max_open=True), default=0.01, show_default=True,
               help="Share of training holds replaced by <UNK> so unseen holds are graded sensibly.")
+@click.option("--hold-tokens", type=click.Choice(HOLD_TOKEN_SCHEMES), default=TrainConfig.hold_tokens, show_default=True,
+              help="One token per (placement, role), or per placement with the role as a feature.")
+@click.option("--features", default=",".join(TrainConfig.features), show_default=True,
+              help=f"Comma-separated per-token features, starting x,y,is_hold; from: {','.join(FEATURES)}.")
+@click.option("--loss", type=click.Choice(LOSSES), default=TrainConfig.loss, show_default=True)
+@click.option("--huber-delta", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.huber_delta, show_default=True,
+              help="Huber loss threshold in difficulty units.")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=TrainConfig.schedule, show_default=True,
+              help="Learning rate after warm-up: constant, or cosine decay to 0 at --epochs.")
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=TrainConfig.warmup_epochs, show_default=True)
+@click.option("--ascent-weight-floor", type=click.FloatRange(0, 1, min_open=True), default=TrainConfig.ascent_weight_floor,
+              show_default=True, help="Weight of a row with no recorded ascents (rises to 1 at 20 ascents); 1 = unweighted.")
+@click.option("--mirror-prob", type=click.FloatRange(0, 1), default=TrainConfig.mirror_prob, show_default=True,
+              help="Chance a training route is replaced by its left-right mirror (boards with mirrored holes).")
+@click.option("--readout", type=click.Choice(READOUTS), default=TrainConfig.readout, show_default=True,
+              help="cls: MLP on the <CLS> token; cls+sum: plus a per-token score summed over the route.")
+@click.option("--members", type=click.IntRange(min=1), default=TrainConfig.members, show_default=True,
+              help="Ensemble size: networks trained together and averaged (exported as one graph).")
 @click.option("--device", default="auto", show_default=True, help="auto (GPU when present), cpu, cuda, cuda:1 ...")
 @click.option("-v", "--verbose", is_flag=True)
-def train_command(databases: tuple[str, ...], out: Path, resume: bool, epochs: int | None, min_ascents: int,
-                  layouts: tuple[int, ...], min_angle: int | None, max_angle: int | None, seed: int, batch_size: int,
-                  lr: float, weight_decay: float, patience: int, d_model: int, heads: int, layers: int, ff: int,
-                  dropout: float, unk_prob: float, device: str, verbose: bool) -> None:
+def train_command(databases: tuple[str, ...], out: Path, resume: bool, epochs: int | None, verbose: bool,
+                  features: str, heads: int, layers: int, ff: int, **options: Any) -> None:
     """Train a grade model on boardlib databases into a run folder."""
     _setup_logging(verbose)
     ctx = click.get_current_context()
@@ -84,10 +92,8 @@ def train_command(databases: tuple[str, ...], out: Path, resume: bool, epochs: i
             resume_run(out, epochs, databases)
             return
         config = TrainConfig(
-            databases=_databases(databases), min_ascents=min_ascents, layouts=layouts, min_angle=min_angle,
-            max_angle=max_angle, seed=seed, epochs=epochs or DEFAULT_EPOCHS, batch_size=batch_size, lr=lr,
-            weight_decay=weight_decay, patience=patience, unk_prob=unk_prob, d_model=d_model, n_heads=heads,
-            n_layers=layers, d_ff=ff, dropout=dropout, device=device,
+            databases=databases or databases_from_env(), epochs=epochs or DEFAULT_EPOCHS, n_heads=heads, n_layers=layers, d_ff=ff,
+            features=tuple(f.strip() for f in features.split(",") if f.strip()), **options,
         )
         train_run(config, out)
     except ClimbgradeError as exc:

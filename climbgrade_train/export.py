@@ -32,13 +32,14 @@ from climbgrade_runtime import model_io
 from climbgrade_runtime.errors import ClimbgradeError
 from climbgrade_runtime.files import atomic_write_bytes
 from climbgrade_runtime.metrics import metrics_by_board, regression_metrics
+from climbgrade_runtime.split import uuid_digest
 from climbgrade_runtime.sidecar import Sidecar, sidecar_path
 from climbgrade_runtime.session import create_session
 from climbgrade_runtime.tokenizer import Encoded, Tokenizer
 
 from .dataset import EncodedSet
-from .model import GradeTransformer
-from .train import SPLIT_RULE, TrainConfig, TrainError, load_checkpoint, prepare_run, read_grades
+from .model import GradeModel
+from .train import TrainConfig, TrainError, load_checkpoint, prepare_run, read_grades
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class ExportValidationError(ExportError):
 class ExportWrapper(nn.Module):
     """The runtime's signature: int64 attention mask (1 = token) instead of a bool padding mask."""
 
-    def __init__(self, model: GradeTransformer) -> None:
+    def __init__(self, model: GradeModel) -> None:
         super().__init__()
         self.model = model
 
@@ -76,14 +77,14 @@ class ExportWrapper(nn.Module):
         return self.model(token_ids, coords, attention_mask == 0)
 
 
-def torch_predict(model: GradeTransformer, batch: dict[str, np.ndarray]) -> np.ndarray:
+def torch_predict(model: GradeModel, batch: dict[str, np.ndarray]) -> np.ndarray:
     """PyTorch eval output for a runtime-format batch: the reference ONNX is held to."""
     wrapper = ExportWrapper(model).eval()
     with torch.no_grad():
         return wrapper(*(torch.from_numpy(batch[name]) for name, _ in model_io.INPUTS)).numpy()
 
 
-def export_onnx(model: GradeTransformer, example: dict[str, np.ndarray], opset: int) -> bytes:
+def export_onnx(model: GradeModel, example: dict[str, np.ndarray], opset: int) -> bytes:
     """Trace with the dynamo exporter (batch and sequence dynamic) and return the checked model bytes."""
     if example[model_io.TOKEN_IDS].shape[0] < 2:
         raise ExportError("the example batch needs at least 2 routes, or the batch axis gets hard-coded")
@@ -104,6 +105,7 @@ def export_onnx(model: GradeTransformer, example: dict[str, np.ndarray], opset: 
     logger.debug("exporter output:\n%s", noise.getvalue())
     _check_graph(proto, opset)
     meta = {model_io.META_VOCAB_SIZE: str(model.config.vocab_size), model_io.META_MAX_LEN: str(model.config.max_len),
+            model_io.META_FEATURES: str(model.config.n_features),
             model_io.META_OPSET: str(opset)}
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -154,7 +156,7 @@ def validation_batches(data: EncodedSet, limit: int = VALIDATION_ROUTES) -> list
     return batches
 
 
-def compare_with_torch(session: Any, model: GradeTransformer, batches: Sequence[Sequence[Encoded]]) -> list[tuple[str, float]]:
+def compare_with_torch(session: Any, model: GradeModel, batches: Sequence[Sequence[Encoded]]) -> list[tuple[str, float]]:
     """Max |onnxruntime - PyTorch| of each batch, with a description naming its size and padded length."""
     out = []
     for n, batch in enumerate(batches):
@@ -215,8 +217,10 @@ def export_run(
         tokenizer=tokenizer,
         grades=read_grades(run_dir),
         metrics=json.loads(metrics_path.read_text()) if metrics_path.is_file() else {},
-        data=run_info["data"] | {"split": {"seed": config.seed, "rule": SPLIT_RULE,
-                                           "val_fraction": config.val_fraction, "test_fraction": config.test_fraction}},
+        data=run_info["data"] | {"split": config.split_rule.to_dict() | {
+            "test_climbs": len({e.uuid for e in sets["test"].examples}),
+            "test_rows": len(sets["test"]),
+            "test_climbs_sha256": uuid_digest(e.uuid for e in sets["test"].examples)}},
         training={"config": config.to_dict(), "model_config": model.config.to_dict(),
                   "export_parity_max_abs_diff": worst, "export_parity_batches": len(report)},
         versions=_versions(),

@@ -1,4 +1,8 @@
-"""The grade model: a BERT-style transformer encoder regressing Aurora difficulty from tokens."""
+"""The grade model: BERT-style transformer encoders regressing Aurora difficulty from tokens.
+
+GradeModel is what training, checkpoints and export use: the mean of `members` GradeTransformers
+(one, unless an ensemble was asked for), so an ensemble exports as one ONNX graph.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from climbgrade_runtime.model_io import COORD_FEATURES
 from climbgrade_runtime.tokenizer import PAD_ID
 
 
@@ -18,11 +21,14 @@ class ModelConfig:
 
     vocab_size: int
     max_len: int
+    n_features: int = 3  # width of the coords input (Tokenizer.features)
     d_model: int = 128
     n_heads: int = 4
     n_layers: int = 4
     d_ff: int = 256
     dropout: float = 0.1
+    readout: str = "cls"  # "cls": MLP on <CLS>; "cls+sum": plus a linear score summed over every token
+    members: int = 1  # an ensemble of this many networks, trained together, averaged in one graph
     target_mean: float = 0.0  # the head predicts standardised difficulty; forward undoes it
     target_std: float = 1.0
 
@@ -43,7 +49,7 @@ class GradeTransformer(nn.Module):
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.d_model, padding_idx=PAD_ID)
         self.position_embedding = nn.Embedding(config.max_len, config.d_model)
-        self.coord_projection = nn.Linear(COORD_FEATURES, config.d_model)
+        self.coord_projection = nn.Linear(config.n_features, config.d_model)
         self.embedding_dropout = nn.Dropout(config.dropout)
         layer = nn.TransformerEncoderLayer(
             d_model=config.d_model,
@@ -63,11 +69,41 @@ class GradeTransformer(nn.Module):
             nn.Dropout(config.dropout),
             nn.Linear(config.d_model, 1),
         )
+        # Sum readout: an additive per-token score (like a linear model over one-hot holds, but
+        # in context), added to the <CLS> head; padding is masked out.
+        self.token_score = nn.Linear(config.d_model, 1) if config.readout == "cls+sum" else None
+        if self.token_score is not None:  # starts at zero: training begins as the <CLS>-only model
+            nn.init.zeros_(self.token_score.weight)
+            nn.init.zeros_(self.token_score.bias)
 
     def forward(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        """token_ids [B, L] int64, coords [B, L, 3] float, padding_mask [B, L] bool (True = padding) -> [B]."""
+        """token_ids [B, L] int64, coords [B, L, n_features] float, padding_mask [B, L] bool (True = padding) -> [B]."""
         positions = torch.arange(token_ids.shape[1], device=token_ids.device)
         x = self.token_embedding(token_ids) + self.position_embedding(positions) + self.coord_projection(coords)
         x = self.encoder(self.embedding_dropout(x), src_key_padding_mask=padding_mask)
         standardised = self.head(x[:, 0]).squeeze(-1)
+        if self.token_score is not None:
+            scores = self.token_score(x[:, 1:]).squeeze(-1).masked_fill(padding_mask[:, 1:], 0.0)
+            standardised = standardised + scores.sum(dim=1)
         return standardised * self.config.target_std + self.config.target_mean
+
+
+class GradeModel(nn.Module):
+    """The mean of `config.members` independently initialised GradeTransformers."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.members = nn.ModuleList(GradeTransformer(config) for _ in range(config.members))
+
+    def member_outputs(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        """[members, B]: each member's prediction; training gives each member its own loss."""
+        return torch.stack([member(token_ids, coords, padding_mask) for member in self.members])
+
+    def forward(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        # A chain of Adds, not stack().mean(): ReduceMean changed at opset 18 and the exporter's
+        # conversion down to 17 cannot rewrite it.
+        total = self.members[0](token_ids, coords, padding_mask)
+        for member in self.members[1:]:
+            total = total + member(token_ids, coords, padding_mask)
+        return total if len(self.members) == 1 else total / len(self.members)

@@ -25,17 +25,21 @@ from tqdm import tqdm
 from climbgrade_runtime.boardlib_db import ClimbFilter
 from climbgrade_runtime.errors import ClimbgradeError
 from climbgrade_runtime.files import atomic_write_bytes, atomic_write_text
+from climbgrade_runtime.graded import LoadedData, load_examples
 from climbgrade_runtime.grades import GradeTable
 from climbgrade_runtime.metrics import metrics_by_board, regression_metrics
 from climbgrade_runtime.model_io import ATTENTION_MASK, COORDS, TOKEN_IDS, pad_batch
-from climbgrade_runtime.tokenizer import UNK_ID, Tokenizer
+from climbgrade_runtime.split import SPLITS, SplitRule
+from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, PLACEMENT_ROLE, UNK_ID, Tokenizer
 
-from .dataset import SPLITS, EncodedSet, LoadedData, length_batches, load_examples, split_climbs
-from .model import GradeTransformer, ModelConfig
+from .dataset import EncodedSet, length_batches
+from .model import GradeModel, ModelConfig
 
 logger = logging.getLogger(__name__)
 
-SPLIT_RULE = "per board, climb uuids sorted then permuted by numpy default_rng(seed); test, then val, then train"
+LOSSES = ("mse", "huber", "l1")
+SCHEDULES = ("constant", "cosine")
+READOUTS = ("cls", "cls+sum")
 
 
 class TrainError(ClimbgradeError):
@@ -61,12 +65,32 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 5
     unk_prob: float = 0.01  # share of training hold tokens replaced by <UNK>, so <UNK> is learnt
+    hold_tokens: str = PLACEMENT_ROLE  # tokenizer scheme (see climbgrade_runtime.tokenizer)
+    features: tuple[str, ...] = BASE_FEATURES
+    loss: str = "mse"
+    huber_delta: float = 1.0  # in difficulty units (about one Font grade)
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    ascent_weight_floor: float = 1.0  # < 1: rows with few ascents (noisy grades) weigh down to this
+    mirror_prob: float = 0.0  # chance a training route is replaced by its mirror (holes.mirrored_hole_id)
     d_model: int = 128
     n_heads: int = 4
     n_layers: int = 4
     d_ff: int = 256
     dropout: float = 0.1
+    readout: str = "cls"
+    members: int = 1
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        bad = [f for f in self.features if f not in FEATURES]
+        if bad or self.features[: len(BASE_FEATURES)] != BASE_FEATURES:
+            raise TrainError(f"--features must start with {','.join(BASE_FEATURES)} and name only {','.join(FEATURES)}"
+                             + (f" (unknown: {', '.join(bad)})" if bad else ""))
+        for name, value, allowed in (("loss", self.loss, LOSSES), ("schedule", self.schedule, SCHEDULES),
+                                     ("readout", self.readout, READOUTS)):
+            if value not in allowed:
+                raise TrainError(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
 
     @property
     def climb_filter(self) -> ClimbFilter:
@@ -80,7 +104,12 @@ class TrainConfig:
         data = dict(data)
         data["databases"] = tuple(data["databases"])
         data["layouts"] = tuple(data["layouts"])
+        data["features"] = tuple(data.get("features", BASE_FEATURES))
         return cls(**data)
+
+    @property
+    def split_rule(self) -> SplitRule:
+        return SplitRule(self.seed, self.val_fraction, self.test_fraction)
 
 
 @dataclass
@@ -114,18 +143,21 @@ def pick_device(name: str) -> torch.device:
 def prepare_run(config: TrainConfig, out: Path, resume: bool) -> PreparedRun:
     """Load data; a fresh run makes split and tokenizer, a resumed one reads them from `out`."""
     data = load_examples(config.databases, config.climb_filter)
+    split = config.split_rule.split(e.uuid for e in data.examples)
     if resume:
-        split = json.loads((out / "split.json").read_text())
-        split = {name: split[name] for name in SPLITS}
         tokenizer = Tokenizer.from_dict(json.loads((out / "tokenizer.json").read_text()))
     else:
-        split = split_climbs(data.examples, config.seed, config.val_fraction, config.test_fraction)
         members = set(split["train"])
         train_routes = [e.route for e in data.examples if e.uuid in members]
-        tokenizer = Tokenizer.build(data.layouts.values(), train_routes, max_len=data.max_len)
+        if config.mirror_prob > 0:  # mirrored holds are trained on too, so they need tokens
+            train_routes += [m for m in (r.mirrored() for r in train_routes) if m is not None]
+        tokenizer = Tokenizer.build(data.layouts.values(), train_routes, max_len=data.max_len,
+                                    hold_tokens=config.hold_tokens, features=config.features)
     where = {uuid: name for name in SPLITS for uuid in split[name]}
     sets = {
-        name: EncodedSet.build([e for e in data.examples if where.get(e.uuid) == name], tokenizer) for name in SPLITS
+        name: EncodedSet.build([e for e in data.examples if where.get(e.uuid) == name], tokenizer,
+                               mirrors=name == "train" and config.mirror_prob > 0)
+        for name in SPLITS
     }
     for name in SPLITS:
         if not len(sets[name]):
@@ -143,7 +175,7 @@ def to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> tuple[torc
 
 
 @torch.no_grad()
-def predict(model: GradeTransformer, data: EncodedSet, device: torch.device) -> np.ndarray:
+def predict(model: GradeModel, data: EncodedSet, device: torch.device) -> np.ndarray:
     """Eval-mode predictions in the set's order."""
     model.eval()
     return data.predict_with(lambda batch: model(*to_tensors(batch, device)).float().cpu().numpy())
@@ -177,12 +209,12 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
     else:
         train_targets = run.sets["train"].targets
         model_config = ModelConfig(
-            vocab_size=len(run.tokenizer.vocab), max_len=run.tokenizer.max_len,
+            vocab_size=len(run.tokenizer.vocab), max_len=run.tokenizer.max_len, n_features=run.tokenizer.n_features,
             d_model=config.d_model, n_heads=config.n_heads, n_layers=config.n_layers, d_ff=config.d_ff,
-            dropout=config.dropout, target_mean=float(train_targets.mean()), target_std=float(train_targets.std()),
+            dropout=config.dropout, readout=config.readout, members=config.members, target_mean=float(train_targets.mean()), target_std=float(train_targets.std()),
         )
         torch.manual_seed(config.seed)
-    model = GradeTransformer(model_config).to(device)
+    model = GradeModel(model_config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = RunState()
     if checkpoint is not None:
@@ -202,7 +234,7 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
         val = regression_metrics(run.sets["val"].targets, val_pred, run.data.grades)
         seconds = time.perf_counter() - started
         state.history.append({
-            "epoch": epoch, "train_mse": train_loss, "val_mse": val["rmse"] ** 2, "val_mae": val["mae"],
+            "epoch": epoch, "train_loss": train_loss, "val_mse": val["rmse"] ** 2, "val_mae": val["mae"],
             "val_within_1_vgrade": val["within_1_vgrade"], "seconds": seconds,
         })
         state.epoch = epoch
@@ -215,7 +247,7 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
                           "optimizer": optimizer.state_dict(), "state": asdict(state)})
         _write_csv(out / "history.csv", pd.DataFrame(state.history))
         logger.info(
-            "epoch %d/%d  train MSE %.3f  val MSE %.3f  val MAE %.3f  val within-1-V %.1f%%  %.1fs%s",
+            "epoch %d/%d  train loss %.3f  val MSE %.3f  val MAE %.3f  val within-1-V %.1f%%  %.1fs%s",
             epoch, config.epochs, train_loss, val["rmse"] ** 2, val["mae"], 100 * val["within_1_vgrade"], seconds,
             "  *best" if state.best_epoch == epoch else "",
         )
@@ -224,35 +256,72 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
     return _final_evaluation(out, run, device, state)
 
 
-def _train_epoch(model: GradeTransformer, optimizer: torch.optim.Optimizer, data: EncodedSet,
+def ascent_weights(ascents: np.ndarray, floor: float) -> np.ndarray:
+    """Row weights: 1 from 20 ascents up, falling with log(1 + ascents) to `floor` at none."""
+    if floor >= 1:
+        return np.ones(len(ascents), dtype=np.float32)
+    trust = np.minimum(1.0, np.log1p(ascents) / np.log1p(20))
+    return (floor + (1 - floor) * trust).astype(np.float32)
+
+
+def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up, then constant or cosine decay to zero at the last epoch; a pure function of
+    the step, so a resumed run continues the schedule exactly."""
+    warmup = config.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    if config.schedule == "constant":
+        return config.lr
+    progress = (step - warmup) / max(1.0, config.epochs * steps_per_epoch - warmup)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _loss(config: TrainConfig, predicted: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+          scale: float) -> torch.Tensor:
+    """Weighted mean loss on standardised difficulty (difficulty / scale); MSE is the reference design's."""
+    if config.loss == "mse":
+        per_row = (predicted - target) ** 2
+    elif config.loss == "huber":
+        per_row = nn.functional.huber_loss(predicted, target, reduction="none", delta=config.huber_delta / scale)
+    else:
+        per_row = (predicted - target).abs()
+    return (per_row * weight).sum() / weight.sum()
+
+
+def _train_epoch(model: GradeModel, optimizer: torch.optim.Optimizer, data: EncodedSet,
                  config: TrainConfig, device: torch.device, epoch: int) -> float:
+    """One pass over the training set; returns its mean training loss."""
     model.train()
     rng = np.random.default_rng([config.seed, epoch])  # seeded per epoch so a resumed run repeats it
     torch.manual_seed(config.seed * 100_003 + epoch)
     batches = length_batches(data.lengths, config.batch_size, rng)
     targets = torch.from_numpy(data.targets).to(device)
-    loss_fn = nn.MSELoss()
+    weights = torch.from_numpy(ascent_weights(data.ascents, config.ascent_weight_floor)).to(device)
+    scale = model.config.target_std  # the loss is taken in standardised units, as the head predicts
     total, count = 0.0, 0
-    for idx in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=None):
-        ids, coords, padding = to_tensors(pad_batch([data.encoded[i] for i in idx]), device)
+    for step, idx in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=None)):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, (epoch - 1) * len(batches) + step, len(batches))
+        ids, coords, padding = to_tensors(pad_batch(data.training_batch(idx, config.mirror_prob, rng)), device)
         if config.unk_prob > 0:
             holds = coords[..., 2] > 0
             ids = torch.where(holds & (torch.rand(ids.shape, device=device) < config.unk_prob), UNK_ID, ids)
-        target = targets[torch.from_numpy(idx).to(device)]
-        loss = loss_fn(model(ids, coords, padding), target) / model.config.target_std**2
+        rows = torch.from_numpy(idx).to(device)
+        outputs = model.member_outputs(ids, coords, padding) / scale
+        loss = sum(_loss(config, out, targets[rows] / scale, weights[rows], scale) for out in outputs) / len(outputs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
-        total += loss.item() * len(idx) * model.config.target_std**2
+        total += loss.item() * len(idx)
         count += len(idx)
     return total / count
 
 
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> GradeTransformer:
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> GradeModel:
     """Rebuild a model from best.pt or last.pt (ModelConfig + weights), in eval mode."""
     checkpoint = torch.load(path, map_location=device, weights_only=True)
-    model = GradeTransformer(ModelConfig.from_dict(checkpoint["model_config"])).to(device)
+    model = GradeModel(ModelConfig.from_dict(checkpoint["model_config"])).to(device)
     model.load_state_dict(checkpoint["model"])
     return model.eval()
 
@@ -288,7 +357,7 @@ def _write_run_files(out: Path, run: PreparedRun, model_config: ModelConfig) -> 
     atomic_write_text(out / "run.json", json.dumps(run_info, indent=1) + "\n")
     atomic_write_text(out / "tokenizer.json", json.dumps(run.tokenizer.to_dict()) + "\n")
     atomic_write_text(out / "grades.json", json.dumps(run.data.grades.to_dict(), indent=1) + "\n")
-    split = {"seed": run.config.seed, "rule": SPLIT_RULE, **run.split}
+    split = {**run.config.split_rule.to_dict(), **run.split}
     atomic_write_text(out / "split.json", json.dumps(split) + "\n")
 
 

@@ -14,7 +14,9 @@ from climbgrade_runtime.boardlib_db import ClimbFilter, open_database
 from climbgrade_runtime.errors import DatabaseError
 from climbgrade_runtime.grades import GradeTable
 from climbgrade_runtime.metrics import metrics_by_board, regression_metrics
-from climbgrade_train.dataset import length_batches, load_examples, split_climbs
+from climbgrade_runtime.graded import load_examples
+from climbgrade_runtime.split import SplitRule
+from climbgrade_train.dataset import length_batches
 from conftest import REAL_DATA
 from fakeboard import GRADES, KILTER, make_database
 
@@ -91,21 +93,25 @@ def test_not_a_database(tmp_path):
 
 def test_split_is_grouped_by_climb_and_seeded(fake_dbs):
     data = load_examples(fake_dbs, ClimbFilter())
-    split = split_climbs(data.examples, seed=5, val_fraction=0.1, test_fraction=0.1)
+    uuids = [e.uuid for e in data.examples]
+    split = SplitRule(seed=5).split(uuids)
     sets = [set(split[name]) for name in ("train", "val", "test")]
     assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
-    assert set().union(*sets) == {e.uuid for e in data.examples}
-    assert split == split_climbs(data.examples, seed=5, val_fraction=0.1, test_fraction=0.1)
-    assert split != split_climbs(data.examples, seed=6, val_fraction=0.1, test_fraction=0.1)
-    for board in ("kilter", "tension"):  # each board is split on its own
+    assert set().union(*sets) == set(uuids)
+    assert split == SplitRule(seed=5).split(reversed(uuids))
+    assert split != SplitRule(seed=6).split(uuids)
+    for board in ("kilter", "tension"):  # both boards have test climbs
         test_boards = {e.board for e in data.examples if e.uuid in sets[2]}
         assert board in test_boards
+    # A climb's split depends only on its uuid: a subset of climbs (a filtered database) keeps it.
+    subset = SplitRule(seed=5).split(uuids[::3])
+    assert set(subset["test"]) == sets[2] & set(uuids[::3])
 
 
 @pytest.mark.skipif(REAL_DATA is None, reason="../shared/data is not present")
 def test_real_split_keeps_every_climbs_angles_together():
     data = load_examples([str(REAL_DATA / "kilter.db"), str(REAL_DATA / "tension.db")], ClimbFilter())
-    split = split_climbs(data.examples, seed=0, val_fraction=0.1, test_fraction=0.1)
+    split = SplitRule(seed=0).split(e.uuid for e in data.examples)
     where = {u: name for name, ids in split.items() for u in ids}
     assert len(where) == sum(len(ids) for ids in split.values()) == data.summary["climbs"]
     angles_per_climb = Counter(e.uuid for e in data.examples)

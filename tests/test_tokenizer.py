@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 
 import numpy as np
@@ -92,3 +93,57 @@ def test_encoded_ids_are_the_tokens_looked_up_in_the_vocabulary(pipeline):
         assert ids == [tokenizer.index.get(t, UNK_ID) for t in example.route.tokens()]
         unknown += ids.count(UNK_ID)
     assert unknown > 0, "held-out routes should include some holds never seen in training"
+
+
+@pytest.fixture(scope="module")
+def fake_data(fake_dbs):
+    from climbgrade_runtime.boardlib_db import ClimbFilter
+    from climbgrade_runtime.graded import load_examples
+
+    return load_examples(fake_dbs, ClimbFilter())
+
+
+def test_placement_scheme_puts_roles_angle_and_distances_in_features(fake_data):
+    from climbgrade_runtime.tokenizer import FEATURES, PLACEMENT
+
+    tokenizer = Tokenizer.build(fake_data.layouts.values(), [e.route for e in fake_data.examples], fake_data.max_len,
+                                hold_tokens=PLACEMENT, features=FEATURES)
+    layout = tokenizer.layouts[("kilter", 1)]
+    pids = sorted(layout.placements, key=lambda p: layout.placements[p][1])
+    low, mid, high = pids[0], pids[len(pids) // 2], pids[-1]
+    route = Route("kilter", 1, 45, ((high, "finish"), (low, "start"), (mid, "foot")))
+    encoded = tokenizer.encode(route)
+    assert [tokenizer.vocab[i] for i in encoded.ids[3:]] == [f"kilter/1/p{p}" for p in (low, mid, high)]
+    column = {name: i for i, name in enumerate(FEATURES)}
+    roles = encoded.coords[3:, [column["role_start"], column["role_middle"], column["role_finish"], column["role_foot"]]]
+    assert roles.tolist() == [[1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]
+    assert np.allclose(encoded.coords[:, column["angle"]], 45 / 90)
+    xy = np.array([layout.placements[p] for p in (low, mid, high)], dtype=float)
+    gaps = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    np.fill_diagonal(gaps, np.inf)
+    assert np.allclose(encoded.coords[3:, column["nearest"]], np.sort(gaps, 1)[:, 0] / 48, atol=1e-5)
+    assert np.allclose(encoded.coords[3:, column["nearest2"]], np.sort(gaps, 1)[:, 1] / 48, atol=1e-5)
+    # The same placement in another role is the same token: the role lives in the features only.
+    as_middle = tokenizer.encode(Route("kilter", 1, 45, ((high, "finish"), (low, "middle"), (mid, "foot"))))
+    assert np.array_equal(as_middle.ids, encoded.ids) and not np.array_equal(as_middle.coords, encoded.coords)
+    assert Tokenizer.from_dict(tokenizer.to_dict()) == tokenizer
+
+
+def test_mirror_uses_mirrored_hole_ids(fake_data):
+    mirrored = [(e.route, e.route.mirrored()) for e in fake_data.examples if e.board == "tension"]
+    pairs = [(r, m) for r, m in mirrored if m is not None]
+    assert pairs, "the synthetic TB2 board has mirrored holes"
+    route, mirror = pairs[0]
+    mirrors = route.layout.mirrors
+    assert sorted(mirrors[p] for p, _ in route.holds) == sorted(p for p, _ in mirror.holds)
+    assert mirror.mirrored().holds == route.holds  # mirroring twice gives the route back
+    lonely = dataclasses.replace(route.layout, mirrors={})  # a board without mirrored holes (Kilter Original)
+    assert dataclasses.replace(route, layout=lonely).mirrored() is None
+
+
+def test_a_sidecar_with_unknown_features_is_refused(tokenizer):
+    from climbgrade_runtime.errors import ModelError
+
+    data = tokenizer.to_dict() | {"features": ["x", "y", "is_hold", "hold_size"]}
+    with pytest.raises(ModelError, match="features must start with"):
+        Tokenizer.from_dict(data)

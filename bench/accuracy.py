@@ -1,0 +1,155 @@
+"""Accuracy on one seeded climb-grouped test split: baselines, the shipped model, and ablations.
+
+    python bench/accuracy.py --db ../shared/data/kilter.db --db ../shared/data/tension.db
+
+Rows (every one trained on the same train split, selected on the same val split, scored on the
+same test climbs, which none of them trained or selected on):
+- per-(board, angle) mean of the training rows;
+- the reference transformer, exactly the end-to-end design (`cg-train` with REFERENCE's options);
+- LightGBM on hand-made features plus one-hot holds (bench/gbm.py; `pip install -e '.[bench]'`);
+- the shipped model, scored through the torch-free runtime from `exports/` (cg-eval's code);
+- with --ablations, the shipped recipe with one lever changed at a time.
+Transformer runs go to --runs/<row>; a finished run with the same options is reused, not retrained.
+Prints one table (all rows, rows with >= 5 ascents, per board) and writes it as JSON with --json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import pandas as pd
+
+from climbgrade_runtime.boardlib_db import ClimbFilter
+from climbgrade_runtime.graded import Example, load_examples
+from climbgrade_runtime.grades import GradeTable
+from climbgrade_runtime.metrics import metrics_by_board
+from climbgrade_runtime.predictor import GradePredictor
+from climbgrade_runtime.routes import Route
+from climbgrade_runtime.split import uuid_digest
+from climbgrade_runtime.tokenizer import BASE_FEATURES, PLACEMENT_ROLE
+from climbgrade_train.train import TrainConfig, resume_run, train_run
+
+MIN_ASCENTS = 5
+REFERENCE: dict[str, Any] = {  # the end-to-end issue's design, spelt out so new defaults never change it
+    "hold_tokens": PLACEMENT_ROLE, "features": BASE_FEATURES, "loss": "mse", "schedule": "constant",
+    "warmup_epochs": 0.0, "ascent_weight_floor": 1.0, "mirror_prob": 0.0, "epochs": 30, "patience": 5,
+    "batch_size": 64, "lr": 3e-4, "weight_decay": 1e-2, "unk_prob": 0.01,
+    "d_model": 128, "n_heads": 4, "n_layers": 4, "d_ff": 256, "dropout": 0.1,
+}
+ABLATIONS: dict[str, dict[str, Any]] = {  # shipped recipe with one lever changed
+    "shipped, reference tokens and features": {"hold_tokens": PLACEMENT_ROLE, "features": BASE_FEATURES},
+    "shipped, MSE loss": {"loss": "mse"},
+    "shipped, constant lr, no warm-up": {"schedule": "constant", "warmup_epochs": 0.0, "patience": 5},
+    "shipped, no ascent weighting": {"ascent_weight_floor": 1.0},
+    "shipped, no mirror augmentation": {"mirror_prob": 0.0},
+}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def score(examples: list[Example], predicted: np.ndarray, grades: GradeTable) -> dict[str, dict[str, float]]:
+    """Metrics per board and overall, on all rows and on rows with >= MIN_ASCENTS ascents."""
+    truth = np.array([e.difficulty for e in examples])
+    boards = [e.board for e in examples]
+    out = {f"{k} all rows": v for k, v in metrics_by_board(boards, truth, predicted, grades).items()}
+    keep = np.array([e.ascents >= MIN_ASCENTS for e in examples])
+    trusted = metrics_by_board([b for b, k in zip(boards, keep) if k], truth[keep], predicted[keep], grades)
+    return out | {f"{k} >={MIN_ASCENTS} ascents": v for k, v in trusted.items()}
+
+
+def board_angle_mean(train: list[Example], test: list[Example]) -> np.ndarray:
+    sums: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for e in train:
+        sums[(e.board, e.angle)].append(e.difficulty)
+    overall = float(np.mean([e.difficulty for e in train]))
+    means = {key: float(np.mean(v)) for key, v in sums.items()}
+    return np.array([means.get((e.board, e.angle), overall) for e in test])
+
+
+def transformer_predictions(config: TrainConfig, run_dir: Path, test: list[Example]) -> np.ndarray:
+    """Train (or reuse) a run and return its best checkpoint's test predictions in `test`'s order."""
+    if (run_dir / "metrics.json").is_file():
+        saved = TrainConfig.from_dict(json.loads((run_dir / "run.json").read_text())["config"])
+        if saved != config:
+            raise click.ClickException(f"{run_dir} holds a run with other options: delete it to retrain")
+    elif (run_dir / "last.pt").is_file():
+        resume_run(run_dir)
+    else:
+        train_run(config, run_dir)
+    frame = pd.read_csv(run_dir / "test_predictions.csv")
+    predicted = {(u, a): p for u, a, p in zip(frame.uuid, frame.angle, frame.predicted)}
+    return np.array([predicted[(e.uuid, e.angle)] for e in test])
+
+
+def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
+    subsets = list(next(iter(results.values())))
+    width = max(len(name) for name in results) + 2
+    for subset in subsets:
+        rows = next(iter(results.values()))[subset]["count"]
+        click.echo(f"\n{subset} ({rows:,} rows)")
+        click.echo(f"{'model':<{width}} {'MAE':>6} {'RMSE':>6} {'R2':>6} {'<=1 V':>7} {'<=2 V':>7} {'exact V':>8}")
+        for name, metrics in results.items():
+            m = metrics[subset]
+            click.echo(f"{name:<{width}} {m['mae']:6.3f} {m['rmse']:6.3f} {m['r2']:6.3f} {100 * m['within_1_vgrade']:6.1f}% "
+                       f"{100 * m['within_2_vgrades']:6.1f}% {100 * m['exact_grouped_v']:7.1f}%")
+
+
+@click.command()
+@click.option("--db", "databases", multiple=True, required=True, metavar="PATH")
+@click.option("--runs", "runs_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/bench"), show_default=True)
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("exports/climbgrade.onnx"),
+              show_default=True, help="The shipped model, scored through the runtime.")
+@click.option("--ablations", is_flag=True, help="Also train the shipped recipe with one lever changed at a time.")
+@click.option("--skip", multiple=True, type=click.Choice(["reference", "lightgbm"]), help="Leave out a baseline row.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def main(databases: tuple[str, ...], runs_dir: Path, model_path: Path, ablations: bool, skip: tuple[str, ...],
+         json_path: Path | None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    predictor = GradePredictor.load(model_path, intra_op_threads=2)
+    shipped = TrainConfig.from_dict(predictor.sidecar.training["config"] | {"databases": databases})
+    data = load_examples(databases, ClimbFilter())
+    rule = shipped.split_rule
+    parts: dict[str, list[Example]] = defaultdict(list)
+    for e in data.examples:
+        parts[rule.assign(e.uuid)].append(e)
+    test, grades = parts["test"], predictor.grades
+    click.echo(f"split: {rule.to_dict()['rule']} (seed {rule.seed}); train {len(parts['train'])}, "
+               f"val {len(parts['val'])}, test {len(test)} rows", err=True)
+
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    results["per-(board, angle) mean"] = score(test, board_angle_mean(parts["train"], test), grades)
+    if "reference" not in skip:
+        config = TrainConfig.from_dict(shipped.to_dict() | REFERENCE)
+        results["reference transformer"] = score(test, transformer_predictions(config, runs_dir / "reference", test), grades)
+    if "lightgbm" not in skip:
+        from gbm import fit_predict  # bench-only dependency, imported only when its row runs
+
+        predicted, rounds = fit_predict(parts["train"], parts["val"], test)
+        click.echo(f"lightgbm: {rounds} rounds (early-stopped on val MAE)", err=True)
+        results["LightGBM + one-hot holds"] = score(test, predicted, grades)
+    recorded = predictor.sidecar.data["split"].get("test_climbs_sha256")
+    if recorded != uuid_digest(e.uuid for e in test):
+        raise click.ClickException(f"{model_path} was tested on other climbs than this split's: pass the databases it was trained on")
+    graded = predictor.predict_many([Route(e.board, e.layout_id, e.angle, e.route.holds) for e in test])
+    results[f"shipped ({model_path.name})"] = score(test, np.array([p.difficulty for p in graded]), grades)
+    if ablations:
+        for name, change in ABLATIONS.items():
+            config = TrainConfig.from_dict(shipped.to_dict() | change)
+            if config != shipped:
+                results[name] = score(test, transformer_predictions(config, runs_dir / slug(name), test), grades)
+    print_table(results)
+    if json_path is not None:
+        json_path.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

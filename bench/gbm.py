@@ -1,0 +1,88 @@
+"""The gradient-boosting baseline of bench/accuracy: LightGBM on hand-made route features.
+
+Benchmark-only (`pip install -e '.[bench]'`): neither the runtime nor training imports it.
+Features per (climb, angle) row: board/layout, angle, hold and role counts, x/y statistics of all
+holds and of hand holds, start and finish heights, move distances between hand holds taken
+bottom to top, nearest-neighbour distances, plus a one-hot indicator per (layout, placement).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightgbm
+import numpy as np
+from scipy import sparse
+
+from climbgrade_runtime.graded import Example
+
+ROLES = ("start", "middle", "finish", "foot")
+DENSE_NAMES = (
+    ["angle", "holds"] + [f"n_{r}" for r in ROLES]
+    + [f"{who}_{axis}_{stat}" for who in ("all", "hand") for axis in "xy" for stat in ("min", "max", "mean", "std")]
+    + ["start_y", "finish_y", "height_gain", "move_mean", "move_max", "move_sum", "nn_mean", "nn_max", "foot_hand_mean"]
+)
+PARAMS = {
+    "objective": "regression_l1", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 20,
+    "feature_fraction": 0.5, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
+    "num_threads": 2, "verbose": -1, "seed": 0,
+}
+
+
+def _stats(values: np.ndarray) -> list[float]:
+    return [values.min(), values.max(), values.mean(), values.std()] if len(values) else [0.0] * 4
+
+
+def dense_features(example: Example) -> list[float]:
+    """The hand-made geometry features of one row, in DENSE_NAMES order (board units / 48)."""
+    route = example.route
+    place = route.layout.placements
+    xy = np.array([place[pid] for pid, _ in route.holds], dtype=np.float64) / 48.0
+    roles = np.array([role for _, role in route.holds])
+    hand = xy[roles != "foot"] if (roles != "foot").any() else xy
+    hand = hand[np.argsort(hand[:, 1], kind="stable")]
+    moves = np.sqrt((np.diff(hand, axis=0) ** 2).sum(1)) if len(hand) > 1 else np.zeros(1)
+    distance = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1))
+    np.fill_diagonal(distance, np.inf)
+    nearest = distance.min(1) if len(xy) > 1 else np.zeros(1)
+    feet = xy[roles == "foot"]
+    foot_hand = np.sqrt(((feet[:, None] - hand[None]) ** 2).sum(-1)).min(1).mean() if len(feet) else 0.0
+    start_y = xy[roles == "start", 1].mean() if (roles == "start").any() else hand[0, 1]
+    finish_y = xy[roles == "finish", 1].mean() if (roles == "finish").any() else hand[-1, 1]
+    return (
+        [example.angle, len(xy)] + [float((roles == r).sum()) for r in ROLES]
+        + _stats(xy[:, 0]) + _stats(xy[:, 1]) + _stats(hand[:, 0]) + _stats(hand[:, 1])
+        + [start_y, finish_y, finish_y - start_y, moves.mean(), moves.max(), moves.sum(), nearest.mean(), nearest.max(), foot_hand]
+    )
+
+
+class Featurizer:
+    """Dense features + board one-hot + one column per (board, layout, placement) seen in training."""
+
+    def __init__(self, train: Sequence[Example]) -> None:
+        self.boards = sorted({(e.board, e.layout_id) for e in train})
+        self.columns = {key: i for i, key in enumerate(sorted(
+            {(e.board, e.layout_id, pid) for e in train for pid, _ in e.route.holds}))}
+
+    def transform(self, examples: Sequence[Example]) -> sparse.csr_matrix:
+        dense = np.array([dense_features(e) + [float((e.board, e.layout_id) == b) for b in self.boards] for e in examples])
+        rows, cols = [], []
+        for row, e in enumerate(examples):
+            for pid, _ in e.route.holds:
+                col = self.columns.get((e.board, e.layout_id, pid))
+                if col is not None:
+                    rows.append(row)
+                    cols.append(col)
+        holds = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(examples), len(self.columns)))
+        return sparse.hstack([sparse.csr_matrix(dense), holds], format="csr")
+
+
+def fit_predict(train: Sequence[Example], val: Sequence[Example], test: Sequence[Example]) -> tuple[np.ndarray, int]:
+    """Fit on train, early-stop on val (MAE), predict test; returns predictions and the rounds kept."""
+    featurizer = Featurizer(train)
+    target = lambda rows: np.array([e.difficulty for e in rows])  # noqa: E731
+    train_set = lightgbm.Dataset(featurizer.transform(train), target(train))
+    val_set = lightgbm.Dataset(featurizer.transform(val), target(val), reference=train_set)
+    booster = lightgbm.train(PARAMS, train_set, num_boost_round=5000, valid_sets=[val_set],
+                             callbacks=[lightgbm.early_stopping(100, verbose=False)])
+    return booster.predict(featurizer.transform(test), num_iteration=booster.best_iteration), booster.best_iteration

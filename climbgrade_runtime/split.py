@@ -1,0 +1,59 @@
+"""The climb-grouped train/val/test split, shared by cg-train and cg-eval.
+
+A climb's split depends only on the seed and its uuid (a hash), never on which other climbs were
+loaded: so every angle of a climb lands in one split, and `cg-eval --split test` finds the same
+test climbs in any database holding them, whatever filters it uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .errors import ModelError
+
+SPLITS = ("train", "val", "test")
+RULE = "climb uuid -> first 8 bytes of sha256('<seed>/<uuid>') as a fraction u of 2**64: u < test_fraction -> test; u < test_fraction + val_fraction -> val; else train"
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """Seed and fractions of a split; recorded in the run folder and the model's sidecar."""
+
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise ValueError("val and test fractions must be in (0, 1) and sum below 1")
+
+    def assign(self, uuid: str) -> str:
+        u = int.from_bytes(hashlib.sha256(f"{self.seed}/{uuid}".encode()).digest()[:8], "big") / 2**64
+        if u < self.test_fraction:
+            return "test"
+        return "val" if u < self.test_fraction + self.val_fraction else "train"
+
+    def split(self, uuids: Iterable[str]) -> dict[str, list[str]]:
+        """Sorted uuids of each split."""
+        out: dict[str, list[str]] = {name: [] for name in SPLITS}
+        for uuid in sorted(set(uuids)):
+            out[self.assign(uuid)].append(uuid)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": RULE, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "SplitRule":
+        if not isinstance(data, dict) or data.get("rule") != RULE:
+            raise ModelError("this model's sidecar records no split this climbgrade can reproduce; "
+                             "evaluate on all rows (no --split), or re-export the model")
+        return cls(int(data["seed"]), float(data["val_fraction"]), float(data["test_fraction"]))
+
+
+def uuid_digest(uuids: Iterable[str]) -> str:
+    """Fingerprint of a set of climbs: lets cg-eval tell whether it found the model's test climbs."""
+    return hashlib.sha256("\n".join(sorted(set(uuids))).encode()).hexdigest()
