@@ -100,3 +100,26 @@ def test_int8_export_refuses_a_model_that_loses_accuracy(fake_pipeline, tmp_path
                         "--quantize", "int8", "--int8-max-drop", "-5", check=False)
     assert result.returncode == 2 and "the int8 one was not" in result.stderr
     assert (tmp_path / "q.onnx").is_file() and not (tmp_path / "q.int8.onnx").exists()
+
+
+def test_learning_rate_schedule_and_ascent_weights():
+    import numpy as np
+
+    from climbgrade_train.train import TrainConfig, ascent_weights, learning_rate
+
+    cosine = TrainConfig(databases=("x",), lr=1e-3, epochs=10, schedule="cosine", warmup_epochs=1)
+    steps = [learning_rate(cosine, step, 100) for step in range(1000)]
+    assert steps[0] == pytest.approx(1e-5) and steps[99] == pytest.approx(1e-3)  # linear warm-up over epoch 1
+    assert all(a >= b for a, b in zip(steps[100:], steps[101:])) and steps[-1] < 1e-6  # then decays to ~0
+    constant = TrainConfig(databases=("x",), lr=1e-3, epochs=10)
+    assert {learning_rate(constant, step, 100) for step in range(1000)} == {1e-3}
+    weights = ascent_weights(np.array([0, 1, 5, 20, 500]), floor=0.5)
+    assert weights[0] == 0.5 and weights[-2] == weights[-1] == 1.0 and np.all(np.diff(weights) >= 0)
+    assert np.all(ascent_weights(np.array([0, 3]), floor=1.0) == 1.0)
+
+
+def test_bad_training_options_are_refused_in_one_line(fake_dbs, tmp_path):
+    result = run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "r"), "--features", "x,y,hold_size",
+                        check=False)
+    assert result.returncode == 2 and "--features must start with x,y,is_hold" in result.stderr
+    assert "Traceback" not in result.stderr
