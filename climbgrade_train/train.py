@@ -218,7 +218,7 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = RunState()
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(model_state(checkpoint))
         optimizer.load_state_dict(checkpoint["optimizer"])
         state = RunState(**checkpoint["state"])
         logger.info("resuming %s after epoch %d (best val MAE %.3f)", out, state.epoch, state.best_val_mae)
@@ -318,11 +318,20 @@ def _train_epoch(model: GradeModel, optimizer: torch.optim.Optimizer, data: Enco
     return total / count
 
 
+def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights as GradeModel keys; checkpoints from before ensembles hold one
+    network without the `members.0.` prefix."""
+    state = checkpoint["model"]
+    if any(key.startswith("members.") for key in state):
+        return state
+    return {f"members.0.{key}": value for key, value in state.items()}
+
+
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> GradeModel:
     """Rebuild a model from best.pt or last.pt (ModelConfig + weights), in eval mode."""
     checkpoint = torch.load(path, map_location=device, weights_only=True)
     model = GradeModel(ModelConfig.from_dict(checkpoint["model_config"])).to(device)
-    model.load_state_dict(checkpoint["model"])
+    model.load_state_dict(model_state(checkpoint))
     return model.eval()
 
 
