@@ -221,7 +221,7 @@ def export_run(
             "test_climbs": len({e.uuid for e in sets["test"].examples}),
             "test_rows": len(sets["test"]),
             "test_climbs_sha256": uuid_digest(e.uuid for e in sets["test"].examples)}},
-        training={"config": config.to_dict(), "model_config": model.config.to_dict(),
+        training={"command": config.command(run_dir), "config": config.to_dict(), "model_config": model.config.to_dict(),
                   "export_parity_max_abs_diff": worst, "export_parity_batches": len(report)},
         versions=_versions(),
     )

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import math
+import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -106,6 +107,23 @@ class TrainConfig:
         data["layouts"] = tuple(data["layouts"])
         data["features"] = tuple(data.get("features", BASE_FEATURES))
         return cls(**data)
+
+    def command(self, out: str | Path) -> str:
+        """The cg-train command line that trains this configuration (options left at their defaults omitted)."""
+        flags = {"databases": "--db", "layouts": "--layout", "n_heads": "--heads", "n_layers": "--layers", "d_ff": "--ff"}
+        words = ["cg-train"] + [w for db in self.databases for w in ("--db", db)] + ["--out", str(out)]
+        defaults = TrainConfig(databases=())
+        for name, value in self.to_dict().items():
+            if name in ("databases", "device") or value == getattr(defaults, name):
+                continue
+            flag = flags.get(name, "--" + name.replace("_", "-"))
+            if name == "features":
+                words += [flag, ",".join(value)]
+            elif isinstance(value, tuple):
+                words += [w for item in value for w in (flag, str(item))]
+            else:
+                words += [flag, str(value)]
+        return shlex.join(words)
 
     @property
     def split_rule(self) -> SplitRule:
