@@ -46,8 +46,9 @@ REFERENCE: dict[str, Any] = {  # the end-to-end issue's design, spelt out so new
 }
 ABLATIONS: dict[str, dict[str, Any]] = {  # the shipped recipe with levers changed, as measured
     "shipped recipe, one network": {"members": 1},
-    "one network + placement tokens, role/angle/distance features, Huber, ascent weights, mirrors, "
-    "sum readout, 10% UNK, dropout 0.15 (14 epochs)": {
+    # placement tokens, role/angle/distance features, Huber, ascent weights, mirrors, sum readout,
+    # 10% UNK, dropout 0.15, 14 epochs
+    "one network, new levers bundle": {
         "members": 1, "epochs": 14, "hold_tokens": PLACEMENT, "features": FEATURES, "loss": "huber",
         "ascent_weight_floor": 0.5, "mirror_prob": 0.5, "readout": "cls+sum", "unk_prob": 0.1, "dropout": 0.15,
     },
