@@ -46,6 +46,8 @@ REFERENCE: dict[str, Any] = {  # the end-to-end issue's design, spelt out so new
 }
 ABLATIONS: dict[str, dict[str, Any]] = {  # the shipped recipe with levers changed, as measured
     "shipped recipe, one network": {"members": 1},
+    "one network, Huber loss": {"members": 1, "loss": "huber"},
+    "one network, placement tokens and all features": {"members": 1, "hold_tokens": PLACEMENT, "features": FEATURES},
     # placement tokens, role/angle/distance features, Huber, ascent weights, mirrors, sum readout,
     # 10% UNK, dropout 0.15, 14 epochs
     "one network, new levers bundle": {
