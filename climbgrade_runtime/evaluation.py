@@ -6,7 +6,6 @@ reproduced: with `split="test"` only the climbs the model's sidecar says it was 
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,8 +20,7 @@ from .metrics import METRIC_NAMES, metrics_by_board
 from .predictor import DEFAULT_BATCH_SIZE, GradePredictor, Prediction, RouteFailure
 from .routes import Route
 from .split import SPLITS, SplitRule, uuid_digest
-
-logger = logging.getLogger(__name__)
+from .tokenizer import UNSEEN_HOLDS
 
 _HEADERS = ("board", "rows", "MAE", "RMSE", "R2", "<=1 diff", "<=2 diff", "exact V", "<=1 V", "<=2 V")
 
@@ -78,7 +76,7 @@ def evaluate(
     if not graded:
         raise ModelError(f"this model could grade none of the {len(examples)} rows selected: "
                          + (", ".join(f"{n} where {why}" for why, n in not_graded.items()) or "the selection is empty"))
-    unseen = sum(any("never appeared" in w for w in r.warnings) for _, r in graded)
+    unseen = sum(any(UNSEEN_HOLDS in w for w in r.warnings) for _, r in graded)
     if unseen:
         notes.append(f"{unseen} of {len(graded)} rows have holds the model never saw in training")
     metrics = metrics_by_board(

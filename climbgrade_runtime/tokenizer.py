@@ -47,7 +47,7 @@ ROLE_FEATURES = {"role_start": "start", "role_middle": "middle", "role_finish": 
 ANGLE_SCALE = 90.0  # "angle": wall angle / 90 on every token
 DISTANCE_SCALE = 48.0  # "nearest", "nearest2": distance to the route's nearest / 2nd-nearest other hold, board units / 48
 FEATURES = BASE_FEATURES + tuple(ROLE_FEATURES) + ("angle", "nearest", "nearest2")
-REFERENCE = (PLACEMENT_ROLE, BASE_FEATURES)  # the end-to-end design
+UNSEEN_HOLDS = "never appeared in the training data"  # in the warning for holds mapped to <UNK>
 
 
 def hold_token(board: str, layout_id: int, placement_id: int, role: str | None) -> str:
@@ -83,9 +83,8 @@ class ResolvedRoute:
         mirrors = self.layout.mirrors
         if not all(pid in mirrors for pid, _ in self.holds):
             return None
-        place = self.layout.placements
-        holds = sorted(((mirrors[pid], role) for pid, role in self.holds), key=lambda h: (place[h[0]][1], place[h[0]][0], h[0]))
-        return ResolvedRoute(layout=self.layout, angle=self.angle, holds=tuple(holds), warnings=self.warnings)
+        holds = _canonical_order([(mirrors[pid], role) for pid, role in self.holds], self.layout)
+        return ResolvedRoute(layout=self.layout, angle=self.angle, holds=holds, warnings=self.warnings)
 
 
 @dataclass(frozen=True)
@@ -131,10 +130,16 @@ def resolve_route(
         elif role not in role_ids:
             raise RouteError(f"role {shown(role)} of placement {pid} is not a role of {where} (roles: {', '.join(layout.role_names)})")
         holds.append((pid, role))
-    holds.sort(key=lambda h: (layout.placements[h[0]][1], layout.placements[h[0]][0], h[0]))
-    roles = {role for _, role in holds}
+    ordered = _canonical_order(holds, layout)
+    roles = {role for _, role in ordered}
     warnings = tuple(f"route has no {r} hold" for r in ("start", "finish") if r in role_ids and r not in roles)
-    return ResolvedRoute(layout=layout, angle=route.angle, holds=tuple(holds), warnings=warnings)
+    return ResolvedRoute(layout=layout, angle=route.angle, holds=ordered, warnings=warnings)
+
+
+def _canonical_order(holds: list[tuple[int, str]], layout: LayoutGeometry) -> tuple[tuple[int, str], ...]:
+    """Bottom to top, then left to right (then placement id): the order every route is tokenized in."""
+    place = layout.placements
+    return tuple(sorted(holds, key=lambda h: (place[h[0]][1], place[h[0]][0], h[0])))
 
 
 @dataclass(frozen=True)
@@ -222,7 +227,7 @@ class Tokenizer:
         if UNK_ID in hold_ids:
             unknown = [f"p{pid}" + (f" as {role}" if self.hold_tokens == PLACEMENT_ROLE else "")
                        for (pid, role), i in zip(resolved.holds, hold_ids) if i == UNK_ID]
-            warnings += (f"hold(s) {', '.join(unknown)} never appeared in the training data; graded as unknown holds",)
+            warnings += (f"hold(s) {', '.join(unknown)} {UNSEEN_HOLDS}; graded as unknown holds",)
         return Encoded(ids=ids, coords=coords, warnings=warnings)
 
     def _extra_features(self, resolved: ResolvedRoute, coords: np.ndarray) -> None:
