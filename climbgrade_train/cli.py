@@ -14,6 +14,7 @@ from climbgrade_runtime.errors import ClimbgradeError
 from climbgrade_runtime.tokenizer import FEATURES, HOLD_TOKEN_SCHEMES
 
 from .export import DEFAULT_INT8_MAX_DROP, DEFAULT_OPSET, DEFAULT_TOLERANCE, export_run
+from .model import COORD_ENCODINGS
 from .train import LOSSES, READOUTS, SCHEDULES, TrainConfig, resume_run, train_run
 
 EXIT_ERROR = 2
@@ -72,6 +73,10 @@ def _fail(exc: ClimbgradeError) -> None:
               help="Chance a training route is replaced by its left-right mirror (boards with mirrored holes).")
 @click.option("--readout", type=click.Choice(READOUTS), default=TrainConfig.readout, show_default=True,
               help="cls: MLP on the <CLS> token; cls+sum: plus a per-token score summed over the route.")
+@click.option("--coord-encoding", type=click.Choice(COORD_ENCODINGS), default=TrainConfig.coord_encoding, show_default=True,
+              help="linear: per-token features as they are; fourier: plus sin/cos of x and y at 6 frequencies.")
+@click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.ema_decay, show_default=True,
+              help="Keep an exponential moving average of the weights with this decay per step (0 = off).")
 @click.option("--members", type=click.IntRange(min=1), default=TrainConfig.members, show_default=True,
               help="Ensemble size: networks trained together and averaged (exported as one graph).")
 @click.option("--device", default="auto", show_default=True, help="auto (GPU when present), cpu, cuda, cuda:1 ...")

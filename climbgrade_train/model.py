@@ -6,6 +6,7 @@ GradeModel is what training, checkpoints and export use: the mean of `members` G
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -28,6 +29,7 @@ class ModelConfig:
     d_ff: int = 256
     dropout: float = 0.1
     readout: str = "cls"  # "cls": MLP on <CLS>; "cls+sum": plus a linear score summed over every token
+    coord_encoding: str = "linear"  # "linear": features projected as they are; "fourier": plus sin/cos of x and y
     members: int = 1  # an ensemble of this many networks, trained together, averaged in one graph
     target_mean: float = 0.0  # the head predicts standardised difficulty; forward undoes it
     target_std: float = 1.0
@@ -41,6 +43,10 @@ class ModelConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+COORD_ENCODINGS = ("linear", "fourier")
+FOURIER_FREQUENCIES = 6  # octaves from one period across the board down to about one hole spacing
+
+
 class GradeTransformer(nn.Module):
     """Token + learned position embeddings + projected coordinates -> pre-norm encoder -> <CLS> head."""
 
@@ -49,7 +55,12 @@ class GradeTransformer(nn.Module):
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.d_model, padding_idx=PAD_ID)
         self.position_embedding = nn.Embedding(config.max_len, config.d_model)
-        self.coord_projection = nn.Linear(config.n_features, config.d_model)
+        # Fourier features let attention compare hold positions finely; a linear map of x and y
+        # cannot express a distance between two holds.
+        frequencies = math.pi * 2.0 ** torch.arange(FOURIER_FREQUENCIES) if config.coord_encoding == "fourier" else None
+        self.register_buffer("frequencies", frequencies, persistent=False)
+        n_waves = 0 if frequencies is None else 4 * FOURIER_FREQUENCIES
+        self.coord_projection = nn.Linear(config.n_features + n_waves, config.d_model)
         self.embedding_dropout = nn.Dropout(config.dropout)
         layer = nn.TransformerEncoderLayer(
             d_model=config.d_model,
@@ -79,6 +90,9 @@ class GradeTransformer(nn.Module):
     def forward(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         """token_ids [B, L] int64, coords [B, L, n_features] float, padding_mask [B, L] bool (True = padding) -> [B]."""
         positions = torch.arange(token_ids.shape[1], device=token_ids.device)
+        if self.frequencies is not None:
+            phases = (coords[..., :2, None] * self.frequencies).flatten(-2)  # x and y at every frequency
+            coords = torch.cat([coords, phases.sin(), phases.cos()], dim=-1)
         x = self.token_embedding(token_ids) + self.position_embedding(positions) + self.coord_projection(coords)
         x = self.encoder(self.embedding_dropout(x), src_key_padding_mask=padding_mask)
         standardised = self.head(x[:, 0]).squeeze(-1)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from climbgrade_runtime.boardlib_db import ClimbFilter
@@ -34,7 +35,7 @@ from climbgrade_runtime.split import SPLITS, SplitRule
 from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, PLACEMENT_ROLE, UNK_ID, Tokenizer
 
 from .dataset import EncodedSet, length_batches
-from .model import GradeModel, ModelConfig
+from .model import COORD_ENCODINGS, GradeModel, ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,9 @@ class TrainConfig:
     d_ff: int = 256
     dropout: float = 0.1
     readout: str = "cls"
+    coord_encoding: str = "linear"
     members: int = 1
+    ema_decay: float = 0.0  # > 0: validate, keep and export an exponential moving average of the weights
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -89,7 +92,8 @@ class TrainConfig:
             raise TrainError(f"--features must start with {','.join(BASE_FEATURES)} and name only {','.join(FEATURES)}"
                              + (f" (unknown: {', '.join(bad)})" if bad else ""))
         for name, value, allowed in (("loss", self.loss, LOSSES), ("schedule", self.schedule, SCHEDULES),
-                                     ("readout", self.readout, READOUTS)):
+                                     ("readout", self.readout, READOUTS),
+                                     ("coord-encoding", self.coord_encoding, COORD_ENCODINGS)):
             if value not in allowed:
                 raise TrainError(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
 
@@ -229,15 +233,21 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
         model_config = ModelConfig(
             vocab_size=len(run.tokenizer.vocab), max_len=run.tokenizer.max_len, n_features=run.tokenizer.n_features,
             d_model=config.d_model, n_heads=config.n_heads, n_layers=config.n_layers, d_ff=config.d_ff,
-            dropout=config.dropout, readout=config.readout, members=config.members, target_mean=float(train_targets.mean()), target_std=float(train_targets.std()),
+            dropout=config.dropout, readout=config.readout, coord_encoding=config.coord_encoding,
+            members=config.members, target_mean=float(train_targets.mean()), target_std=float(train_targets.std()),
         )
         torch.manual_seed(config.seed)
     model = GradeModel(model_config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # The average damps the step-to-step noise of small-batch training; it is what is validated and kept.
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay)) if config.ema_decay > 0 else None
+    kept = model if ema is None else ema.module
     state = RunState()
     if checkpoint is not None:
         model.load_state_dict(model_state(checkpoint))
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(checkpoint["ema"])
         state = RunState(**checkpoint["state"])
         logger.info("resuming %s after epoch %d (best val MAE %.3f)", out, state.epoch, state.best_val_mae)
     else:
@@ -247,8 +257,8 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
     while state.epoch < config.epochs and state.bad_epochs < config.patience:
         epoch = state.epoch + 1
         started = time.perf_counter()
-        train_loss = _train_epoch(model, optimizer, run.sets["train"], config, device, epoch)
-        val_pred = predict(model, run.sets["val"], device)
+        train_loss = _train_epoch(model, optimizer, run.sets["train"], config, device, epoch, ema)
+        val_pred = predict(kept, run.sets["val"], device)
         val = regression_metrics(run.sets["val"].targets, val_pred, run.data.grades)
         seconds = time.perf_counter() - started
         state.history.append({
@@ -258,11 +268,12 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
         state.epoch = epoch
         if val["mae"] < state.best_val_mae:
             state.best_val_mae, state.best_epoch, state.bad_epochs = val["mae"], epoch, 0
-            _save(out / "best.pt", {"model_config": model_config.to_dict(), "model": model.state_dict(), "epoch": epoch})
+            _save(out / "best.pt", {"model_config": model_config.to_dict(), "model": kept.state_dict(), "epoch": epoch})
         else:
             state.bad_epochs += 1
         _save(last_path, {"model_config": model_config.to_dict(), "model": model.state_dict(),
-                          "optimizer": optimizer.state_dict(), "state": asdict(state)})
+                          "optimizer": optimizer.state_dict(), "state": asdict(state)}
+              | ({} if ema is None else {"ema": ema.state_dict()}))
         _write_csv(out / "history.csv", pd.DataFrame(state.history))
         logger.info(
             "epoch %d/%d  train loss %.3f  val MSE %.3f  val MAE %.3f  val within-1-V %.1f%%  %.1fs%s",
@@ -307,7 +318,7 @@ def _loss(config: TrainConfig, predicted: torch.Tensor, target: torch.Tensor, we
 
 
 def _train_epoch(model: GradeModel, optimizer: torch.optim.Optimizer, data: EncodedSet,
-                 config: TrainConfig, device: torch.device, epoch: int) -> float:
+                 config: TrainConfig, device: torch.device, epoch: int, ema: AveragedModel | None) -> float:
     """One pass over the training set; returns its mean training loss."""
     model.train()
     rng = np.random.default_rng([config.seed, epoch])  # seeded per epoch so a resumed run repeats it
@@ -331,6 +342,8 @@ def _train_epoch(model: GradeModel, optimizer: torch.optim.Optimizer, data: Enco
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
         total += loss.item() * len(idx)
         count += len(idx)
     return total / count

@@ -53,12 +53,14 @@ def test_cg_eval_errors_are_one_line(fake_pipeline, tmp_path, monkeypatch):
 
 
 def test_ensemble_with_every_lever_exports_and_evaluates(fake_dbs, tmp_path):
-    """Two members, placement tokens, all features, Huber, cosine, ascent weights, mirrors: one ONNX graph
-    that cg-export checked against PyTorch, and cg-eval scores like training did."""
+    """Two members, placement tokens, all features, Huber, cosine, ascent weights, mirrors, Fourier
+    coordinates, weight averaging: one ONNX graph that cg-export checked against PyTorch, and cg-eval
+    scores like training did."""
     run = tmp_path / "run"
     run_script("cg-train", *db_args(fake_dbs), "--out", str(run), "--epochs", "2", "--batch-size", "128", *TINY_MODEL,
                "--members", "2", "--hold-tokens", "placement", "--readout", "cls+sum", "--loss", "huber",
                "--schedule", "cosine", "--warmup-epochs", "0.5", "--ascent-weight-floor", "0.3", "--mirror-prob", "0.5",
+               "--coord-encoding", "fourier", "--ema-decay", "0.9",
                "--features", "x,y,is_hold,role_start,role_middle,role_finish,role_foot,angle,nearest,nearest2")
     model = run_script("cg-export", str(run), "--out", str(tmp_path / "exports")).stdout.strip().splitlines()[-1]
     sidecar = json.loads(open(f"{model}.json").read())

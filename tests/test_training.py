@@ -18,15 +18,17 @@ def db_args(dbs):
     return [arg for db in dbs for arg in ("--db", db)]
 
 
-def test_interrupted_run_resumes_to_the_same_model(fake_dbs, tmp_path):
+@pytest.mark.parametrize("levers", [[], ["--ema-decay", "0.9"]], ids=["plain", "ema"])
+def test_interrupted_run_resumes_to_the_same_model(fake_dbs, tmp_path, levers):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run_script("cg-train", *db_args(fake_dbs), "--out", str(straight), "--epochs", "2", *EPOCH_ARGS)
-    run_script("cg-train", *db_args(fake_dbs), "--out", str(resumed), "--epochs", "1", *EPOCH_ARGS)
+    run_script("cg-train", *db_args(fake_dbs), "--out", str(straight), "--epochs", "2", *EPOCH_ARGS, *levers)
+    run_script("cg-train", *db_args(fake_dbs), "--out", str(resumed), "--epochs", "1", *EPOCH_ARGS, *levers)
     out = run_script("cg-train", "--out", str(resumed), "--resume", "--epochs", "2")
     assert "resuming" in out.stderr and "epoch 2/2" in out.stderr
-    a = torch.load(straight / "last.pt", weights_only=True)["model"]
-    b = torch.load(resumed / "last.pt", weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(resumed / "last.pt", weights_only=True)
+    for key in ("model", "ema") if levers else ("model",):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
     with open(resumed / "history.csv") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
 
@@ -100,6 +102,18 @@ def test_int8_export_refuses_a_model_that_loses_accuracy(fake_pipeline, tmp_path
                         "--quantize", "int8", "--int8-max-drop", "-5", check=False)
     assert result.returncode == 2 and "the int8 one was not" in result.stderr
     assert (tmp_path / "q.onnx").is_file() and not (tmp_path / "q.int8.onnx").exists()
+
+
+def test_ema_run_keeps_and_exports_the_averaged_weights(fake_dbs, tmp_path):
+    """best.pt holds the moving average (what was validated), not the last optimiser step."""
+    run = tmp_path / "run"
+    run_script("cg-train", *db_args(fake_dbs), "--out", str(run), "--epochs", "1", *EPOCH_ARGS, "--ema-decay", "0.9")
+    last = torch.load(run / "last.pt", weights_only=True)
+    best = torch.load(run / "best.pt", weights_only=True)  # one epoch: the best is the last
+    averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    assert set(averaged) == set(best["model"])
+    assert all(torch.equal(best["model"][k], averaged[k]) for k in averaged)
+    assert any(not torch.equal(best["model"][k], last["model"][k]) for k in averaged)
 
 
 def test_learning_rate_schedule_and_ascent_weights():
