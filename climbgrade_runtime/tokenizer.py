@@ -249,6 +249,20 @@ class Tokenizer:
                 if rank < nearest.shape[1] - 1:  # a route of 2 holds has no 2nd-nearest other hold
                     holds[:, column] = nearest[:, rank] / DISTANCE_SCALE
 
+    def placement_groups(self) -> list[int]:
+        """Per token id, a group id shared by one placement's tokens in every role (others alone).
+
+        A "placement" member of a mixed ensemble embeds these groups: it reads a placement_role
+        tokenizer's ids as if they were placement tokens. Groups follow vocabulary order, so the
+        specials keep their ids (<PAD> stays 0).
+        """
+        groups: dict[Any, int] = {}
+        out = []
+        for token in self.vocab:
+            parsed = _parse_hold_token(token)
+            out.append(groups.setdefault(token if parsed is None else parsed[:2], len(groups)))
+        return out
+
     def token_features(self) -> list[list[float]]:
         """(x_norm, y_norm, is_hold) of every vocabulary token, for readers of the sidecar."""
         out = []

@@ -34,6 +34,11 @@ def _fail(exc: ClimbgradeError) -> None:
     sys.exit(EXIT_ERROR)
 
 
+def _words(text: str) -> tuple[str, ...]:
+    """A comma-separated option as a tuple."""
+    return tuple(word.strip() for word in text.split(",") if word.strip())
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", "databases", multiple=True, metavar="[BOARD=]PATH",
               help="boardlib database (repeatable). Default: every .db in $CLIMBGRADE_DATA.")
@@ -79,10 +84,13 @@ def _fail(exc: ClimbgradeError) -> None:
               help="Keep an exponential moving average of the weights with this decay per step (0 = off).")
 @click.option("--members", type=click.IntRange(min=1), default=TrainConfig.members, show_default=True,
               help="Ensemble size: networks trained together and averaged (exported as one graph).")
+@click.option("--member-holds", default="", show_default=True,
+              help="Comma-separated, cycled over members: token (embed the tokenizer's token) or placement "
+                   "(one embedding per placement, roles merged). Mixing them makes members err differently.")
 @click.option("--device", default="auto", show_default=True, help="auto (GPU when present), cpu, cuda, cuda:1 ...")
 @click.option("-v", "--verbose", is_flag=True)
 def train_command(databases: tuple[str, ...], out: Path, resume: bool, epochs: int | None, verbose: bool,
-                  features: str, heads: int, layers: int, ff: int, **options: Any) -> None:
+                  features: str, member_holds: str, heads: int, layers: int, ff: int, **options: Any) -> None:
     """Train a grade model on boardlib databases into a run folder."""
     _setup_logging(verbose)
     ctx = click.get_current_context()
@@ -98,7 +106,7 @@ def train_command(databases: tuple[str, ...], out: Path, resume: bool, epochs: i
             return
         config = TrainConfig(
             databases=databases or databases_from_env(), epochs=epochs or DEFAULT_EPOCHS, n_heads=heads, n_layers=layers, d_ff=ff,
-            features=tuple(f.strip() for f in features.split(",") if f.strip()), **options,
+            features=_words(features), member_holds=_words(member_holds), **options,
         )
         train_run(config, out)
     except ClimbgradeError as exc:

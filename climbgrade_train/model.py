@@ -31,6 +31,10 @@ class ModelConfig:
     readout: str = "cls"  # "cls": MLP on <CLS>; "cls+sum": plus a linear score summed over every token
     coord_encoding: str = "linear"  # "linear": features projected as they are; "fourier": plus sin/cos of x and y
     members: int = 1  # an ensemble of this many networks, trained together, averaged in one graph
+    # What each member embeds, cycled over members: "token" (the tokenizer's ids) or "placement"
+    # (Tokenizer.placement_groups: one embedding per placement whatever its role). Empty: all "token".
+    member_holds: tuple[str, ...] = ()
+    placement_groups: int = 0  # embedding rows of a "placement" member
     target_mean: float = 0.0  # the head predicts standardised difficulty; forward undoes it
     target_std: float = 1.0
 
@@ -40,9 +44,16 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        values["member_holds"] = tuple(values.get("member_holds", ()))
+        return cls(**values)
+
+    def holds_of(self, member: int) -> str:
+        return self.member_holds[member % len(self.member_holds)] if self.member_holds else TOKEN_HOLDS
 
 
+TOKEN_HOLDS, PLACEMENT_HOLDS = "token", "placement"
+MEMBER_HOLDS = (TOKEN_HOLDS, PLACEMENT_HOLDS)
 COORD_ENCODINGS = ("linear", "fourier")
 FOURIER_FREQUENCIES = 6  # octaves from one period across the board down to about one hole spacing
 
@@ -50,10 +61,15 @@ FOURIER_FREQUENCIES = 6  # octaves from one period across the board down to abou
 class GradeTransformer(nn.Module):
     """Token + learned position embeddings + projected coordinates -> pre-norm encoder -> <CLS> head."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, holds: str = TOKEN_HOLDS) -> None:
         super().__init__()
         self.config = config
-        self.token_embedding = nn.Embedding(config.vocab_size, config.d_model, padding_idx=PAD_ID)
+        # A "placement" member looks its ids up through token -> placement group (a saved buffer,
+        # filled by training from the tokenizer) before embedding them.
+        groups = torch.zeros(config.vocab_size, dtype=torch.long) if holds == PLACEMENT_HOLDS else None
+        self.register_buffer("token_groups", groups)
+        rows = config.placement_groups if groups is not None else config.vocab_size
+        self.token_embedding = nn.Embedding(rows, config.d_model, padding_idx=PAD_ID)
         self.position_embedding = nn.Embedding(config.max_len, config.d_model)
         # Fourier features let attention compare hold positions finely; a linear map of x and y
         # cannot express a distance between two holds.
@@ -90,6 +106,8 @@ class GradeTransformer(nn.Module):
     def forward(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         """token_ids [B, L] int64, coords [B, L, n_features] float, padding_mask [B, L] bool (True = padding) -> [B]."""
         positions = torch.arange(token_ids.shape[1], device=token_ids.device)
+        if self.token_groups is not None:
+            token_ids = self.token_groups[token_ids]
         if self.frequencies is not None:
             phases = (coords[..., :2, None] * self.frequencies).flatten(-2)  # x and y at every frequency
             coords = torch.cat([coords, phases.sin(), phases.cos()], dim=-1)
@@ -103,12 +121,22 @@ class GradeTransformer(nn.Module):
 
 
 class GradeModel(nn.Module):
-    """The mean of `config.members` independently initialised GradeTransformers."""
+    """The mean of `config.members` independently initialised GradeTransformers.
+
+    Members that embed holds differently (config.member_holds) err differently, so they average
+    better than members that differ only in their initialisation.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.members = nn.ModuleList(GradeTransformer(config) for _ in range(config.members))
+        self.members = nn.ModuleList(GradeTransformer(config, config.holds_of(i)) for i in range(config.members))
+
+    def set_placement_groups(self, groups: list[int]) -> None:
+        """Fill the token -> placement map of every "placement" member (Tokenizer.placement_groups)."""
+        for member in self.members:
+            if member.token_groups is not None:
+                member.token_groups.copy_(torch.tensor(groups, dtype=torch.long))
 
     def member_outputs(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         """[members, B]: each member's prediction; training gives each member its own loss."""

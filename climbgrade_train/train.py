@@ -35,7 +35,7 @@ from climbgrade_runtime.split import SPLITS, SplitRule
 from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, PLACEMENT_ROLE, UNK_ID, Tokenizer
 
 from .dataset import EncodedSet, length_batches
-from .model import COORD_ENCODINGS, GradeModel, ModelConfig
+from .model import COORD_ENCODINGS, MEMBER_HOLDS, PLACEMENT_HOLDS, GradeModel, ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class TrainConfig:
     readout: str = "cls"
     coord_encoding: str = "linear"
     members: int = 1
+    member_holds: tuple[str, ...] = ()  # cycled over members: "token" or "placement" (see ModelConfig)
     ema_decay: float = 0.0  # > 0: validate, keep and export an exponential moving average of the weights
     device: str = "auto"
 
@@ -91,6 +92,12 @@ class TrainConfig:
         if bad or self.features[: len(BASE_FEATURES)] != BASE_FEATURES:
             raise TrainError(f"--features must start with {','.join(BASE_FEATURES)} and name only {','.join(FEATURES)}"
                              + (f" (unknown: {', '.join(bad)})" if bad else ""))
+        bad_holds = [h for h in self.member_holds if h not in MEMBER_HOLDS]
+        if bad_holds:
+            raise TrainError(f"--member-holds takes {', '.join(MEMBER_HOLDS)}, not {', '.join(bad_holds)}")
+        if PLACEMENT_HOLDS in self.member_holds and self.hold_tokens != PLACEMENT_ROLE:
+            raise TrainError(f"--member-holds {PLACEMENT_HOLDS} merges the roles of --hold-tokens {PLACEMENT_ROLE}; "
+                             f"with --hold-tokens {self.hold_tokens} every member already embeds placements")
         for name, value, allowed in (("loss", self.loss, LOSSES), ("schedule", self.schedule, SCHEDULES),
                                      ("readout", self.readout, READOUTS),
                                      ("coord-encoding", self.coord_encoding, COORD_ENCODINGS)):
@@ -110,6 +117,7 @@ class TrainConfig:
         data["databases"] = tuple(data["databases"])
         data["layouts"] = tuple(data["layouts"])
         data["features"] = tuple(data.get("features", BASE_FEATURES))
+        data["member_holds"] = tuple(data.get("member_holds", ()))
         return cls(**data)
 
     def command(self, out: str | Path) -> str:
@@ -121,7 +129,7 @@ class TrainConfig:
             if name in ("databases", "device") or value == getattr(defaults, name):
                 continue
             flag = flags.get(name, "--" + name.replace("_", "-"))
-            if name == "features":
+            if name in ("features", "member_holds"):
                 words += [flag, ",".join(value)]
             elif isinstance(value, tuple):
                 words += [w for item in value for w in (flag, str(item))]
@@ -234,10 +242,13 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
             vocab_size=len(run.tokenizer.vocab), max_len=run.tokenizer.max_len, n_features=run.tokenizer.n_features,
             d_model=config.d_model, n_heads=config.n_heads, n_layers=config.n_layers, d_ff=config.d_ff,
             dropout=config.dropout, readout=config.readout, coord_encoding=config.coord_encoding,
-            members=config.members, target_mean=float(train_targets.mean()), target_std=float(train_targets.std()),
+            members=config.members, member_holds=config.member_holds,
+            placement_groups=max(run.tokenizer.placement_groups()) + 1 if PLACEMENT_HOLDS in config.member_holds else 0,
+            target_mean=float(train_targets.mean()), target_std=float(train_targets.std()),
         )
         torch.manual_seed(config.seed)
     model = GradeModel(model_config).to(device)
+    model.set_placement_groups(run.tokenizer.placement_groups())
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # The average damps the step-to-step noise of small-batch training; it is what is validated and kept.
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay)) if config.ema_decay > 0 else None

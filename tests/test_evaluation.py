@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from climbgrade_runtime.metrics import METRIC_NAMES
 from conftest import TINY_MODEL, run_script
@@ -69,3 +70,30 @@ def test_ensemble_with_every_lever_exports_and_evaluates(fake_dbs, tmp_path):
     result = json.loads(run_script("cg-eval", "--model", model, *db_args(fake_dbs), "--split", "test", "--format", "json").stdout)
     expected = json.loads((run / "metrics.json").read_text())["test"]["all"]
     assert result["metrics"]["all"]["mae"] == pytest.approx(expected["mae"], abs=1e-4)
+
+
+def test_mixed_ensemble_exports_and_evaluates(fake_dbs, tmp_path):
+    """Members that embed tokens and members that embed placements (roles merged) in one ONNX graph."""
+    run = tmp_path / "run"
+    run_script("cg-train", *db_args(fake_dbs), "--out", str(run), "--epochs", "1", "--batch-size", "128", *TINY_MODEL,
+               "--members", "3", "--member-holds", "token,placement",
+               "--features", "x,y,is_hold,role_start,role_middle,role_finish,role_foot")
+    checkpoint = torch.load(run / "best.pt", weights_only=True)
+    assert tuple(checkpoint["model_config"]["member_holds"]) == ("token", "placement")
+    groups = checkpoint["model"]["members.1.token_groups"]
+    assert "members.0.token_groups" not in checkpoint["model"] and "members.2.token_groups" not in checkpoint["model"]
+    assert checkpoint["model"]["members.1.token_embedding.weight"].shape[0] == int(groups.max()) + 1
+    assert int(groups.max()) + 1 < len(groups)  # roles merged: fewer embedding rows than tokens
+    model = run_script("cg-export", str(run), "--out", str(tmp_path / "exports")).stdout.strip().splitlines()[-1]
+    sidecar = json.loads(open(f"{model}.json").read())
+    assert sidecar["training"]["export_parity_max_abs_diff"] < 1e-4
+    result = json.loads(run_script("cg-eval", "--model", model, *db_args(fake_dbs), "--split", "test", "--format", "json").stdout)
+    expected = json.loads((run / "metrics.json").read_text())["test"]["all"]
+    assert result["metrics"]["all"]["mae"] == pytest.approx(expected["mae"], abs=1e-4)
+
+
+def test_placement_members_need_role_tokens(fake_dbs, tmp_path):
+    result = run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "run"), "--hold-tokens", "placement",
+                        "--members", "2", "--member-holds", "token,placement", check=False)
+    assert result.returncode == 2 and "already embeds placements" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

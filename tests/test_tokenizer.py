@@ -11,7 +11,7 @@ import pytest
 from climbgrade_runtime.errors import RouteError
 from climbgrade_runtime.routes import Route, parse_route
 from climbgrade_runtime.sidecar import Sidecar
-from climbgrade_runtime.tokenizer import CLS, UNK_ID, Tokenizer
+from climbgrade_runtime.tokenizer import CLS, SPECIALS, UNK_ID, Tokenizer
 from climbgrade_train.train import TrainConfig, prepare_run
 
 
@@ -147,3 +147,17 @@ def test_a_sidecar_with_unknown_features_is_refused(tokenizer):
     data = tokenizer.to_dict() | {"features": ["x", "y", "is_hold", "hold_size"]}
     with pytest.raises(ModelError, match="features must start with"):
         Tokenizer.from_dict(data)
+
+
+def test_placement_groups_merge_one_placements_roles_only(tokenizer):
+    groups = tokenizer.placement_groups()
+    assert len(groups) == len(tokenizer.vocab) and groups[: len(SPECIALS)] == list(range(len(SPECIALS)))
+    by_placement: dict[tuple[str, int, int], set[int]] = {}
+    for token, group in zip(tokenizer.vocab, groups):
+        parts = token.split("/")
+        if len(parts) == 4:  # board/layout/p<id>/<role>
+            by_placement.setdefault((parts[0], int(parts[1]), int(parts[2][1:])), set()).add(group)
+    assert by_placement and all(len(g) == 1 for g in by_placement.values())
+    assert len({min(g) for g in by_placement.values()}) == len(by_placement)  # other placements: other groups
+    assert any(groups.count(g) > 1 for g in set(groups))  # some placement was used in two roles
+    assert max(groups) + 1 == len(SPECIALS) + sum(1 for t in tokenizer.vocab if t.startswith("<") and t not in SPECIALS) + len(by_placement)

@@ -144,10 +144,12 @@ def test_recorded_command_trains_the_same_configuration():
     from climbgrade_train.train import TrainConfig
 
     config = TrainConfig(databases=("a.db", "b.db"), epochs=12, schedule="cosine", warmup_epochs=1.0, members=3,
-                         layouts=(1, 8), features=("x", "y", "is_hold", "angle"), n_heads=2)
+                         layouts=(1, 8), features=("x", "y", "is_hold", "angle"), n_heads=2,
+                         member_holds=("token", "placement"))
     words = config.command("runs/x").split()
     assert words[:5] == ["cg-train", "--db", "a.db", "--db", "b.db"] and "--members" in words and "--lr" not in words
     ctx = train_command.make_context("cg-train", words[1:])
     params = ctx.params
     assert params["databases"] == ("a.db", "b.db") and params["members"] == 3 and params["layouts"] == (1, 8)
     assert params["features"] == "x,y,is_hold,angle" and params["heads"] == 2 and params["schedule"] == "cosine"
+    assert params["member_holds"] == "token,placement"
