@@ -55,7 +55,15 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "base + Fourier x/y": {"coord_encoding": "fourier"},
     "base + weight average (EMA 0.998)": {"ema_decay": 0.998},
     "base + dropout 0.2, UNK 0.1": {"dropout": 0.2, "unk_prob": 0.1},
+    "base + no dropout": {"dropout": 0.0},
+    "base + L1 loss": {"loss": "l1"},
+    "base + sum readout": {"readout": "cls+sum"},
+    "base + learning rate 1e-3": {"lr": 1e-3},
     "base + all features, EMA, 8 epochs": ALL_FEATURES | {"ema_decay": 0.998, "epochs": 8},
+    "base + role/angle/distance features, 2 networks": {"features": FEATURES, "members": 2},
+    "base + role/angle/distance features, 2 networks, token + placement": {
+        "features": FEATURES, "members": 2, "member_holds": ("token", "placement"),
+    },
     # placement tokens, role/angle/distance features, Huber, ascent weights, mirrors, sum readout,
     # 10% UNK, dropout 0.15, 14 epochs
     "base + new levers bundle": ALL_FEATURES | {
