@@ -234,6 +234,7 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
     device = pick_device(config.device)
     run = prepare_run(config, out, resume)
     checkpoint = torch.load(last_path, map_location=device, weights_only=True) if resume else None
+    groups = run.tokenizer.placement_groups()
     if checkpoint is not None:
         model_config = ModelConfig.from_dict(checkpoint["model_config"])
     else:
@@ -243,12 +244,12 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
             d_model=config.d_model, n_heads=config.n_heads, n_layers=config.n_layers, d_ff=config.d_ff,
             dropout=config.dropout, readout=config.readout, coord_encoding=config.coord_encoding,
             members=config.members, member_holds=config.member_holds,
-            placement_groups=max(run.tokenizer.placement_groups()) + 1 if PLACEMENT_HOLDS in config.member_holds else 0,
+            placement_groups=max(groups) + 1 if PLACEMENT_HOLDS in config.member_holds else 0,
             target_mean=float(train_targets.mean()), target_std=float(train_targets.std()),
         )
         torch.manual_seed(config.seed)
     model = GradeModel(model_config).to(device)
-    model.set_placement_groups(run.tokenizer.placement_groups())
+    model.set_placement_groups(groups)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # The average damps the step-to-step noise of small-batch training; it is what is validated and kept.
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay)) if config.ema_decay > 0 else None
