@@ -86,7 +86,7 @@ def _words(text: str) -> tuple[str, ...]:
               help="Ensemble size: networks trained together and averaged (exported as one graph).")
 @click.option("--member-holds", default="", show_default=True,
               help="Comma-separated, cycled over members: token (embed the tokenizer's token) or placement "
-                   "(one embedding per placement, roles merged). Mixing them makes members err differently.")
+                   "(one embedding per placement, roles merged).")
 @click.option("--device", default="auto", show_default=True, help="auto (GPU when present), cpu, cuda, cuda:1 ...")
 @click.option("-v", "--verbose", is_flag=True)
 def train_command(databases: tuple[str, ...], out: Path, resume: bool, epochs: int | None, verbose: bool,

@@ -15,6 +15,11 @@ from torch import nn
 
 from climbgrade_runtime.tokenizer import PAD_ID
 
+TOKEN_HOLDS, PLACEMENT_HOLDS = "token", "placement"
+MEMBER_HOLDS = (TOKEN_HOLDS, PLACEMENT_HOLDS)
+COORD_ENCODINGS = ("linear", "fourier")
+FOURIER_FREQUENCIES = 6  # octaves from one period across the board down to about one hole spacing
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -50,12 +55,6 @@ class ModelConfig:
 
     def holds_of(self, member: int) -> str:
         return self.member_holds[member % len(self.member_holds)] if self.member_holds else TOKEN_HOLDS
-
-
-TOKEN_HOLDS, PLACEMENT_HOLDS = "token", "placement"
-MEMBER_HOLDS = (TOKEN_HOLDS, PLACEMENT_HOLDS)
-COORD_ENCODINGS = ("linear", "fourier")
-FOURIER_FREQUENCIES = 6  # octaves from one period across the board down to about one hole spacing
 
 
 class GradeTransformer(nn.Module):
