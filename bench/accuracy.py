@@ -65,11 +65,11 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "base + role/angle/distance features, 2 networks, token + placement": {
         "features": FEATURES, "members": 2, "member_holds": ("token", "placement"),
     },
-    # placement tokens, role/angle/distance features, Huber, ascent weights, mirrors, sum readout,
-    # 10% UNK, dropout 0.15, 14 epochs
     "base + role/angle/distance features, lr 1e-3, 4 networks (shipped recipe, unmixed)": {
         "features": FEATURES, "lr": 1e-3, "members": 4,
     },
+    # placement tokens, role/angle/distance features, Huber, ascent weights, mirrors, sum readout,
+    # 10% UNK, dropout 0.15, 14 epochs
     "base + new levers bundle": ALL_FEATURES | {
         "epochs": 14, "loss": "huber", "ascent_weight_floor": 0.5, "mirror_prob": 0.5, "readout": "cls+sum",
         "unk_prob": 0.1, "dropout": 0.15,

@@ -53,6 +53,17 @@ def test_cg_eval_errors_are_one_line(fake_pipeline, tmp_path, monkeypatch):
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+def export_and_evaluate(run, dbs, tmp_path) -> dict:
+    """cg-export the run (its parity check must pass) and check cg-eval reproduces its test MAE; the sidecar."""
+    model = run_script("cg-export", str(run), "--out", str(tmp_path / "exports")).stdout.strip().splitlines()[-1]
+    sidecar = json.loads(open(f"{model}.json").read())
+    assert sidecar["training"]["export_parity_max_abs_diff"] < 1e-4
+    result = json.loads(run_script("cg-eval", "--model", model, *db_args(dbs), "--split", "test", "--format", "json").stdout)
+    expected = json.loads((run / "metrics.json").read_text())["test"]["all"]
+    assert result["metrics"]["all"]["mae"] == pytest.approx(expected["mae"], abs=1e-4)
+    return sidecar
+
+
 def test_ensemble_with_every_lever_exports_and_evaluates(fake_dbs, tmp_path):
     """Two members, placement tokens, all features, Huber, cosine, ascent weights, mirrors, Fourier
     coordinates, weight averaging: one ONNX graph that cg-export checked against PyTorch, and cg-eval
@@ -63,13 +74,8 @@ def test_ensemble_with_every_lever_exports_and_evaluates(fake_dbs, tmp_path):
                "--schedule", "cosine", "--warmup-epochs", "0.5", "--ascent-weight-floor", "0.3", "--mirror-prob", "0.5",
                "--coord-encoding", "fourier", "--ema-decay", "0.9",
                "--features", "x,y,is_hold,role_start,role_middle,role_finish,role_foot,angle,nearest,nearest2")
-    model = run_script("cg-export", str(run), "--out", str(tmp_path / "exports")).stdout.strip().splitlines()[-1]
-    sidecar = json.loads(open(f"{model}.json").read())
+    sidecar = export_and_evaluate(run, fake_dbs, tmp_path)
     assert sidecar["training"]["model_config"]["members"] == 2
-    assert sidecar["training"]["export_parity_max_abs_diff"] < 1e-4
-    result = json.loads(run_script("cg-eval", "--model", model, *db_args(fake_dbs), "--split", "test", "--format", "json").stdout)
-    expected = json.loads((run / "metrics.json").read_text())["test"]["all"]
-    assert result["metrics"]["all"]["mae"] == pytest.approx(expected["mae"], abs=1e-4)
 
 
 def test_mixed_ensemble_exports_and_evaluates(fake_dbs, tmp_path):
@@ -84,12 +90,7 @@ def test_mixed_ensemble_exports_and_evaluates(fake_dbs, tmp_path):
     assert "members.0.token_groups" not in checkpoint["model"] and "members.2.token_groups" not in checkpoint["model"]
     assert checkpoint["model"]["members.1.token_embedding.weight"].shape[0] == int(groups.max()) + 1
     assert int(groups.max()) + 1 < len(groups)  # roles merged: fewer embedding rows than tokens
-    model = run_script("cg-export", str(run), "--out", str(tmp_path / "exports")).stdout.strip().splitlines()[-1]
-    sidecar = json.loads(open(f"{model}.json").read())
-    assert sidecar["training"]["export_parity_max_abs_diff"] < 1e-4
-    result = json.loads(run_script("cg-eval", "--model", model, *db_args(fake_dbs), "--split", "test", "--format", "json").stdout)
-    expected = json.loads((run / "metrics.json").read_text())["test"]["all"]
-    assert result["metrics"]["all"]["mae"] == pytest.approx(expected["mae"], abs=1e-4)
+    export_and_evaluate(run, fake_dbs, tmp_path)
 
 
 def test_placement_members_need_role_tokens(fake_dbs, tmp_path):
