@@ -1,9 +1,10 @@
 """The gradient-boosting baseline of bench/accuracy: LightGBM on hand-made route features.
 
 Benchmark-only (`pip install -e '.[bench]'`): neither the runtime nor training imports it.
-Features per (climb, angle) row: board/layout, angle, hold and role counts, x/y statistics of all
-holds and of hand holds, start and finish heights, move distances between hand holds taken
-bottom to top, nearest-neighbour distances, plus a one-hot indicator per (layout, placement).
+Features per (climb, angle) row: board/layout, angle, the runtime's route features (hold and role
+counts, x/y statistics of all holds and of hand holds, start and finish heights, move distances
+between hand holds taken bottom to top, nearest-neighbour distances; climbgrade_runtime.route_features),
+plus a one-hot indicator per (layout, placement).
 """
 
 from __future__ import annotations
@@ -15,13 +16,8 @@ import numpy as np
 from scipy import sparse
 
 from climbgrade_runtime.graded import Example
+from climbgrade_runtime.route_features import route_features
 
-ROLES = ("start", "middle", "finish", "foot")
-DENSE_NAMES = (
-    ["angle", "holds"] + [f"n_{r}" for r in ROLES]
-    + [f"{who}_{axis}_{stat}" for who in ("all", "hand") for axis in "xy" for stat in ("min", "max", "mean", "std")]
-    + ["start_y", "finish_y", "height_gain", "move_mean", "move_max", "move_sum", "nn_mean", "nn_max", "foot_hand_mean"]
-)
 PARAMS = {
     "objective": "regression_l1", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 20,
     "feature_fraction": 0.5, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
@@ -29,31 +25,9 @@ PARAMS = {
 }
 
 
-def _stats(values: np.ndarray) -> list[float]:
-    return [values.min(), values.max(), values.mean(), values.std()] if len(values) else [0.0] * 4
-
-
 def dense_features(example: Example) -> list[float]:
-    """The hand-made geometry features of one row, in DENSE_NAMES order (board units / 48)."""
-    route = example.route
-    place = route.layout.placements
-    xy = np.array([place[pid] for pid, _ in route.holds], dtype=np.float64) / 48.0
-    roles = np.array([role for _, role in route.holds])
-    hand = xy[roles != "foot"] if (roles != "foot").any() else xy
-    hand = hand[np.argsort(hand[:, 1], kind="stable")]
-    moves = np.sqrt((np.diff(hand, axis=0) ** 2).sum(1)) if len(hand) > 1 else np.zeros(1)
-    distance = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1))
-    np.fill_diagonal(distance, np.inf)
-    nearest = distance.min(1) if len(xy) > 1 else np.zeros(1)
-    feet = xy[roles == "foot"]
-    foot_hand = np.sqrt(((feet[:, None] - hand[None]) ** 2).sum(-1)).min(1).mean() if len(feet) else 0.0
-    start_y = xy[roles == "start", 1].mean() if (roles == "start").any() else hand[0, 1]
-    finish_y = xy[roles == "finish", 1].mean() if (roles == "finish").any() else hand[-1, 1]
-    return (
-        [example.angle, len(xy)] + [float((roles == r).sum()) for r in ROLES]
-        + _stats(xy[:, 0]) + _stats(xy[:, 1]) + _stats(hand[:, 0]) + _stats(hand[:, 1])
-        + [start_y, finish_y, finish_y - start_y, moves.mean(), moves.max(), moves.sum(), nearest.mean(), nearest.max(), foot_hand]
-    )
+    """The hand-made geometry features of one row: its angle and the runtime's route features."""
+    return [float(example.angle)] + route_features(example.route).tolist()
 
 
 class Featurizer:

@@ -8,8 +8,9 @@ real features.
 Two hold-token schemes, recorded in the sidecar:
 - "placement_role" (the reference design): one token per (placement, role), features x, y, is_hold.
 - "placement": one token per placement, the role given as a feature, so a hold's embedding learns
-  from every route that uses it in any role; plus the angle as a number and the distances to the
-  route's nearest other holds.
+  from every route that uses it in any role.
+Optional features (either scheme): role one-hot, the angle as a number, the distances to the
+route's nearest other holds, and route-level geometry on <CLS> (climbgrade_runtime.route_features).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from .errors import ModelError, RouteError
 from .geometry import LayoutGeometry
+from .route_features import DISTANCE_SCALE, ROUTE_FEATURES, route_features
 from .routes import Route, shown
 
 PAD, UNK, CLS = "<PAD>", "<UNK>", "<CLS>"
@@ -45,9 +47,27 @@ HOLD_TOKEN_SCHEMES = (PLACEMENT_ROLE, PLACEMENT)
 BASE_FEATURES = ("x", "y", "is_hold")
 ROLE_FEATURES = {"role_start": "start", "role_middle": "middle", "role_finish": "finish", "role_foot": "foot"}
 ANGLE_SCALE = 90.0  # "angle": wall angle / 90 on every token
-DISTANCE_SCALE = 48.0  # "nearest", "nearest2": distance to the route's nearest / 2nd-nearest other hold, board units / 48
-FEATURES = BASE_FEATURES + tuple(ROLE_FEATURES) + ("angle", "nearest", "nearest2")
+# "nearest", "nearest2": distance to the route's nearest / 2nd-nearest other hold, board units / DISTANCE_SCALE.
+# ROUTE_FEATURES ("route_*"): the route's geometry as a whole, on the <CLS> token only (zero elsewhere).
+FEATURES = BASE_FEATURES + tuple(ROLE_FEATURES) + ("angle", "nearest", "nearest2") + ROUTE_FEATURES
+FEATURE_GROUPS = {"route": ROUTE_FEATURES}  # a name that stands for several features on a command line
 UNSEEN_HOLDS = "never appeared in the training data"  # in the warning for holds mapped to <UNK>
+
+
+def expand_features(names: Iterable[str]) -> tuple[str, ...]:
+    """Feature names with each FEATURE_GROUPS name replaced by its features ("route" -> route_*)."""
+    return tuple(f for name in names for f in FEATURE_GROUPS.get(name, (name,)))
+
+
+def compact_features(names: Iterable[str]) -> tuple[str, ...]:
+    """The inverse of expand_features: a group whose features all appear, in order, is written as its name."""
+    out = tuple(names)
+    for group, members in FEATURE_GROUPS.items():
+        for start in range(len(out) - len(members) + 1):
+            if out[start : start + len(members)] == members:
+                out = out[:start] + (group,) + out[start + len(members) :]
+                break
+    return out
 
 
 def hold_token(board: str, layout_id: int, placement_id: int, role: str | None) -> str:
@@ -231,8 +251,13 @@ class Tokenizer:
         return Encoded(ids=ids, coords=coords, warnings=warnings)
 
     def _extra_features(self, resolved: ResolvedRoute, coords: np.ndarray) -> None:
-        """Fill the role, angle and neighbour-distance columns (beyond x, y, is_hold) in place."""
+        """Fill the role, angle, neighbour-distance and route columns (beyond x, y, is_hold) in place."""
         holds = coords[PREFIX_TOKENS:]
+        route_columns = [(column, ROUTE_FEATURES.index(name)) for column, name in enumerate(self.features) if name in ROUTE_FEATURES]
+        if route_columns:
+            values = route_features(resolved)
+            for column, position in route_columns:
+                coords[0, column] = values[position]
         for column, name in enumerate(self.features):
             if name in ROLE_FEATURES:
                 holds[:, column] = [role == ROLE_FEATURES[name] for _, role in resolved.holds]

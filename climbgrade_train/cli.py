@@ -11,7 +11,7 @@ import click
 
 from climbgrade_runtime.boardlib_db import databases_from_env
 from climbgrade_runtime.errors import ClimbgradeError
-from climbgrade_runtime.tokenizer import FEATURES, HOLD_TOKEN_SCHEMES
+from climbgrade_runtime.tokenizer import FEATURE_GROUPS, FEATURES, HOLD_TOKEN_SCHEMES, ROUTE_FEATURES, expand_features
 
 from .export import DEFAULT_INT8_MAX_DROP, DEFAULT_OPSET, DEFAULT_TOLERANCE, export_run
 from .model import COORD_ENCODINGS
@@ -65,7 +65,9 @@ def _words(text: str) -> tuple[str, ...]:
 @click.option("--hold-tokens", type=click.Choice(HOLD_TOKEN_SCHEMES), default=TrainConfig.hold_tokens, show_default=True,
               help="One token per (placement, role), or per placement with the role as a feature.")
 @click.option("--features", default=",".join(TrainConfig.features), show_default=True,
-              help=f"Comma-separated per-token features, starting x,y,is_hold; from: {','.join(FEATURES)}.")
+              help="Comma-separated per-token features, starting x,y,is_hold; from: "
+                   f"{','.join(f for f in FEATURES if f not in ROUTE_FEATURES)}, {','.join(FEATURE_GROUPS)} "
+                   "(route geometry on <CLS>: counts, x/y statistics, moves; or single route_* features).")
 @click.option("--loss", type=click.Choice(LOSSES), default=TrainConfig.loss, show_default=True)
 @click.option("--huber-delta", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.huber_delta, show_default=True,
               help="Huber loss threshold in difficulty units.")
@@ -106,7 +108,7 @@ def train_command(databases: tuple[str, ...], out: Path, resume: bool, epochs: i
             return
         config = TrainConfig(
             databases=databases or databases_from_env(), epochs=epochs or DEFAULT_EPOCHS, n_heads=heads, n_layers=layers, d_ff=ff,
-            features=_words(features), member_holds=_words(member_holds), **options,
+            features=expand_features(_words(features)), member_holds=_words(member_holds), **options,
         )
         train_run(config, out)
     except ClimbgradeError as exc:

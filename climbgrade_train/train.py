@@ -32,7 +32,7 @@ from climbgrade_runtime.grades import GradeTable
 from climbgrade_runtime.metrics import metrics_by_board, regression_metrics
 from climbgrade_runtime.model_io import ATTENTION_MASK, COORDS, TOKEN_IDS, pad_batch
 from climbgrade_runtime.split import SPLITS, SplitRule
-from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, PLACEMENT_ROLE, UNK_ID, Tokenizer
+from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, PLACEMENT_ROLE, UNK_ID, Tokenizer, compact_features
 
 from .dataset import EncodedSet, length_batches
 from .model import COORD_ENCODINGS, MEMBER_HOLDS, PLACEMENT_HOLDS, GradeModel, ModelConfig
@@ -90,7 +90,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         bad = [f for f in self.features if f not in FEATURES]
         if bad or self.features[: len(BASE_FEATURES)] != BASE_FEATURES:
-            raise TrainError(f"--features must start with {','.join(BASE_FEATURES)} and name only {','.join(FEATURES)}"
+            raise TrainError(f"--features must start with {','.join(BASE_FEATURES)} and name only {','.join(compact_features(FEATURES))}"
                              + (f" (unknown: {', '.join(bad)})" if bad else ""))
         bad_holds = [h for h in self.member_holds if h not in MEMBER_HOLDS]
         if bad_holds:
@@ -129,7 +129,9 @@ class TrainConfig:
             if name in ("databases", "device") or value == getattr(defaults, name):
                 continue
             flag = flags.get(name, "--" + name.replace("_", "-"))
-            if name in ("features", "member_holds"):
+            if name == "features":
+                words += [flag, ",".join(compact_features(value))]
+            elif name == "member_holds":
                 words += [flag, ",".join(value)]
             elif isinstance(value, tuple):
                 words += [w for item in value for w in (flag, str(item))]

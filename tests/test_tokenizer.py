@@ -161,3 +161,42 @@ def test_placement_groups_merge_one_placements_roles_only(tokenizer):
     assert len({min(g) for g in by_placement.values()}) == len(by_placement)  # other placements: other groups
     assert any(groups.count(g) > 1 for g in set(groups))  # some placement was used in two roles
     assert max(groups) + 1 == len(SPECIALS) + sum(1 for t in tokenizer.vocab if t.startswith("<") and t not in SPECIALS) + len(by_placement)
+
+
+def test_route_features_sit_on_cls_and_describe_the_route(fake_data):
+    from climbgrade_runtime.route_features import ROUTE_FEATURES
+    from climbgrade_runtime.tokenizer import BASE_FEATURES, expand_features
+
+    features = expand_features(BASE_FEATURES + ("route",))
+    assert features == BASE_FEATURES + ROUTE_FEATURES
+    tokenizer = Tokenizer.build(fake_data.layouts.values(), [e.route for e in fake_data.examples], fake_data.max_len,
+                                features=features)
+    layout = tokenizer.layouts[("kilter", 1)]
+    by_height = sorted(layout.placements, key=lambda p: (layout.placements[p][1], layout.placements[p][0]))
+    start, foot, middle, finish = by_height[0], by_height[len(by_height) // 3], by_height[len(by_height) // 2], by_height[-1]
+    holds = ((finish, "finish"), (middle, "middle"), (start, "start"), (foot, "foot"))
+    encoded = tokenizer.encode(Route("kilter", 1, 40, holds))
+    route = dict(zip(ROUTE_FEATURES, encoded.coords[0, len(BASE_FEATURES):].tolist()))
+    assert not encoded.coords[1:, len(BASE_FEATURES):].any()  # route geometry lives on <CLS> only
+    xy = {pid: np.array(layout.placements[pid], dtype=float) / 48 for pid, _ in holds}
+    hand = [xy[start], xy[middle], xy[finish]]  # bottom to top, the foot left out
+    expected = {
+        "route_holds": 0.4, "route_start": 0.1, "route_middle": 0.1, "route_finish": 0.1, "route_foot": 0.1,
+        "route_start_y": xy[start][1], "route_finish_y": xy[finish][1], "route_height_gain": xy[finish][1] - xy[start][1],
+        "route_move_sum": np.linalg.norm(hand[1] - hand[0]) + np.linalg.norm(hand[2] - hand[1]),
+        "route_move_max": max(np.linalg.norm(hand[1] - hand[0]), np.linalg.norm(hand[2] - hand[1])),
+        "route_hand_y_min": xy[start][1], "route_all_x_max": max(v[0] for v in xy.values()),
+        "route_foot_hand": min(np.linalg.norm(xy[foot] - h) for h in hand),
+    }
+    assert {k: round(route[k], 4) for k in expected} == {k: round(float(v), 4) for k, v in expected.items()}
+    shuffled = tokenizer.encode(Route("kilter", 1, 40, holds[::-1]))  # any listing order: the same features
+    assert np.array_equal(shuffled.coords, encoded.coords)
+
+
+def test_feature_groups_compact_and_expand():
+    from climbgrade_runtime.route_features import ROUTE_FEATURES
+    from climbgrade_runtime.tokenizer import FEATURES, compact_features, expand_features
+
+    assert compact_features(FEATURES)[-1] == "route" and expand_features(compact_features(FEATURES)) == FEATURES
+    partial = ("x", "y", "is_hold") + ROUTE_FEATURES[:3]  # a part of a group stays spelt out
+    assert compact_features(partial) == partial

@@ -140,16 +140,19 @@ def test_bad_training_options_are_refused_in_one_line(fake_dbs, tmp_path):
 
 
 def test_recorded_command_trains_the_same_configuration():
+    from climbgrade_runtime.route_features import ROUTE_FEATURES
+    from climbgrade_runtime.tokenizer import expand_features
     from climbgrade_train.cli import train_command
     from climbgrade_train.train import TrainConfig
 
     config = TrainConfig(databases=("a.db", "b.db"), epochs=12, schedule="cosine", warmup_epochs=1.0, members=3,
-                         layouts=(1, 8), features=("x", "y", "is_hold", "angle"), n_heads=2,
+                         layouts=(1, 8), features=("x", "y", "is_hold", "angle") + ROUTE_FEATURES, n_heads=2,
                          member_holds=("token", "placement"))
     words = config.command("runs/x").split()
     assert words[:5] == ["cg-train", "--db", "a.db", "--db", "b.db"] and "--members" in words and "--lr" not in words
     ctx = train_command.make_context("cg-train", words[1:])
     params = ctx.params
     assert params["databases"] == ("a.db", "b.db") and params["members"] == 3 and params["layouts"] == (1, 8)
-    assert params["features"] == "x,y,is_hold,angle" and params["heads"] == 2 and params["schedule"] == "cosine"
+    assert params["features"] == "x,y,is_hold,angle,route" and params["heads"] == 2 and params["schedule"] == "cosine"
     assert params["member_holds"] == "token,placement"
+    assert expand_features(params["features"].split(",")) == config.features

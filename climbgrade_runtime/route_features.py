@@ -1,0 +1,59 @@
+"""Route-level geometry: hold and role counts, position statistics, move and neighbour distances.
+
+What a setter reads off a route at a glance and what gradient boosting grades well from. The
+tokenizer puts these on the <CLS> token (feature names "route_*"), so a network gets them as
+inputs instead of having to derive them from ~15 holds; bench/gbm.py uses the same numbers.
+Hand holds are every hold but feet, taken bottom to top for the moves. Distances are in board
+units / DISTANCE_SCALE, counts / COUNT_SCALE.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .tokenizer import ResolvedRoute
+
+DISTANCE_SCALE = 48.0  # board units -> about one unit per 4 feet
+COUNT_SCALE = 10.0
+ROLES = ("start", "middle", "finish", "foot")
+ROUTE_FEATURES = (
+    ("route_holds",) + tuple(f"route_{role}" for role in ROLES)
+    + tuple(f"route_{who}_{axis}_{stat}" for who in ("all", "hand") for axis in "xy" for stat in ("min", "max", "mean", "std"))
+    + ("route_start_y", "route_finish_y", "route_height_gain", "route_move_mean", "route_move_max", "route_move_sum",
+       "route_nearest_mean", "route_nearest_max", "route_foot_hand")
+)
+
+
+def _stats(values: np.ndarray) -> list[float]:
+    return [values.min(), values.max(), values.mean(), values.std()]
+
+
+def route_features(resolved: "ResolvedRoute") -> np.ndarray:
+    """The ROUTE_FEATURES of one route (at least one hold, in canonical bottom-to-top order), float32."""
+    place = resolved.layout.placements
+    xy = np.array([place[pid] for pid, _ in resolved.holds], dtype=np.float64) / DISTANCE_SCALE
+    roles = np.array([role for _, role in resolved.holds])
+    hand = xy[roles != "foot"] if (roles != "foot").any() else xy
+    hand = hand[np.argsort(hand[:, 1], kind="stable")]
+    moves = np.sqrt((np.diff(hand, axis=0) ** 2).sum(1)) if len(hand) > 1 else np.zeros(1)
+    if len(xy) > 1:
+        distance = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1))
+        np.fill_diagonal(distance, np.inf)
+        nearest = distance.min(1)
+    else:
+        nearest = np.zeros(1)
+    feet = xy[roles == "foot"]
+    foot_hand = np.sqrt(((feet[:, None] - hand[None]) ** 2).sum(-1)).min(1).mean() if len(feet) else 0.0
+    start_y = xy[roles == "start", 1].mean() if (roles == "start").any() else hand[0, 1]
+    finish_y = xy[roles == "finish", 1].mean() if (roles == "finish").any() else hand[-1, 1]
+    counts = [len(xy)] + [float((roles == r).sum()) for r in ROLES]
+    values = (
+        [c / COUNT_SCALE for c in counts]
+        + _stats(xy[:, 0]) + _stats(xy[:, 1]) + _stats(hand[:, 0]) + _stats(hand[:, 1])
+        + [start_y, finish_y, finish_y - start_y, moves.mean(), moves.max(), moves.sum(), nearest.mean(), nearest.max(),
+           foot_hand]
+    )
+    return np.array(values, dtype=np.float32)
