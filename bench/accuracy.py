@@ -8,7 +8,8 @@ same test climbs, which none of them trained or selected on):
 - the reference transformer, exactly the end-to-end design (`cg-train` with REFERENCE's options);
 - LightGBM on hand-made features plus one-hot holds (bench/gbm.py; `pip install -e '.[bench]'`);
 - the shipped model, scored through the torch-free runtime from `exports/` (cg-eval's code);
-- with --ablations, one network (reference + cosine schedule) with one lever changed at a time.
+- with --ablations, one network (reference + cosine schedule) with one lever changed at a time;
+  --ablation TEXT runs only the ablation rows whose name contains TEXT (repeatable).
 Transformer runs go to --runs/<row>; a finished run with the same options is reused, not retrained.
 Prints one table (all rows, rows with >= 5 ascents, per board) and writes it as JSON with --json.
 """
@@ -34,7 +35,7 @@ from climbgrade_runtime.metrics import metrics_by_board
 from climbgrade_runtime.predictor import GradePredictor
 from climbgrade_runtime.routes import Route
 from climbgrade_runtime.split import uuid_digest
-from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, PLACEMENT, PLACEMENT_ROLE
+from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, MOVE_FEATURES, PLACEMENT, PLACEMENT_ROLE, ROUTE_FEATURES
 from climbgrade_train.train import TrainConfig, resume_run, train_run
 
 MIN_ASCENTS = 5
@@ -45,14 +46,18 @@ REFERENCE: dict[str, Any] = {  # the end-to-end issue's design, spelt out so new
     "d_model": 128, "n_heads": 4, "n_layers": 4, "d_ff": 256, "dropout": 0.1, "readout": "cls", "members": 1,
     "member_holds": (), "coord_encoding": "linear", "ema_decay": 0.0,
 }
-ALL_FEATURES = {"hold_tokens": PLACEMENT, "features": FEATURES}
+ROLE_ANGLE_DISTANCE = tuple(f for f in FEATURES if f not in MOVE_FEATURES + ROUTE_FEATURES)
+PLACEMENT_RAD = {"hold_tokens": PLACEMENT, "features": ROLE_ANGLE_DISTANCE}
 # The base of the ablation rows: the reference network with a cosine schedule, 12 epochs. Each row
 # changes one lever (or one named group) of it, so rows stay comparable when the shipped recipe moves.
 ONE_NETWORK: dict[str, Any] = REFERENCE | {"epochs": 12, "patience": 30, "schedule": "cosine", "warmup_epochs": 1.0}
+ROUTE = ROLE_ANGLE_DISTANCE + ROUTE_FEATURES
+MOVE_ROUTE = ROLE_ANGLE_DISTANCE + MOVE_FEATURES + ROUTE_FEATURES
+SHIPPED_MEMBER = {"lr": 1e-3, "features": MOVE_ROUTE, "epochs": 8, "dropout": 0.2}
 ABLATIONS: dict[str, dict[str, Any]] = {
     "one network, cosine + warm-up (ablation base)": {},
     "base + Huber loss": {"loss": "huber"},
-    "base + placement tokens and all features": ALL_FEATURES,
+    "base + placement tokens and role/angle/distance features": PLACEMENT_RAD,
     "base + Fourier x/y": {"coord_encoding": "fourier"},
     "base + weight average (EMA 0.998)": {"ema_decay": 0.998},
     "base + dropout 0.2, UNK 0.1": {"dropout": 0.2, "unk_prob": 0.1},
@@ -60,17 +65,27 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "base + L1 loss": {"loss": "l1"},
     "base + sum readout": {"readout": "cls+sum"},
     "base + learning rate 1e-3": {"lr": 1e-3},
-    "base + all features, EMA, 8 epochs": ALL_FEATURES | {"ema_decay": 0.998, "epochs": 8},
-    "base + role/angle/distance features, 2 networks": {"features": FEATURES, "members": 2},
+    "base + placement tokens, role/angle/distance features, EMA, 8 epochs": PLACEMENT_RAD | {"ema_decay": 0.998, "epochs": 8},
+    "base + role/angle/distance features, 2 networks": {"features": ROLE_ANGLE_DISTANCE, "members": 2},
     "base + role/angle/distance features, 2 networks, token + placement": {
-        "features": FEATURES, "members": 2, "member_holds": ("token", "placement"),
+        "features": ROLE_ANGLE_DISTANCE, "members": 2, "member_holds": ("token", "placement"),
     },
-    "base + role/angle/distance features, lr 1e-3, 4 networks (shipped recipe, unmixed)": {
-        "features": FEATURES, "lr": 1e-3, "members": 4,
+    "base + role/angle/distance features, lr 1e-3, 4 networks (previous shipped recipe, unmixed)": {
+        "features": ROLE_ANGLE_DISTANCE, "lr": 1e-3, "members": 4,
     },
+    # Route geometry on <CLS> (climbgrade_runtime.route_features): one network each, lr 1e-3.
+    "base + lr 1e-3, role/angle/distance features": {"lr": 1e-3, "features": ROLE_ANGLE_DISTANCE},
+    "base + lr 1e-3, role/angle/distance + route features": {"lr": 1e-3, "features": ROUTE},
+    "route features, 8 epochs, placement tokens": {"lr": 1e-3, "features": ROUTE, "epochs": 8, "hold_tokens": PLACEMENT},
+    "route features, 8 epochs, dropout 0.2": {"lr": 1e-3, "features": ROUTE, "epochs": 8, "dropout": 0.2},
+    "route + move features, 8 epochs": {"lr": 1e-3, "features": MOVE_ROUTE, "epochs": 8},
+    "route + move features, 8 epochs, dropout 0.2 (the shipped member recipe)": SHIPPED_MEMBER,
+    "shipped member recipe + ascent weights (floor 0.5)": SHIPPED_MEMBER | {"ascent_weight_floor": 0.5},
+    "shipped member recipe + mirrors (TB2; p 0.5)": SHIPPED_MEMBER | {"mirror_prob": 0.5},
+    "shipped member recipe + Huber loss": SHIPPED_MEMBER | {"loss": "huber"},
     # placement tokens, role/angle/distance features, Huber, ascent weights, mirrors, sum readout,
     # 10% UNK, dropout 0.15, 14 epochs
-    "base + new levers bundle": ALL_FEATURES | {
+    "base + new levers bundle": PLACEMENT_RAD | {
         "epochs": 14, "loss": "huber", "ascent_weight_floor": 0.5, "mirror_prob": 0.5, "readout": "cls+sum",
         "unk_prob": 0.1, "dropout": 0.15,
     },
@@ -78,9 +93,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 
 
 def slug(name: str) -> str:
-    """Run-folder name of a row: its first words."""
+    """Run-folder name of a row: its words, lower case (distinct names give distinct folders)."""
     words = [w for w in ("".join(c for c in word if c.isalnum()) for word in name.split()) if w]
-    return "_".join(words[:6]).lower()
+    return "_".join(words).lower()
 
 
 def score(examples: list[Example], predicted: np.ndarray, grades: GradeTable) -> dict[str, dict[str, float]]:
@@ -136,9 +151,11 @@ def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("exports/climbgrade.onnx"),
               show_default=True, help="The shipped model, scored through the runtime.")
 @click.option("--ablations", is_flag=True, help="Also train one network with one lever changed at a time (ABLATIONS).")
+@click.option("--ablation", "only", multiple=True, metavar="TEXT",
+              help="Only the ablation rows whose name contains TEXT (repeatable; implies --ablations).")
 @click.option("--skip", multiple=True, type=click.Choice(["reference", "lightgbm"]), help="Leave out a baseline row.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def main(databases: tuple[str, ...], runs_dir: Path, model_path: Path, ablations: bool, skip: tuple[str, ...],
+def main(databases: tuple[str, ...], runs_dir: Path, model_path: Path, ablations: bool, only: tuple[str, ...], skip: tuple[str, ...],
          json_path: Path | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     predictor = GradePredictor.load(model_path, intra_op_threads=2)
@@ -168,8 +185,11 @@ def main(databases: tuple[str, ...], runs_dir: Path, model_path: Path, ablations
         raise click.ClickException(f"{model_path} was tested on other climbs than this split's: pass the databases it was trained on")
     graded = predictor.predict_many([Route(e.board, e.layout_id, e.angle, e.route.holds) for e in test])
     results[f"shipped ({model_path.name})"] = score(test, np.array([p.difficulty for p in graded]), grades)
-    if ablations:
-        for name, change in ABLATIONS.items():
+    if ablations or only:
+        chosen = {name: change for name, change in ABLATIONS.items() if not only or any(t in name for t in only)}
+        if not chosen:
+            raise click.ClickException(f"no ablation row's name contains {' or '.join(map(repr, only))}")
+        for name, change in chosen.items():
             config = TrainConfig.from_dict(shipped.to_dict() | ONE_NETWORK | change)
             results[name] = score(test, transformer_predictions(config, runs_dir / slug(name), test), grades)
     print_table(results)

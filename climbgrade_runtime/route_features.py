@@ -32,7 +32,10 @@ def _stats(values: np.ndarray) -> list[float]:
 
 
 def route_features(resolved: "ResolvedRoute") -> np.ndarray:
-    """The ROUTE_FEATURES of one route (at least one hold, in canonical bottom-to-top order), float32."""
+    """The ROUTE_FEATURES of one route (at least one hold, in canonical bottom-to-top order).
+
+    float64, as LightGBM bins them; the tokenizer stores them in its float32 coords.
+    """
     place = resolved.layout.placements
     xy = np.array([place[pid] for pid, _ in resolved.holds], dtype=np.float64) / DISTANCE_SCALE
     roles = np.array([role for _, role in resolved.holds])
@@ -56,4 +59,4 @@ def route_features(resolved: "ResolvedRoute") -> np.ndarray:
         + [start_y, finish_y, finish_y - start_y, moves.mean(), moves.max(), moves.sum(), nearest.mean(), nearest.max(),
            foot_hand]
     )
-    return np.array(values, dtype=np.float32)
+    return np.array(values, dtype=np.float64)

@@ -49,7 +49,10 @@ ROLE_FEATURES = {"role_start": "start", "role_middle": "middle", "role_finish": 
 ANGLE_SCALE = 90.0  # "angle": wall angle / 90 on every token
 # "nearest", "nearest2": distance to the route's nearest / 2nd-nearest other hold, board units / DISTANCE_SCALE.
 # ROUTE_FEATURES ("route_*"): the route's geometry as a whole, on the <CLS> token only (zero elsewhere).
-FEATURES = BASE_FEATURES + tuple(ROLE_FEATURES) + ("angle", "nearest", "nearest2") + ROUTE_FEATURES
+# "move_dx", "move_dy": the move onto a hand hold from the hand hold below it (bottom-to-top order), board
+# units / DISTANCE_SCALE; zero on feet and on the lowest hand hold.
+MOVE_FEATURES = ("move_dx", "move_dy")
+FEATURES = BASE_FEATURES + tuple(ROLE_FEATURES) + ("angle", "nearest", "nearest2") + MOVE_FEATURES + ROUTE_FEATURES
 FEATURE_GROUPS = {"route": ROUTE_FEATURES}  # a name that stands for several features on a command line
 UNSEEN_HOLDS = "never appeared in the training data"  # in the warning for holds mapped to <UNK>
 
@@ -273,6 +276,14 @@ class Tokenizer:
             for rank, column in wanted:
                 if rank < nearest.shape[1] - 1:  # a route of 2 holds has no 2nd-nearest other hold
                     holds[:, column] = nearest[:, rank] / DISTANCE_SCALE
+        if any(name in self.features for name in MOVE_FEATURES):
+            place = resolved.layout.placements
+            hands = [i for i, (_, role) in enumerate(resolved.holds) if role != "foot"]
+            for below, above in zip(hands, hands[1:]):
+                (x0, y0), (x1, y1) = place[resolved.holds[below][0]], place[resolved.holds[above][0]]
+                for name, delta in (("move_dx", x1 - x0), ("move_dy", y1 - y0)):
+                    if name in self.features:
+                        holds[above, self.features.index(name)] = delta / DISTANCE_SCALE
 
     def placement_groups(self) -> list[int]:
         """Per token id, a group id shared by one placement's tokens in every role (others alone).

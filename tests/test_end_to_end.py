@@ -74,7 +74,7 @@ def test_every_sequence_length_runs(fake_pipeline):
     for length in range(1, sidecar.tokenizer.max_len + 1):
         for batch in (1, 3):
             feeds = {"token_ids": rng.integers(0, vocab, (batch, length)),
-                     "coords": rng.uniform(-1, 1, (batch, length, 3)).astype(np.float32),
+                     "coords": rng.uniform(-1, 1, (batch, length, sidecar.tokenizer.n_features)).astype(np.float32),
                      "attention_mask": np.ones((batch, length), dtype=np.int64)}
             (out,) = session.run(None, feeds)
             assert out.shape == (batch,) and np.all(np.isfinite(out))

@@ -65,7 +65,7 @@ def export_and_evaluate(run, dbs, tmp_path) -> dict:
 
 
 def test_ensemble_with_every_lever_exports_and_evaluates(fake_dbs, tmp_path):
-    """Two members, placement tokens, all features, Huber, cosine, ascent weights, mirrors, Fourier
+    """Two members, placement tokens, every feature (move and route geometry too), Huber, cosine, ascent weights, mirrors, Fourier
     coordinates, weight averaging: one ONNX graph that cg-export checked against PyTorch, and cg-eval
     scores like training did."""
     run = tmp_path / "run"
@@ -73,7 +73,7 @@ def test_ensemble_with_every_lever_exports_and_evaluates(fake_dbs, tmp_path):
                "--members", "2", "--hold-tokens", "placement", "--readout", "cls+sum", "--loss", "huber",
                "--schedule", "cosine", "--warmup-epochs", "0.5", "--ascent-weight-floor", "0.3", "--mirror-prob", "0.5",
                "--coord-encoding", "fourier", "--ema-decay", "0.9",
-               "--features", "x,y,is_hold,role_start,role_middle,role_finish,role_foot,angle,nearest,nearest2")
+               "--features", "x,y,is_hold,role_start,role_middle,role_finish,role_foot,angle,nearest,nearest2,move_dx,move_dy,route")
     sidecar = export_and_evaluate(run, fake_dbs, tmp_path)
     assert sidecar["training"]["model_config"]["members"] == 2
 
@@ -83,7 +83,7 @@ def test_mixed_ensemble_exports_and_evaluates(fake_dbs, tmp_path):
     run = tmp_path / "run"
     run_script("cg-train", *db_args(fake_dbs), "--out", str(run), "--epochs", "1", "--batch-size", "128", *TINY_MODEL,
                "--members", "3", "--member-holds", "token,placement",
-               "--features", "x,y,is_hold,role_start,role_middle,role_finish,role_foot")
+               "--features", "x,y,is_hold,role_start,role_middle,role_finish,role_foot,route")
     checkpoint = torch.load(run / "best.pt", weights_only=True)
     assert tuple(checkpoint["model_config"]["member_holds"]) == ("token", "placement")
     groups = checkpoint["model"]["members.1.token_groups"]

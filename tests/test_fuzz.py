@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, example, given, settings
@@ -167,7 +168,7 @@ def parse_and_encode(tokenizer: Tokenizer, obj: Any) -> None:
         assert_one_clear_line(str(exc))
     else:
         assert PREFIX_TOKENS < len(encoded.ids) <= tokenizer.max_len
-        assert encoded.coords.shape == (len(encoded.ids), 3)
+        assert encoded.coords.shape == (len(encoded.ids), tokenizer.n_features) and np.isfinite(encoded.coords).all()
 
 
 def non_blank_lines(text: str) -> int:

@@ -55,7 +55,7 @@ def test_sequence_layout_and_coordinates(tokenizer):
     assert tokenizer.vocab[encoded.ids[0]] == CLS
     assert tokenizer.vocab[encoded.ids[1]] == "<BOARD_kilter_1>"
     assert tokenizer.vocab[encoded.ids[2]] == "<ANGLE_40>"
-    assert encoded.coords[:3].tolist() == [[0, 0, 0]] * 3
+    assert encoded.coords[:3, :3].tolist() == [[0, 0, 0]] * 3
     assert encoded.coords[3:, 2].tolist() == [1, 1, 1]
     assert np.all(np.abs(encoded.coords[:, :2]) <= 1)
     # role id 13 resolves to its name: the same token as writing "middle"
@@ -189,6 +189,10 @@ def test_route_features_sit_on_cls_and_describe_the_route(fake_data):
         "route_foot_hand": min(np.linalg.norm(xy[foot] - h) for h in hand),
     }
     assert {k: round(route[k], 4) for k in expected} == {k: round(float(v), 4) for k, v in expected.items()}
+    moves = Tokenizer.build(fake_data.layouts.values(), [], fake_data.max_len,
+                            features=BASE_FEATURES + ("move_dx", "move_dy")).encode(Route("kilter", 1, 40, holds))
+    # Onto each hand hold from the hand hold below it; nothing on the foot or the lowest hand hold.
+    assert np.allclose(moves.coords[3:, 3:], [[0, 0], [0, 0], hand[1] - hand[0], hand[2] - hand[1]], atol=1e-6)
     shuffled = tokenizer.encode(Route("kilter", 1, 40, holds[::-1]))  # any listing order: the same features
     assert np.array_equal(shuffled.coords, encoded.coords)
 
