@@ -10,7 +10,8 @@ Two hold-token schemes, recorded in the sidecar:
 - "placement": one token per placement, the role given as a feature, so a hold's embedding learns
   from every route that uses it in any role.
 Optional features (either scheme): role one-hot, the angle as a number, the distances to the
-route's nearest other holds, and route-level geometry on <CLS> (climbgrade_runtime.route_features).
+route's nearest other holds, the move onto each hand hold from the one below it, and route-level
+geometry on <CLS> (climbgrade_runtime.route_features).
 """
 
 from __future__ import annotations
