@@ -16,7 +16,7 @@ import numpy as np
 from scipy import sparse
 
 from climbgrade_runtime.graded import Example
-from climbgrade_runtime.route_features import route_features
+from climbgrade_runtime.route_features import RouteGeometry, route_features
 
 PARAMS = {
     "objective": "regression_l1", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 20,
@@ -27,7 +27,7 @@ PARAMS = {
 
 def dense_features(example: Example) -> list[float]:
     """The hand-made geometry features of one row: its angle and the runtime's route features."""
-    return [float(example.angle)] + route_features(example.route).tolist()
+    return [float(example.angle)] + route_features(RouteGeometry.of(example.route)).tolist()
 
 
 class Featurizer:

@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import ModelError, RouteError
 from .geometry import LayoutGeometry
-from .route_features import DISTANCE_SCALE, ROUTE_FEATURES, route_features
+from .route_features import DISTANCE_SCALE, ROUTE_FEATURES, RouteGeometry, route_features
 from .routes import Route, shown
 
 PAD, UNK, CLS = "<PAD>", "<UNK>", "<CLS>"
@@ -54,6 +54,7 @@ ANGLE_SCALE = 90.0  # "angle": wall angle / 90 on every token
 # units / DISTANCE_SCALE; zero on feet and on the lowest hand hold.
 MOVE_FEATURES = ("move_dx", "move_dy")
 FEATURES = BASE_FEATURES + tuple(ROLE_FEATURES) + ("angle", "nearest", "nearest2") + MOVE_FEATURES + ROUTE_FEATURES
+GEOMETRY_FEATURES = frozenset(("nearest", "nearest2") + MOVE_FEATURES + ROUTE_FEATURES)  # read from a RouteGeometry
 FEATURE_GROUPS = {"route": ROUTE_FEATURES}  # a name that stands for several features on a command line
 UNSEEN_HOLDS = "never appeared in the training data"  # in the warning for holds mapped to <UNK>
 
@@ -179,6 +180,12 @@ class Tokenizer:
     # Per layout, hold key -> token id ((placement, role) or placement, by scheme): encoding looks
     # ids up without building token strings.
     hold_ids: dict[tuple[str, int], dict[Any, int]] = field(init=False, repr=False, compare=False)
+    # Worked out once from `features`, read by every encode: feature name -> coords column; whether
+    # any feature needs a RouteGeometry; the route features' coords columns and ROUTE_FEATURES positions.
+    columns: dict[str, int] = field(init=False, repr=False, compare=False)
+    uses_geometry: bool = field(init=False, repr=False, compare=False)
+    route_columns: np.ndarray = field(init=False, repr=False, compare=False)
+    route_positions: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.vocab[: len(SPECIALS)] != SPECIALS:
@@ -194,6 +201,11 @@ class Tokenizer:
             raise ModelError(f"features must start with {', '.join(BASE_FEATURES)} and come from {', '.join(FEATURES)}; "
                              f"got {', '.join(self.features)}: upgrade climbgrade or re-export the model")
         object.__setattr__(self, "index", {tok: i for i, tok in enumerate(self.vocab)})
+        object.__setattr__(self, "columns", {name: i for i, name in enumerate(self.features)})
+        object.__setattr__(self, "uses_geometry", not GEOMETRY_FEATURES.isdisjoint(self.features))
+        route = [(i, ROUTE_FEATURES.index(name)) for i, name in enumerate(self.features) if name in ROUTE_FEATURES]
+        object.__setattr__(self, "route_columns", np.array([i for i, _ in route], dtype=np.int64))
+        object.__setattr__(self, "route_positions", np.array([p for _, p in route], dtype=np.int64))
         hold_ids: dict[tuple[str, int], dict[Any, int]] = {key: {} for key in self.layouts}
         for token, i in self.index.items():
             parsed = _parse_hold_token(token)
@@ -255,36 +267,28 @@ class Tokenizer:
         return Encoded(ids=ids, coords=coords, warnings=warnings)
 
     def _extra_features(self, resolved: ResolvedRoute, coords: np.ndarray) -> None:
-        """Fill the role, angle, neighbour-distance and route columns (beyond x, y, is_hold) in place."""
+        """Fill the role, angle, neighbour-distance, move and route columns (beyond x, y, is_hold) in place."""
         holds = coords[PREFIX_TOKENS:]
-        route_columns = [(column, ROUTE_FEATURES.index(name)) for column, name in enumerate(self.features) if name in ROUTE_FEATURES]
-        if route_columns:
-            values = route_features(resolved)
-            for column, position in route_columns:
-                coords[0, column] = values[position]
-        for column, name in enumerate(self.features):
-            if name in ROLE_FEATURES:
-                holds[:, column] = [role == ROLE_FEATURES[name] for _, role in resolved.holds]
-            elif name == "angle":
-                coords[:, column] = resolved.angle / ANGLE_SCALE
-        wanted = [(rank, self.features.index(name)) for rank, name in enumerate(("nearest", "nearest2")) if name in self.features]
-        if wanted and len(resolved.holds) > 1:
-            place = resolved.layout.placements
-            xy = np.array([place[pid] for pid, _ in resolved.holds], dtype=np.float32)
-            distance = np.sqrt(((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1))
-            np.fill_diagonal(distance, np.inf)
-            nearest = np.sort(distance, axis=1)
-            for rank, column in wanted:
-                if rank < nearest.shape[1] - 1:  # a route of 2 holds has no 2nd-nearest other hold
-                    holds[:, column] = nearest[:, rank] / DISTANCE_SCALE
-        if any(name in self.features for name in MOVE_FEATURES):
-            place = resolved.layout.placements
-            hands = [i for i, (_, role) in enumerate(resolved.holds) if role != "foot"]
-            for below, above in zip(hands, hands[1:]):
-                (x0, y0), (x1, y1) = place[resolved.holds[below][0]], place[resolved.holds[above][0]]
-                for name, delta in (("move_dx", x1 - x0), ("move_dy", y1 - y0)):
-                    if name in self.features:
-                        holds[above, self.features.index(name)] = delta / DISTANCE_SCALE
+        columns = self.columns
+        for name, role_name in ROLE_FEATURES.items():
+            if name in columns:
+                holds[:, columns[name]] = [role == role_name for _, role in resolved.holds]
+        if "angle" in columns:
+            coords[:, columns["angle"]] = resolved.angle / ANGLE_SCALE
+        if not self.uses_geometry:
+            return
+        geometry = RouteGeometry.of(resolved)
+        for rank, name in enumerate(("nearest", "nearest2")):
+            if name in columns and rank < geometry.gaps.shape[1]:  # a route of 2 holds has no 2nd-nearest other hold
+                # in float32 board units, then scaled: the values every model so far was trained on
+                board_units = (geometry.gaps[:, rank] * DISTANCE_SCALE).astype(np.float32)
+                holds[:, columns[name]] = board_units / np.float32(DISTANCE_SCALE)
+        moves = geometry.hand_moves()
+        for axis, name in enumerate(MOVE_FEATURES):
+            if name in columns:
+                holds[geometry.hands[1:], columns[name]] = moves[:, axis]
+        if len(self.route_columns):
+            coords[0, self.route_columns] = route_features(geometry)[self.route_positions]
 
     def placement_groups(self) -> list[int]:
         """Per token id, a group id shared by one placement's tokens in every role (others alone).
