@@ -35,7 +35,8 @@ from climbgrade_runtime.metrics import metrics_by_board
 from climbgrade_runtime.predictor import GradePredictor
 from climbgrade_runtime.routes import Route
 from climbgrade_runtime.split import uuid_digest
-from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, MOVE_FEATURES, PLACEMENT, PLACEMENT_ROLE, ROUTE_FEATURES
+from climbgrade_runtime.route_features import ALL_ROUTE_FEATURES, ROUTE_FEATURES, SHAPE_FEATURES
+from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, MOVE_FEATURES, PLACEMENT, PLACEMENT_ROLE
 from climbgrade_train.train import TrainConfig, resume_run, train_run
 
 MIN_ASCENTS = 5
@@ -46,7 +47,7 @@ REFERENCE: dict[str, Any] = {  # the end-to-end issue's design, spelt out so new
     "d_model": 128, "n_heads": 4, "n_layers": 4, "d_ff": 256, "dropout": 0.1, "readout": "cls", "members": 1,
     "member_holds": (), "coord_encoding": "linear", "ema_decay": 0.0,
 }
-ROLE_ANGLE_DISTANCE = tuple(f for f in FEATURES if f not in MOVE_FEATURES + ROUTE_FEATURES)
+ROLE_ANGLE_DISTANCE = tuple(f for f in FEATURES if f not in MOVE_FEATURES + ALL_ROUTE_FEATURES)
 PLACEMENT_RAD = {"hold_tokens": PLACEMENT, "features": ROLE_ANGLE_DISTANCE}
 # The base of the ablation rows: the reference network with a cosine schedule, 12 epochs. Each row
 # changes one lever (or one named group) of it, so rows stay comparable when the shipped recipe moves.
@@ -83,6 +84,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "shipped member recipe + ascent weights (floor 0.5)": SHIPPED_MEMBER | {"ascent_weight_floor": 0.5},
     "shipped member recipe + mirrors (TB2; p 0.5)": SHIPPED_MEMBER | {"mirror_prob": 0.5},
     "shipped member recipe + Huber loss": SHIPPED_MEMBER | {"loss": "huber"},
+    "shipped member recipe + shape features": SHIPPED_MEMBER | {"features": MOVE_ROUTE + SHAPE_FEATURES},
+    "shipped member recipe + shape features + features into the head": SHIPPED_MEMBER | {
+        "features": MOVE_ROUTE + SHAPE_FEATURES, "readout": "cls+features"},
     # placement tokens, role/angle/distance features, Huber, ascent weights, mirrors, sum readout,
     # 10% UNK, dropout 0.15, 14 epochs
     "base + new levers bundle": PLACEMENT_RAD | {

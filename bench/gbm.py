@@ -3,8 +3,10 @@
 Benchmark-only (`pip install -e '.[bench]'`): neither the runtime nor training imports it.
 Features per (climb, angle) row: board/layout, angle, the runtime's route features (hold and role
 counts, x/y statistics of all holds and of hand holds, start and finish heights, move distances
-between hand holds taken bottom to top, nearest-neighbour distances; climbgrade_runtime.route_features),
-plus a one-hot indicator per (layout, placement).
+between hand holds taken bottom to top, nearest-neighbour distances) and shape features (the move
+sequence, start span, how sparse the hand holds are, support below them; climbgrade_runtime.route_features),
+plus a one-hot indicator per (layout, placement). It reads every feature the shipped network reads, so
+the comparison is of learners, not of inputs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from scipy import sparse
 
 from climbgrade_runtime.graded import Example
-from climbgrade_runtime.route_features import RouteGeometry, route_features
+from climbgrade_runtime.route_features import RouteGeometry, all_route_features
 
 PARAMS = {
     "objective": "regression_l1", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 20,
@@ -26,8 +28,8 @@ PARAMS = {
 
 
 def dense_features(example: Example) -> list[float]:
-    """The hand-made geometry features of one row: its angle and the runtime's route features."""
-    return [float(example.angle)] + route_features(RouteGeometry.of(example.route)).tolist()
+    """The hand-made geometry features of one row: its angle and the runtime's route and shape features."""
+    return [float(example.angle)] + all_route_features(RouteGeometry.of(example.route)).tolist()
 
 
 class Featurizer:

@@ -28,6 +28,16 @@ ROUTE_FEATURES = (
     + ("route_start_y", "route_finish_y", "route_height_gain", "route_move_mean", "route_move_max", "route_move_sum",
        "route_nearest_mean", "route_nearest_max", "route_foot_hand")
 )
+# The finer reading of a route's moves and support, a setter's second glance (group "shape").
+BIG_MOVE, HUGE_MOVE = 0.75, 1.0  # hand moves longer than these (the real data's 75th and 93rd percentile)
+SUPPORT_BELOW = (0.25, 1.0)  # holds this far below a hand hold (DISTANCE_SCALE units) can carry the feet
+SHAPE_FEATURES = (
+    "route_move_first", "route_move_last", "route_move_second", "route_move_std", "route_move_dy_max",
+    "route_move_dx_sum", "route_move_lateral", "route_turns", "route_big_moves", "route_huge_moves",
+    "route_start_span", "route_hand_nearest_mean", "route_hand_nearest_max", "route_support",
+    "route_support_min", "route_y_gap_max", "route_foot_top",
+)
+ALL_ROUTE_FEATURES = ROUTE_FEATURES + SHAPE_FEATURES  # what all_route_features returns, in this order
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,16 @@ class RouteGeometry:
         gaps = np.sort(distance, axis=1)[:, :-1]
         return cls(xy=xy, roles=roles, gaps=gaps, hands=np.flatnonzero(roles != "foot"))
 
+    @property
+    def hand_xy(self) -> np.ndarray:
+        """[hands, 2]: the hand holds' positions; a route of feet only counts every hold as a hand."""
+        return self.xy[self.hands] if len(self.hands) else self.xy
+
+    def start_y(self) -> float:
+        """Mean height of the start holds (of the lowest hand hold when none is marked start)."""
+        starts = self.roles == "start"
+        return float(self.xy[starts, 1].mean()) if starts.any() else float(self.hand_xy[0, 1])
+
     def hand_moves(self) -> np.ndarray:
         """[hands - 1, 2]: the step from each hand hold to the next one up (board units / DISTANCE_SCALE)."""
         return np.diff(self.xy[self.hands], axis=0)
@@ -60,14 +80,13 @@ def _stats(values: np.ndarray) -> list[float]:
 
 def route_features(geometry: RouteGeometry) -> np.ndarray:
     """The ROUTE_FEATURES of one route (at least one hold), float64 as LightGBM bins them; the
-    tokenizer stores them in its float32 coords. A route of feet only counts every hold as a hand."""
-    xy, roles = geometry.xy, geometry.roles
-    hand = xy[geometry.hands] if len(geometry.hands) else xy
+    tokenizer stores them in its float32 coords."""
+    xy, roles, hand = geometry.xy, geometry.roles, geometry.hand_xy
     moves = np.sqrt((np.diff(hand, axis=0) ** 2).sum(1)) if len(hand) > 1 else np.zeros(1)
     nearest = geometry.gaps[:, 0] if len(xy) > 1 else np.zeros(1)
     feet = xy[roles == "foot"]
     foot_hand = np.sqrt(((feet[:, None] - hand[None]) ** 2).sum(-1)).min(1).mean() if len(feet) else 0.0
-    start_y = xy[roles == "start", 1].mean() if (roles == "start").any() else hand[0, 1]
+    start_y = geometry.start_y()
     finish_y = xy[roles == "finish", 1].mean() if (roles == "finish").any() else hand[-1, 1]
     counts = [len(xy)] + [float((roles == r).sum()) for r in ROLES]
     values = (
@@ -77,3 +96,42 @@ def route_features(geometry: RouteGeometry) -> np.ndarray:
            foot_hand]
     )
     return np.array(values, dtype=np.float64)
+
+
+def shape_features(geometry: RouteGeometry) -> np.ndarray:
+    """The SHAPE_FEATURES of one route: move sequence (ends, spread, lateral travel, direction changes,
+    big moves), the start hands' span, how sparse the hand holds are, and the support below them."""
+    xy, hand = geometry.xy, geometry.hand_xy
+    step = np.diff(hand, axis=0) if len(hand) > 1 else np.zeros((1, 2))
+    moves = np.sqrt((step**2).sum(1))
+    second = np.sort(moves)[-2] if len(moves) > 1 else 0.0
+    lateral = np.abs(step[:, 0]) > np.abs(step[:, 1])
+    sides = np.sign(step[np.abs(step[:, 0]) > 1e-9, 0])
+    turns = float((sides[1:] != sides[:-1]).sum())
+    starts = xy[geometry.roles == "start"]
+    start_span = np.sqrt(((starts[:, None] - starts[None]) ** 2).sum(-1)).max() if len(starts) > 1 else 0.0
+    between = np.sqrt(((hand[:, None] - hand[None]) ** 2).sum(-1))
+    np.fill_diagonal(between, np.inf)
+    hand_nearest = between.min(1) if len(hand) > 1 else np.zeros(1)
+    drop = hand[:, None, 1] - xy[None, :, 1]  # [hands, holds]: how far each hold sits below each hand hold
+    support = ((drop >= SUPPORT_BELOW[0]) & (drop <= SUPPORT_BELOW[1])
+               & (np.abs(hand[:, None, 0] - xy[None, :, 0]) <= SUPPORT_BELOW[1])).sum(1)[1:]  # not the lowest hand
+    support = support if len(support) else np.zeros(1)
+    heights = np.sort(xy[:, 1])
+    feet = xy[geometry.roles == "foot", 1]
+    values = [
+        moves[0], moves[-1], second, moves.std(), step[:, 1].max(), np.abs(step[:, 0]).sum(), lateral.mean(),
+        turns / COUNT_SCALE, (moves > BIG_MOVE).sum() / COUNT_SCALE, (moves > HUGE_MOVE).sum() / COUNT_SCALE,
+        start_span, hand_nearest.mean(), hand_nearest.max(), support.mean() / COUNT_SCALE, support.min() / COUNT_SCALE,
+        np.diff(heights).max() if len(heights) > 1 else 0.0, feet.max() - geometry.start_y() if len(feet) else 0.0,
+    ]
+    return np.array(values, dtype=np.float64)
+
+
+# The <CLS> feature groups and the function that computes each: the tokenizer calls only the ones a model uses.
+CLS_FEATURE_GROUPS = ((ROUTE_FEATURES, route_features), (SHAPE_FEATURES, shape_features))
+
+
+def all_route_features(geometry: RouteGeometry) -> np.ndarray:
+    """ALL_ROUTE_FEATURES of one route, in that order (what bench/gbm.py grades from)."""
+    return np.concatenate([compute(geometry) for _, compute in CLS_FEATURE_GROUPS])

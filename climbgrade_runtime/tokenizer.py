@@ -16,7 +16,7 @@ geometry on <CLS> (climbgrade_runtime.route_features).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,9 @@ import numpy as np
 
 from .errors import ModelError, RouteError
 from .geometry import LayoutGeometry
-from .route_features import DISTANCE_SCALE, ROUTE_FEATURES, RouteGeometry, route_features
+from .route_features import (
+    ALL_ROUTE_FEATURES, CLS_FEATURE_GROUPS, DISTANCE_SCALE, ROUTE_FEATURES, SHAPE_FEATURES, RouteGeometry,
+)
 from .routes import Route, shown
 
 PAD, UNK, CLS = "<PAD>", "<UNK>", "<CLS>"
@@ -49,13 +51,13 @@ BASE_FEATURES = ("x", "y", "is_hold")
 ROLE_FEATURES = {"role_start": "start", "role_middle": "middle", "role_finish": "finish", "role_foot": "foot"}
 ANGLE_SCALE = 90.0  # "angle": wall angle / 90 on every token
 # "nearest", "nearest2": distance to the route's nearest / 2nd-nearest other hold, board units / DISTANCE_SCALE.
-# ROUTE_FEATURES ("route_*"): the route's geometry as a whole, on the <CLS> token only (zero elsewhere).
+# ALL_ROUTE_FEATURES ("route_*"; groups "route" and "shape"): the route's geometry as a whole, on the <CLS> token only.
 # "move_dx", "move_dy": the move onto a hand hold from the hand hold below it (bottom-to-top order), board
 # units / DISTANCE_SCALE; zero on feet and on the lowest hand hold.
 MOVE_FEATURES = ("move_dx", "move_dy")
-FEATURES = BASE_FEATURES + tuple(ROLE_FEATURES) + ("angle", "nearest", "nearest2") + MOVE_FEATURES + ROUTE_FEATURES
-GEOMETRY_FEATURES = frozenset(("nearest", "nearest2") + MOVE_FEATURES + ROUTE_FEATURES)  # read from a RouteGeometry
-FEATURE_GROUPS = {"route": ROUTE_FEATURES}  # a name that stands for several features on a command line
+FEATURES = BASE_FEATURES + tuple(ROLE_FEATURES) + ("angle", "nearest", "nearest2") + MOVE_FEATURES + ALL_ROUTE_FEATURES
+GEOMETRY_FEATURES = frozenset(("nearest", "nearest2") + MOVE_FEATURES + ALL_ROUTE_FEATURES)  # read from a RouteGeometry
+FEATURE_GROUPS = {"route": ROUTE_FEATURES, "shape": SHAPE_FEATURES}  # a name that stands for several features on a command line
 UNSEEN_HOLDS = "never appeared in the training data"  # in the warning for holds mapped to <UNK>
 
 
@@ -181,11 +183,12 @@ class Tokenizer:
     # ids up without building token strings.
     hold_ids: dict[tuple[str, int], dict[Any, int]] = field(init=False, repr=False, compare=False)
     # Worked out once from `features`, read by every encode: feature name -> coords column; whether
-    # any feature needs a RouteGeometry; the route features' coords columns and ROUTE_FEATURES positions.
+    # any feature needs a RouteGeometry; per <CLS> feature group in use, its coords columns, the
+    # positions of those features in the group, and the function that computes the group.
     columns: dict[str, int] = field(init=False, repr=False, compare=False)
     uses_geometry: bool = field(init=False, repr=False, compare=False)
-    route_columns: np.ndarray = field(init=False, repr=False, compare=False)
-    route_positions: np.ndarray = field(init=False, repr=False, compare=False)
+    cls_groups: tuple[tuple[np.ndarray, np.ndarray, Callable[[RouteGeometry], np.ndarray]], ...] = field(
+        init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.vocab[: len(SPECIALS)] != SPECIALS:
@@ -203,9 +206,12 @@ class Tokenizer:
         object.__setattr__(self, "index", {tok: i for i, tok in enumerate(self.vocab)})
         object.__setattr__(self, "columns", {name: i for i, name in enumerate(self.features)})
         object.__setattr__(self, "uses_geometry", not GEOMETRY_FEATURES.isdisjoint(self.features))
-        route = [(i, ROUTE_FEATURES.index(name)) for i, name in enumerate(self.features) if name in ROUTE_FEATURES]
-        object.__setattr__(self, "route_columns", np.array([i for i, _ in route], dtype=np.int64))
-        object.__setattr__(self, "route_positions", np.array([p for _, p in route], dtype=np.int64))
+        cls_groups = []
+        for names, compute in CLS_FEATURE_GROUPS:
+            used = [(i, names.index(name)) for i, name in enumerate(self.features) if name in names]
+            if used:
+                cls_groups.append((np.array([i for i, _ in used]), np.array([p for _, p in used]), compute))
+        object.__setattr__(self, "cls_groups", tuple(cls_groups))
         hold_ids: dict[tuple[str, int], dict[Any, int]] = {key: {} for key in self.layouts}
         for token, i in self.index.items():
             parsed = _parse_hold_token(token)
@@ -287,8 +293,8 @@ class Tokenizer:
         for axis, name in enumerate(MOVE_FEATURES):
             if name in columns:
                 holds[geometry.hands[1:], columns[name]] = moves[:, axis]
-        if len(self.route_columns):
-            coords[0, self.route_columns] = route_features(geometry)[self.route_positions]
+        for cls_columns, positions, compute in self.cls_groups:
+            coords[0, cls_columns] = compute(geometry)[positions]
 
     def placement_groups(self) -> list[int]:
         """Per token id, a group id shared by one placement's tokens in every role (others alone).

@@ -11,7 +11,8 @@ import click
 
 from climbgrade_runtime.boardlib_db import databases_from_env
 from climbgrade_runtime.errors import ClimbgradeError
-from climbgrade_runtime.tokenizer import FEATURE_GROUPS, FEATURES, HOLD_TOKEN_SCHEMES, ROUTE_FEATURES, expand_features
+from climbgrade_runtime.route_features import ALL_ROUTE_FEATURES
+from climbgrade_runtime.tokenizer import FEATURE_GROUPS, FEATURES, HOLD_TOKEN_SCHEMES, expand_features
 
 from .export import DEFAULT_INT8_MAX_DROP, DEFAULT_OPSET, DEFAULT_TOLERANCE, export_run
 from .model import COORD_ENCODINGS
@@ -66,8 +67,9 @@ def _words(text: str) -> tuple[str, ...]:
               help="One token per (placement, role), or per placement with the role as a feature.")
 @click.option("--features", default=",".join(TrainConfig.features), show_default=True,
               help="Comma-separated per-token features, starting x,y,is_hold; from: "
-                   f"{','.join(f for f in FEATURES if f not in ROUTE_FEATURES)}, {','.join(FEATURE_GROUPS)} "
-                   "(route geometry on <CLS>: counts, x/y statistics, moves; or single route_* features).")
+                   f"{','.join(f for f in FEATURES if f not in ALL_ROUTE_FEATURES)}, {','.join(FEATURE_GROUPS)} "
+                   "(route geometry on <CLS>: route = counts, x/y statistics, moves; shape = move sequence, spans, support; "
+                   "or single route_* features).")
 @click.option("--loss", type=click.Choice(LOSSES), default=TrainConfig.loss, show_default=True)
 @click.option("--huber-delta", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.huber_delta, show_default=True,
               help="Huber loss threshold in difficulty units.")
@@ -79,7 +81,8 @@ def _words(text: str) -> tuple[str, ...]:
 @click.option("--mirror-prob", type=click.FloatRange(0, 1), default=TrainConfig.mirror_prob, show_default=True,
               help="Chance a training route is replaced by its left-right mirror (boards with mirrored holes).")
 @click.option("--readout", type=click.Choice(READOUTS), default=TrainConfig.readout, show_default=True,
-              help="cls: MLP on the <CLS> token; cls+sum: plus a per-token score summed over the route.")
+              help="cls: MLP on the <CLS> token; cls+sum: plus a per-token score summed over the route; "
+                   "cls+features: the MLP also reads the <CLS> token's input features (route geometry).")
 @click.option("--coord-encoding", type=click.Choice(COORD_ENCODINGS), default=TrainConfig.coord_encoding, show_default=True,
               help="linear: per-token features as they are; fourier: plus sin/cos of x and y at 6 frequencies.")
 @click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.ema_decay, show_default=True,

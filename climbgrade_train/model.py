@@ -33,7 +33,9 @@ class ModelConfig:
     n_layers: int = 4
     d_ff: int = 256
     dropout: float = 0.1
-    readout: str = "cls"  # "cls": MLP on <CLS>; "cls+sum": plus a linear score summed over every token
+    # "cls": MLP on <CLS>; "cls+sum": plus a linear score summed over every token; "cls+features": the
+    # MLP also reads the <CLS> token's input features (the route geometry) directly
+    readout: str = "cls"
     coord_encoding: str = "linear"  # "linear": features projected as they are; "fourier": plus sin/cos of x and y
     members: int = 1  # an ensemble of this many networks, trained together, averaged in one graph
     # What each member embeds, cycled over members: "token" (the tokenizer's ids) or "placement"
@@ -89,8 +91,10 @@ class GradeTransformer(nn.Module):
         self.encoder = nn.TransformerEncoder(
             layer, num_layers=config.n_layers, norm=nn.LayerNorm(config.d_model), enable_nested_tensor=False
         )
+        # The route geometry straight into the head, as a tree model reads it, beside what attention made of it.
+        self.head_features = config.n_features if config.readout == "cls+features" else 0
         self.head = nn.Sequential(
-            nn.Linear(config.d_model, config.d_model),
+            nn.Linear(config.d_model + self.head_features, config.d_model),
             nn.GELU(),
             nn.Dropout(config.dropout),
             nn.Linear(config.d_model, 1),
@@ -105,6 +109,7 @@ class GradeTransformer(nn.Module):
     def forward(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         """token_ids [B, L] int64, coords [B, L, n_features] float, padding_mask [B, L] bool (True = padding) -> [B]."""
         positions = torch.arange(token_ids.shape[1], device=token_ids.device)
+        cls_features = coords[:, 0]
         if self.token_groups is not None:
             token_ids = self.token_groups[token_ids]
         if self.frequencies is not None:
@@ -112,7 +117,8 @@ class GradeTransformer(nn.Module):
             coords = torch.cat([coords, phases.sin(), phases.cos()], dim=-1)
         x = self.token_embedding(token_ids) + self.position_embedding(positions) + self.coord_projection(coords)
         x = self.encoder(self.embedding_dropout(x), src_key_padding_mask=padding_mask)
-        standardised = self.head(x[:, 0]).squeeze(-1)
+        readout = torch.cat([x[:, 0], cls_features], dim=-1) if self.head_features else x[:, 0]
+        standardised = self.head(readout).squeeze(-1)
         if self.token_score is not None:
             scores = self.token_score(x[:, 1:]).squeeze(-1).masked_fill(padding_mask[:, 1:], 0.0)
             standardised = standardised + scores.sum(dim=1)

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 LOSSES = ("mse", "huber", "l1")
 SCHEDULES = ("constant", "cosine")
-READOUTS = ("cls", "cls+sum")
+READOUTS = ("cls", "cls+sum", "cls+features")
 
 
 class TrainError(ClimbgradeError):

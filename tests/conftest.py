@@ -26,7 +26,7 @@ def real_data_dir() -> Path | None:
 REAL_DATA = real_data_dir()
 TINY_MODEL = ["--d-model", "32", "--heads", "2", "--layers", "2", "--ff", "64"]
 # The shipped model's features, so the pipelines cover every feature the tokenizer computes.
-SHIPPED_FEATURES = ["--features", "x,y,is_hold,role_start,role_middle,role_finish,role_foot,angle,nearest,nearest2,move_dx,move_dy,route"]
+SHIPPED_FEATURES = ["--features", "x,y,is_hold,role_start,role_middle,role_finish,role_foot,angle,nearest,nearest2,move_dx,move_dy,route,shape"]
 
 
 def run_script(name: str, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -197,10 +197,47 @@ def test_route_features_sit_on_cls_and_describe_the_route(fake_data):
     assert np.array_equal(shuffled.coords, encoded.coords)
 
 
+def test_shape_features_read_the_moves_and_support(fake_data):
+    from climbgrade_runtime.route_features import ROUTE_FEATURES, SHAPE_FEATURES
+    from climbgrade_runtime.tokenizer import BASE_FEATURES, expand_features
+
+    tokenizer = Tokenizer.build(fake_data.layouts.values(), [], fake_data.max_len,
+                                features=expand_features(BASE_FEATURES + ("shape",)))
+    layout = tokenizer.layouts[("kilter", 1)]
+    by_height = sorted(layout.placements, key=lambda p: (layout.placements[p][1], layout.placements[p][0]))
+    # Two starts side by side low down, a foot just above them, then a middle and the finish higher up.
+    low = [p for p in by_height if layout.placements[p][1] == layout.placements[by_height[0]][1]]
+    start_a, start_b = low[0], low[-1]
+    foot = by_height[len(by_height) // 4]
+    middle, finish = by_height[len(by_height) // 2], by_height[-1]
+    holds = ((start_a, "start"), (start_b, "start"), (foot, "foot"), (middle, "middle"), (finish, "finish"))
+    encoded = tokenizer.encode(Route("kilter", 1, 40, holds))
+    shape = dict(zip(SHAPE_FEATURES, encoded.coords[0, len(BASE_FEATURES):].tolist()))
+    assert not set(SHAPE_FEATURES) & set(ROUTE_FEATURES)
+    xy = {pid: np.array(layout.placements[pid], dtype=float) / 48 for pid, _ in holds}
+    hand = [xy[start_a], xy[start_b], xy[middle], xy[finish]]  # bottom to top, then left to right
+    steps = [b - a for a, b in zip(hand, hand[1:])]
+    lengths = [float(np.linalg.norm(s)) for s in steps]
+    below = [sum(1 for q in xy.values() if 0.25 <= h[1] - q[1] <= 1.0 and abs(h[0] - q[0]) <= 1.0) for h in hand[1:]]
+    expected = {
+        "route_move_first": lengths[0], "route_move_last": lengths[-1], "route_move_second": sorted(lengths)[-2],
+        "route_move_dy_max": max(s[1] for s in steps), "route_move_dx_sum": sum(abs(s[0]) for s in steps),
+        "route_move_lateral": np.mean([abs(s[0]) > abs(s[1]) for s in steps]),
+        "route_big_moves": sum(v > 0.75 for v in lengths) / 10, "route_huge_moves": sum(v > 1.0 for v in lengths) / 10,
+        "route_start_span": np.linalg.norm(xy[start_b] - xy[start_a]),
+        "route_hand_nearest_max": max(min(np.linalg.norm(h - o) for o in hand if o is not h) for h in hand),
+        "route_support": np.mean(below) / 10, "route_support_min": min(below) / 10,
+        "route_foot_top": xy[foot][1] - xy[start_a][1],
+        "route_y_gap_max": max(np.diff(sorted(v[1] for v in xy.values()))),
+    }
+    assert {k: round(shape[k], 4) for k in expected} == {k: round(float(v), 4) for k, v in expected.items()}
+    assert shape["route_move_lateral"] > 0 and shape["route_start_span"] > 0  # the case tests something
+
+
 def test_feature_groups_compact_and_expand():
     from climbgrade_runtime.route_features import ROUTE_FEATURES
     from climbgrade_runtime.tokenizer import FEATURES, compact_features, expand_features
 
-    assert compact_features(FEATURES)[-1] == "route" and expand_features(compact_features(FEATURES)) == FEATURES
+    assert compact_features(FEATURES)[-2:] == ("route", "shape") and expand_features(compact_features(FEATURES)) == FEATURES
     partial = ("x", "y", "is_hold") + ROUTE_FEATURES[:3]  # a part of a group stays spelt out
     assert compact_features(partial) == partial
