@@ -54,7 +54,8 @@ PLACEMENT_RAD = {"hold_tokens": PLACEMENT, "features": ROLE_ANGLE_DISTANCE}
 ONE_NETWORK: dict[str, Any] = REFERENCE | {"epochs": 12, "patience": 30, "schedule": "cosine", "warmup_epochs": 1.0}
 ROUTE = ROLE_ANGLE_DISTANCE + ROUTE_FEATURES
 MOVE_ROUTE = ROLE_ANGLE_DISTANCE + MOVE_FEATURES + ROUTE_FEATURES
-SHIPPED_MEMBER = {"lr": 1e-3, "features": MOVE_ROUTE, "epochs": 8, "dropout": 0.2}
+SHIPPED_MEMBER = {"lr": 1e-3, "features": MOVE_ROUTE, "epochs": 8, "dropout": 0.2}  # the previous release's members
+SHAPE_MEMBER = SHIPPED_MEMBER | {"features": MOVE_ROUTE + SHAPE_FEATURES}  # this release's members
 ABLATIONS: dict[str, dict[str, Any]] = {
     "one network, cosine + warm-up (ablation base)": {},
     "base + Huber loss": {"loss": "huber"},
@@ -84,9 +85,11 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "shipped member recipe + ascent weights (floor 0.5)": SHIPPED_MEMBER | {"ascent_weight_floor": 0.5},
     "shipped member recipe + mirrors (TB2; p 0.5)": SHIPPED_MEMBER | {"mirror_prob": 0.5},
     "shipped member recipe + Huber loss": SHIPPED_MEMBER | {"loss": "huber"},
-    "shipped member recipe + shape features": SHIPPED_MEMBER | {"features": MOVE_ROUTE + SHAPE_FEATURES},
-    "shipped member recipe + shape features + features into the head": SHIPPED_MEMBER | {
-        "features": MOVE_ROUTE + SHAPE_FEATURES, "readout": "cls+features"},
+    "shipped member recipe + shape features": SHAPE_MEMBER,
+    "shipped member recipe + shape features + features into the head": SHAPE_MEMBER | {"readout": "cls+features"},
+    "shape member recipe + dropout 0.3": SHAPE_MEMBER | {"dropout": 0.3},
+    "shape member recipe + lr 7e-4": SHAPE_MEMBER | {"lr": 7e-4},
+    "shape member recipe + weight decay 0.05": SHAPE_MEMBER | {"weight_decay": 0.05},
     # placement tokens, role/angle/distance features, Huber, ascent weights, mirrors, sum readout,
     # 10% UNK, dropout 0.15, 14 epochs
     "base + new levers bundle": PLACEMENT_RAD | {

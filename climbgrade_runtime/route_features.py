@@ -1,10 +1,12 @@
 """Route geometry: where a route's holds sit, and the route-level features derived from it.
 
 RouteGeometry is worked out once per encoded route and read by every geometric feature: the
-tokenizer's per-hold distance and move columns and `route_features`, the numbers a setter reads
-off a route at a glance (hold and role counts, position statistics, moves, neighbour distances).
-The tokenizer puts those on the <CLS> token (feature names "route_*"), so a network gets them as
-inputs instead of having to derive them from ~15 holds; bench/gbm.py grades from the same numbers.
+tokenizer's per-hold distance and move columns, `route_features`, the numbers a setter reads off a
+route at a glance (hold and role counts, position statistics, moves, neighbour distances), and
+`shape_features`, the second glance (the move sequence, spans, how sparse the hand holds are, the
+support below them). The tokenizer puts those on the <CLS> token (feature names "route_*"), so a
+network gets them as inputs instead of having to derive them from ~15 holds; bench/gbm.py grades
+from the same numbers.
 Hand holds are every hold but feet. Distances are in board units / DISTANCE_SCALE, counts /
 COUNT_SCALE.
 """
