@@ -14,6 +14,7 @@ COUNT_SCALE.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -44,11 +45,16 @@ ALL_ROUTE_FEATURES = ROUTE_FEATURES + SHAPE_FEATURES  # what all_route_features 
 
 @dataclass(frozen=True)
 class RouteGeometry:
-    """One route's hold positions, roles and neighbour distances, in its canonical bottom-to-top order."""
+    """One route's hold positions, roles and distances, in its canonical bottom-to-top order.
+
+    The distance matrix, the hand holds and their steps are worked out once here and shared by the
+    tokenizer's columns and every feature group, so the predict path never computes them twice.
+    """
 
     xy: np.ndarray  # [holds, 2] board units / DISTANCE_SCALE (float64)
     roles: np.ndarray  # [holds] role names
-    gaps: np.ndarray  # [holds, holds - 1] distances to the other holds, nearest first, same units
+    distance: np.ndarray  # [holds, holds] between every two holds, same units; inf on the diagonal
+    gaps: np.ndarray  # [holds, holds - 1] distances to the other holds, nearest first
     hands: np.ndarray  # indices of the hand holds, bottom to top (empty when every hold is a foot)
 
     @classmethod
@@ -59,21 +65,32 @@ class RouteGeometry:
         distance = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1))
         np.fill_diagonal(distance, np.inf)
         gaps = np.sort(distance, axis=1)[:, :-1]
-        return cls(xy=xy, roles=roles, gaps=gaps, hands=np.flatnonzero(roles != "foot"))
+        return cls(xy=xy, roles=roles, distance=distance, gaps=gaps, hands=np.flatnonzero(roles != "foot"))
 
-    @property
+    @cached_property
+    def hand_index(self) -> np.ndarray:
+        """The hand holds' indices; a route of feet only counts every hold as a hand."""
+        return self.hands if len(self.hands) else np.arange(len(self.xy))
+
+    @cached_property
     def hand_xy(self) -> np.ndarray:
-        """[hands, 2]: the hand holds' positions; a route of feet only counts every hold as a hand."""
-        return self.xy[self.hands] if len(self.hands) else self.xy
+        """[hands, 2]: the hand holds' positions (every hold's for a route of feet only)."""
+        return self.xy[self.hand_index]
 
+    @cached_property
+    def hand_steps(self) -> np.ndarray:
+        """[len(hand_xy) - 1, 2]: the step from each hand hold to the next one up."""
+        return np.diff(self.hand_xy, axis=0)
+
+    @cached_property
     def start_y(self) -> float:
         """Mean height of the start holds (of the lowest hand hold when none is marked start)."""
         starts = self.roles == "start"
         return float(self.xy[starts, 1].mean()) if starts.any() else float(self.hand_xy[0, 1])
 
     def hand_moves(self) -> np.ndarray:
-        """[hands - 1, 2]: the step from each hand hold to the next one up (board units / DISTANCE_SCALE)."""
-        return np.diff(self.xy[self.hands], axis=0)
+        """[hands - 1, 2]: the move onto each hand hold but the lowest (none for a route of feet only)."""
+        return self.hand_steps if len(self.hands) else np.zeros((0, 2))
 
 
 def _stats(values: np.ndarray) -> list[float]:
@@ -84,11 +101,12 @@ def route_features(geometry: RouteGeometry) -> np.ndarray:
     """The ROUTE_FEATURES of one route (at least one hold), float64 as LightGBM bins them; the
     tokenizer stores them in its float32 coords."""
     xy, roles, hand = geometry.xy, geometry.roles, geometry.hand_xy
-    moves = np.sqrt((np.diff(hand, axis=0) ** 2).sum(1)) if len(hand) > 1 else np.zeros(1)
+    moves = np.sqrt((geometry.hand_steps**2).sum(1)) if len(hand) > 1 else np.zeros(1)
     nearest = geometry.gaps[:, 0] if len(xy) > 1 else np.zeros(1)
-    feet = xy[roles == "foot"]
-    foot_hand = np.sqrt(((feet[:, None] - hand[None]) ** 2).sum(-1)).min(1).mean() if len(feet) else 0.0
-    start_y = geometry.start_y()
+    feet = np.flatnonzero(roles == "foot")
+    # A route of feet only is its own hands: each foot is then 0 from the nearest "hand".
+    foot_hand = geometry.distance[np.ix_(feet, geometry.hands)].min(1).mean() if len(feet) and len(geometry.hands) else 0.0
+    start_y = geometry.start_y
     finish_y = xy[roles == "finish", 1].mean() if (roles == "finish").any() else hand[-1, 1]
     counts = [len(xy)] + [float((roles == r).sum()) for r in ROLES]
     values = (
@@ -104,16 +122,16 @@ def shape_features(geometry: RouteGeometry) -> np.ndarray:
     """The SHAPE_FEATURES of one route: move sequence (ends, spread, lateral travel, direction changes,
     big moves), the start hands' span, how sparse the hand holds are, and the support below them."""
     xy, hand = geometry.xy, geometry.hand_xy
-    step = np.diff(hand, axis=0) if len(hand) > 1 else np.zeros((1, 2))
+    step = geometry.hand_steps if len(hand) > 1 else np.zeros((1, 2))
     moves = np.sqrt((step**2).sum(1))
     second = np.sort(moves)[-2] if len(moves) > 1 else 0.0
     lateral = np.abs(step[:, 0]) > np.abs(step[:, 1])
     sides = np.sign(step[np.abs(step[:, 0]) > 1e-9, 0])
     turns = float((sides[1:] != sides[:-1]).sum())
-    starts = xy[geometry.roles == "start"]
-    start_span = np.sqrt(((starts[:, None] - starts[None]) ** 2).sum(-1)).max() if len(starts) > 1 else 0.0
-    between = np.sqrt(((hand[:, None] - hand[None]) ** 2).sum(-1))
-    np.fill_diagonal(between, np.inf)
+    starts = np.flatnonzero(geometry.roles == "start")
+    start_pairs = geometry.distance[np.ix_(starts, starts)]
+    start_span = start_pairs[np.isfinite(start_pairs)].max() if len(starts) > 1 else 0.0
+    between = geometry.distance[np.ix_(geometry.hand_index, geometry.hand_index)]  # inf on the diagonal
     hand_nearest = between.min(1) if len(hand) > 1 else np.zeros(1)
     drop = hand[:, None, 1] - xy[None, :, 1]  # [hands, holds]: how far each hold sits below each hand hold
     support = ((drop >= SUPPORT_BELOW[0]) & (drop <= SUPPORT_BELOW[1])
@@ -125,7 +143,7 @@ def shape_features(geometry: RouteGeometry) -> np.ndarray:
         moves[0], moves[-1], second, moves.std(), step[:, 1].max(), np.abs(step[:, 0]).sum(), lateral.mean(),
         turns / COUNT_SCALE, (moves > BIG_MOVE).sum() / COUNT_SCALE, (moves > HUGE_MOVE).sum() / COUNT_SCALE,
         start_span, hand_nearest.mean(), hand_nearest.max(), support.mean() / COUNT_SCALE, support.min() / COUNT_SCALE,
-        np.diff(heights).max() if len(heights) > 1 else 0.0, feet.max() - geometry.start_y() if len(feet) else 0.0,
+        np.diff(heights).max() if len(heights) > 1 else 0.0, feet.max() - geometry.start_y if len(feet) else 0.0,
     ]
     return np.array(values, dtype=np.float64)
 
