@@ -7,6 +7,8 @@ same test climbs, which none of them trained or selected on):
 - per-(board, angle) mean of the training rows;
 - the reference transformer, exactly the end-to-end design (`cg-train` with REFERENCE's options);
 - LightGBM on hand-made features plus one-hot holds (bench/gbm.py; `pip install -e '.[bench]'`);
+  when the shipped model was trained with --refit (train + val, epochs fixed beforehand), LightGBM
+  also gets a refit row: its early-stopped rounds, fitted again on train + val;
 - the shipped model, scored through the torch-free runtime from `exports/` (cg-eval's code);
 - with --ablations, one network (reference + cosine schedule) with one lever changed at a time;
   --ablation TEXT runs only the ablation rows whose name contains TEXT (repeatable).
@@ -45,7 +47,7 @@ REFERENCE: dict[str, Any] = {  # the end-to-end issue's design, spelt out so new
     "warmup_epochs": 0.0, "ascent_weight_floor": 1.0, "mirror_prob": 0.0, "epochs": 30, "patience": 5,
     "batch_size": 64, "lr": 3e-4, "weight_decay": 1e-2, "unk_prob": 0.01,
     "d_model": 128, "n_heads": 4, "n_layers": 4, "d_ff": 256, "dropout": 0.1, "readout": "cls", "members": 1,
-    "member_holds": (), "coord_encoding": "linear", "ema_decay": 0.0,
+    "member_holds": (), "coord_encoding": "linear", "ema_decay": 0.0, "workers": 1, "refit": False,
 }
 ROLE_ANGLE_DISTANCE = tuple(f for f in FEATURES if f not in MOVE_FEATURES + ALL_ROUTE_FEATURES)
 PLACEMENT_RAD = {"hold_tokens": PLACEMENT, "features": ROLE_ANGLE_DISTANCE}
@@ -90,6 +92,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "shape member recipe + dropout 0.3": SHAPE_MEMBER | {"dropout": 0.3},
     "shape member recipe + lr 7e-4": SHAPE_MEMBER | {"lr": 7e-4},
     "shape member recipe + weight decay 0.05": SHAPE_MEMBER | {"weight_decay": 0.05},
+    "shape member recipe + 6 layers": SHAPE_MEMBER | {"n_layers": 6},
+    "shape member recipe + width 192 (ff 384)": SHAPE_MEMBER | {"d_model": 192, "d_ff": 384},
     # placement tokens, role/angle/distance features, Huber, ascent weights, mirrors, sum readout,
     # 10% UNK, dropout 0.15, 14 epochs
     "base + new levers bundle": PLACEMENT_RAD | {
@@ -187,6 +191,10 @@ def main(databases: tuple[str, ...], runs_dir: Path, model_path: Path, ablations
         predicted, rounds = fit_predict(parts["train"], parts["val"], test)
         click.echo(f"lightgbm: {rounds} rounds (early-stopped on val MAE)", err=True)
         results["LightGBM + one-hot holds"] = score(test, predicted, grades)
+        if shipped.refit:  # the shipped model trained on train + val: so does this row
+            predicted, rounds = fit_predict(parts["train"], parts["val"], test, refit=True)
+            click.echo(f"lightgbm refit on train + val: {rounds} rounds", err=True)
+            results["LightGBM + one-hot holds, refit on train + val"] = score(test, predicted, grades)
     recorded = predictor.sidecar.data["split"].get("test_climbs_sha256")
     if recorded != uuid_digest(e.uuid for e in test):
         raise click.ClickException(f"{model_path} was tested on other climbs than this split's: pass the databases it was trained on")

@@ -53,12 +53,22 @@ class Featurizer:
         return sparse.hstack([sparse.csr_matrix(dense), holds], format="csr")
 
 
-def fit_predict(train: Sequence[Example], val: Sequence[Example], test: Sequence[Example]) -> tuple[np.ndarray, int]:
-    """Fit on train, early-stop on val (MAE), predict test; returns predictions and the rounds kept."""
-    featurizer = Featurizer(train)
+def fit_predict(train: Sequence[Example], val: Sequence[Example], test: Sequence[Example],
+                refit: bool = False) -> tuple[np.ndarray, int]:
+    """Fit on train, early-stop on val (MAE), predict test; returns predictions and the rounds kept.
+
+    With `refit`, fit once more on train + val for the early-stopped rounds scaled by the growth of
+    the data (more rows carry more rounds), as a transformer trained with --refit is."""
     target = lambda rows: np.array([e.difficulty for e in rows])  # noqa: E731
+    featurizer = Featurizer(train)
     train_set = lightgbm.Dataset(featurizer.transform(train), target(train))
     val_set = lightgbm.Dataset(featurizer.transform(val), target(val), reference=train_set)
     booster = lightgbm.train(PARAMS, train_set, num_boost_round=5000, valid_sets=[val_set],
                              callbacks=[lightgbm.early_stopping(100, verbose=False)])
-    return booster.predict(featurizer.transform(test), num_iteration=booster.best_iteration), booster.best_iteration
+    if not refit:
+        return booster.predict(featurizer.transform(test), num_iteration=booster.best_iteration), booster.best_iteration
+    both = [*train, *val]
+    rounds = round(booster.best_iteration * len(both) / len(train))
+    featurizer = Featurizer(both)
+    booster = lightgbm.train(PARAMS, lightgbm.Dataset(featurizer.transform(both), target(both)), num_boost_round=rounds)
+    return booster.predict(featurizer.transform(test)), rounds

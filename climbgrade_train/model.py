@@ -7,6 +7,7 @@ GradeModel is what training, checkpoints and export use: the mean of `members` G
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -132,10 +133,12 @@ class GradeModel(nn.Module):
     better than members that differ only in their initialisation.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, members: Sequence[int] | None = None) -> None:
+        """`members`: build only these of the config's members (the share one training worker trains)."""
         super().__init__()
         self.config = config
-        self.members = nn.ModuleList(GradeTransformer(config, config.holds_of(i)) for i in range(config.members))
+        chosen = range(config.members) if members is None else members
+        self.members = nn.ModuleList(GradeTransformer(config, config.holds_of(i)) for i in chosen)
 
     def set_placement_groups(self, groups: list[int]) -> None:
         """Fill the token -> placement map of every "placement" member (Tokenizer.placement_groups)."""

@@ -7,6 +7,7 @@ test_predictions.csv and metrics.json.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -36,6 +37,7 @@ from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, PLACEMENT_ROLE
 
 from .dataset import EncodedSet, length_batches
 from .model import COORD_ENCODINGS, MEMBER_HOLDS, PLACEMENT_HOLDS, GradeModel, ModelConfig
+from .workers import GroupEpoch, GroupRunner, GroupState, group_random_streams, load_group_weights, member_groups
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +87,8 @@ class TrainConfig:
     members: int = 1
     member_holds: tuple[str, ...] = ()  # cycled over members: "token" or "placement" (see ModelConfig)
     ema_decay: float = 0.0  # > 0: validate, keep and export an exponential moving average of the weights
+    workers: int = 1  # processes the members are split over (climbgrade_train.workers)
+    refit: bool = False  # train on train + val for exactly `epochs` and keep the last epoch; test stays held out
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -103,6 +107,8 @@ class TrainConfig:
                                      ("coord-encoding", self.coord_encoding, COORD_ENCODINGS)):
             if value not in allowed:
                 raise TrainError(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
+        if self.workers < 1:
+            raise TrainError(f"--workers must be at least 1, not {self.workers}")
 
     @property
     def climb_filter(self) -> ClimbFilter:
@@ -129,7 +135,9 @@ class TrainConfig:
             if name in ("databases", "device") or value == getattr(defaults, name):
                 continue
             flag = flags.get(name, "--" + name.replace("_", "-"))
-            if name == "features":
+            if isinstance(value, bool):  # a flag, written only when on (the default is off)
+                words += [flag]
+            elif name == "features":
                 words += [flag, ",".join(compact_features(value))]
             elif name == "member_holds":
                 words += [flag, ",".join(value)]
@@ -179,22 +187,24 @@ def prepare_run(config: TrainConfig, out: Path, resume: bool) -> PreparedRun:
     if resume:
         tokenizer = Tokenizer.from_dict(json.loads((out / "tokenizer.json").read_text()))
     else:
-        members = set(split["train"])
+        members = set(split["train"]) | (set(split["val"]) if config.refit else set())
         train_routes = [e.route for e in data.examples if e.uuid in members]
         if config.mirror_prob > 0:  # mirrored holds are trained on too, so they need tokens
             train_routes += [m for m in (r.mirrored() for r in train_routes) if m is not None]
         tokenizer = Tokenizer.build(data.layouts.values(), train_routes, max_len=data.max_len,
                                     hold_tokens=config.hold_tokens, features=config.features)
     where = {uuid: name for name in SPLITS for uuid in split[name]}
+    trained_on = ("train", "val") if config.refit else ("train",)
     sets = {
-        name: EncodedSet.build([e for e in data.examples if where.get(e.uuid) == name], tokenizer,
-                               mirrors=name == "train" and config.mirror_prob > 0)
+        name: EncodedSet.build([e for e in data.examples if where.get(e.uuid) in (trained_on if name == "train" else (name,))],
+                               tokenizer, mirrors=name == "train" and config.mirror_prob > 0)
         for name in SPLITS
     }
     for name in SPLITS:
         if not len(sets[name]):
             raise TrainError(f"the {name} split is empty: load more climbs or change the split fractions")
-    logger.info("split (seed %d): %s rows", config.seed, ", ".join(f"{n} {len(sets[n])}" for n in SPLITS))
+    logger.info("split (seed %d): %s rows%s", config.seed, ", ".join(f"{n} {len(sets[n])}" for n in SPLITS),
+                " (--refit: train holds the val rows too; nothing is selected on val)" if config.refit else "")
     return PreparedRun(config, data, tokenizer, split, sets)
 
 
@@ -252,48 +262,55 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
         torch.manual_seed(config.seed)
     model = GradeModel(model_config).to(device)
     model.set_placement_groups(groups)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # The average damps the step-to-step noise of small-batch training; it is what is validated and kept.
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay)) if config.ema_decay > 0 else None
-    kept = model if ema is None else ema.module
+    kept = model if config.ema_decay == 0 else copy.deepcopy(model)
+    member_sets = member_groups(model_config.members, config.workers)
+    group_states = [GroupState() for _ in member_sets]
     state = RunState()
     if checkpoint is not None:
         model.load_state_dict(model_state(checkpoint))
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(checkpoint["ema"])
+        group_states = _group_states(checkpoint)
         state = RunState(**checkpoint["state"])
         logger.info("resuming %s after epoch %d (best val MAE %.3f)", out, state.epoch, state.best_val_mae)
     else:
         _write_run_files(out, run, model_config)
-    logger.info("model: %d parameters on %s", sum(p.numel() for p in model.parameters()), device)
+    logger.info("model: %d parameters on %s; members trained in %d group(s)%s",
+                sum(p.numel() for p in model.parameters()), device, len(member_sets),
+                f" {member_sets}" if len(member_sets) > 1 else "")
 
-    while state.epoch < config.epochs and state.bad_epochs < config.patience:
-        epoch = state.epoch + 1
-        started = time.perf_counter()
-        train_loss = _train_epoch(model, optimizer, run.sets["train"], config, device, epoch, ema)
-        val_pred = predict(kept, run.sets["val"], device)
-        val = regression_metrics(run.sets["val"].targets, val_pred, run.data.grades)
-        seconds = time.perf_counter() - started
-        state.history.append({
-            "epoch": epoch, "train_loss": train_loss, "val_mse": val["rmse"] ** 2, "val_mae": val["mae"],
-            "val_within_1_vgrade": val["within_1_vgrade"], "seconds": seconds,
-        })
-        state.epoch = epoch
-        if val["mae"] < state.best_val_mae:
-            state.best_val_mae, state.best_epoch, state.bad_epochs = val["mae"], epoch, 0
-            _save(out / "best.pt", {"model_config": model_config.to_dict(), "model": kept.state_dict(), "epoch": epoch})
-        else:
-            state.bad_epochs += 1
-        _save(last_path, {"model_config": model_config.to_dict(), "model": model.state_dict(),
-                          "optimizer": optimizer.state_dict(), "state": asdict(state)}
-              | ({} if ema is None else {"ema": ema.state_dict()}))
-        _write_csv(out / "history.csv", pd.DataFrame(state.history))
-        logger.info(
-            "epoch %d/%d  train loss %.3f  val MSE %.3f  val MAE %.3f  val within-1-V %.1f%%  %.1fs%s",
-            epoch, config.epochs, train_loss, val["rmse"] ** 2, val["mae"], 100 * val["within_1_vgrade"], seconds,
-            "  *best" if state.best_epoch == epoch else "",
-        )
+    with GroupRunner(train_group_epoch, run.sets["train"], member_sets, device) as runner:
+        while state.epoch < config.epochs and (config.refit or state.bad_epochs < config.patience):
+            epoch = state.epoch + 1
+            started = time.perf_counter()
+            results = runner.run(model, group_states, epoch, train_config=config, placement_groups=groups)
+            for members, result in zip(member_sets, results):
+                load_group_weights(model, members, result.weights)
+                load_group_weights(kept, members, result.kept)
+            group_states = [result.state for result in results]
+            train_loss = sum(r.loss * len(m) for r, m in zip(results, member_sets)) / model_config.members
+            state.epoch = epoch
+            record = {"epoch": epoch, "train_loss": train_loss}
+            if config.refit:  # val is training data now: every epoch is kept, the last one is exported
+                state.best_epoch = epoch
+                _save(out / "best.pt", {"model_config": model_config.to_dict(), "model": kept.state_dict(), "epoch": epoch})
+            else:
+                val = regression_metrics(run.sets["val"].targets, predict(kept, run.sets["val"], device), run.data.grades)
+                record |= {"val_mse": val["rmse"] ** 2, "val_mae": val["mae"], "val_within_1_vgrade": val["within_1_vgrade"]}
+                if val["mae"] < state.best_val_mae:
+                    state.best_val_mae, state.best_epoch, state.bad_epochs = val["mae"], epoch, 0
+                    _save(out / "best.pt", {"model_config": model_config.to_dict(), "model": kept.state_dict(), "epoch": epoch})
+                else:
+                    state.bad_epochs += 1
+            record["seconds"] = time.perf_counter() - started
+            state.history.append(record)
+            _save(last_path, {"model_config": model_config.to_dict(), "model": model.state_dict(),
+                              "groups": [asdict(g) for g in group_states], "state": asdict(state)})
+            _write_csv(out / "history.csv", pd.DataFrame(state.history))
+            logger.info("epoch %d/%d  train loss %.3f  %s  %.1fs%s", epoch, config.epochs, train_loss,
+                        "(refit: no validation)" if config.refit else
+                        f"val MSE {record['val_mse']:.3f}  val MAE {record['val_mae']:.3f}  "
+                        f"val within-1-V {100 * record['val_within_1_vgrade']:.1f}%",
+                        record["seconds"], "  *best" if state.best_epoch == epoch and not config.refit else "")
     if state.bad_epochs >= config.patience:
         logger.info("early stop: no val MAE gain for %d epochs; best epoch %d", config.patience, state.best_epoch)
     return _final_evaluation(out, run, device, state)
@@ -331,12 +348,32 @@ def _loss(config: TrainConfig, predicted: torch.Tensor, target: torch.Tensor, we
     return (per_row * weight).sum() / weight.sum()
 
 
-def _train_epoch(model: GradeModel, optimizer: torch.optim.Optimizer, data: EncodedSet,
-                 config: TrainConfig, device: torch.device, epoch: int, ema: AveragedModel | None) -> float:
+def train_group_epoch(*, train_config: TrainConfig, model_config: ModelConfig, placement_groups: list[int],
+                      data: EncodedSet, device: torch.device, members: list[int], group: int, epoch: int,
+                      state: GroupState, weights: list[dict[str, torch.Tensor]]) -> GroupEpoch:
+    """One epoch of one member group, from its weights and state (what GroupRunner runs, here or in a worker)."""
+    config = train_config
+    model = GradeModel(model_config, members).to(device)
+    model.set_placement_groups(placement_groups)
+    load_group_weights(model, range(len(members)), weights)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if state.optimizer is not None:
+        optimizer.load_state_dict(state.optimizer)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay)) if config.ema_decay > 0 else None
+    if ema is not None and state.ema is not None:
+        ema.load_state_dict(state.ema)
+    rng, torch_seed = group_random_streams(config.seed, epoch, group)
+    torch.manual_seed(torch_seed)
+    loss = _train_epoch(model, optimizer, data, config, device, epoch, ema, rng)
+    kept = model if ema is None else ema.module
+    return GroupEpoch(weights=[m.state_dict() for m in model.members], kept=[m.state_dict() for m in kept.members],
+                      state=GroupState(optimizer.state_dict(), None if ema is None else ema.state_dict()), loss=loss)
+
+
+def _train_epoch(model: GradeModel, optimizer: torch.optim.Optimizer, data: EncodedSet, config: TrainConfig,
+                 device: torch.device, epoch: int, ema: AveragedModel | None, rng: np.random.Generator) -> float:
     """One pass over the training set; returns its mean training loss."""
     model.train()
-    rng = np.random.default_rng([config.seed, epoch])  # seeded per epoch so a resumed run repeats it
-    torch.manual_seed(config.seed * 100_003 + epoch)
     batches = length_batches(data.lengths, config.batch_size, rng)
     targets = torch.from_numpy(data.targets).to(device)
     weights = torch.from_numpy(ascent_weights(data.ascents, config.ascent_weight_floor)).to(device)
@@ -363,6 +400,13 @@ def _train_epoch(model: GradeModel, optimizer: torch.optim.Optimizer, data: Enco
     return total / count
 
 
+def _group_states(checkpoint: dict[str, Any]) -> list[GroupState]:
+    """last.pt's per-group optimizer and average; a last.pt from before groups holds one group's."""
+    if "groups" in checkpoint:
+        return [GroupState(**g) for g in checkpoint["groups"]]
+    return [GroupState(checkpoint["optimizer"], checkpoint.get("ema"))]
+
+
 def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The checkpoint's weights as GradeModel keys; checkpoints from before ensembles hold one
     network without the `members.0.` prefix."""
@@ -384,7 +428,9 @@ def _final_evaluation(out: Path, run: PreparedRun, device: torch.device, state: 
     model = load_checkpoint(out / "best.pt", device)
     grades = run.data.grades
     metrics: dict[str, Any] = {"best_epoch": state.best_epoch, "epochs_run": state.epoch}
-    for name in ("val", "test"):
+    if run.config.refit:  # the val climbs were trained on: only test is held out
+        metrics["trained_on"] = "train+val"
+    for name in ("test",) if run.config.refit else ("val", "test"):
         data = run.sets[name]
         pred = predict(model, data, device)
         metrics[name] = metrics_by_board(data.boards, data.targets, pred, grades)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -18,19 +19,46 @@ def db_args(dbs):
     return [arg for db in dbs for arg in ("--db", db)]
 
 
-@pytest.mark.parametrize("levers", [[], ["--ema-decay", "0.9"]], ids=["plain", "ema"])
+@pytest.mark.parametrize("levers", [[], ["--ema-decay", "0.9"], ["--members", "3", "--workers", "2", "--ema-decay", "0.9"]],
+                         ids=["plain", "ema", "workers"])
 def test_interrupted_run_resumes_to_the_same_model(fake_dbs, tmp_path, levers):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run_script("cg-train", *db_args(fake_dbs), "--out", str(straight), "--epochs", "2", *EPOCH_ARGS, *levers)
+    first = run_script("cg-train", *db_args(fake_dbs), "--out", str(straight), "--epochs", "2", *EPOCH_ARGS, *levers)
+    assert ("2 group(s) [[0, 1], [2]]" in first.stderr) == ("--workers" in levers)
     run_script("cg-train", *db_args(fake_dbs), "--out", str(resumed), "--epochs", "1", *EPOCH_ARGS, *levers)
     out = run_script("cg-train", "--out", str(resumed), "--resume", "--epochs", "2")
     assert "resuming" in out.stderr and "epoch 2/2" in out.stderr
     a = torch.load(straight / "last.pt", weights_only=True)
     b = torch.load(resumed / "last.pt", weights_only=True)
-    for key in ("model", "ema") if levers else ("model",):
-        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert len(a["groups"]) == (2 if "--workers" in levers else 1)
+    for group_a, group_b in zip(a["groups"], b["groups"]):
+        if levers:
+            assert all(torch.equal(group_a["ema"][k], group_b["ema"][k]) for k in group_a["ema"])
+        moments = zip(group_a["optimizer"]["state"].values(), group_b["optimizer"]["state"].values())
+        assert all(torch.equal(x["exp_avg"], y["exp_avg"]) for x, y in moments)
     with open(resumed / "history.csv") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
+
+
+def test_refit_trains_on_train_and_val_and_keeps_the_last_epoch(fake_dbs, fake_pipeline, tmp_path):
+    run = tmp_path / "refit"
+    out = run_script("cg-train", *db_args(fake_dbs), "--out", str(run), "--epochs", "2", *EPOCH_ARGS, "--refit")
+    held_out = json.loads((fake_pipeline.run_dir / "split.json").read_text())
+    split = json.loads((run / "split.json").read_text())
+    assert split["test"] == held_out["test"] and split["val"] == held_out["val"]  # the same split, val trained on
+    rows = lambda log: [int(n) for n in re.search(r"train (\d+), val (\d+), test (\d+) rows", log).groups()]  # noqa: E731
+    plain = run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "plain"), "--epochs", "1", *EPOCH_ARGS)
+    (train, val, test), (refit_train, refit_val, refit_test) = rows(plain.stderr), rows(out.stderr)
+    assert (refit_train, refit_val, refit_test) == (train + val, val, test) and "nothing is selected on val" in out.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"best_epoch", "epochs_run", "trained_on", "test"} and metrics["best_epoch"] == 2
+    with open(run / "history.csv") as handle:
+        assert [(r["epoch"], "val_mae" in r) for r in csv.DictReader(handle)] == [("1", False), ("2", False)]
+    best, last = (torch.load(run / name, weights_only=True)["model"] for name in ("best.pt", "last.pt"))
+    assert all(torch.equal(best[k], last[k]) for k in last)
+    export_run(run, tmp_path / "exports")
+    assert json.loads((tmp_path / "exports" / "refit.onnx.json").read_text())["training"]["config"]["refit"] is True
 
 
 def test_run_outputs(fake_pipeline):
@@ -147,12 +175,12 @@ def test_recorded_command_trains_the_same_configuration():
 
     config = TrainConfig(databases=("a.db", "b.db"), epochs=12, schedule="cosine", warmup_epochs=1.0, members=3,
                          layouts=(1, 8), features=("x", "y", "is_hold", "angle") + ROUTE_FEATURES, n_heads=2,
-                         member_holds=("token", "placement"))
+                         member_holds=("token", "placement"), workers=2, refit=True)
     words = config.command("runs/x").split()
     assert words[:5] == ["cg-train", "--db", "a.db", "--db", "b.db"] and "--members" in words and "--lr" not in words
     ctx = train_command.make_context("cg-train", words[1:])
     params = ctx.params
     assert params["databases"] == ("a.db", "b.db") and params["members"] == 3 and params["layouts"] == (1, 8)
     assert params["features"] == "x,y,is_hold,angle,route" and params["heads"] == 2 and params["schedule"] == "cosine"
-    assert params["member_holds"] == "token,placement"
+    assert params["member_holds"] == "token,placement" and params["workers"] == 2 and params["refit"] is True
     assert expand_features(params["features"].split(",")) == config.features
