@@ -93,6 +93,10 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "shape member recipe + lr 7e-4": SHAPE_MEMBER | {"lr": 7e-4},
     "shape member recipe + weight decay 0.05": SHAPE_MEMBER | {"weight_decay": 0.05},
     "shape member recipe + 6 layers": SHAPE_MEMBER | {"n_layers": 6},
+    # The shipped recipe without --refit: trained on train only and selected on val, like the LightGBM row.
+    "shipped recipe, train split only: 8 networks in 2 workers": SHAPE_MEMBER | {
+        "members": 8, "member_holds": ("token", "placement"), "workers": 2,
+    },
     "shape member recipe + width 192 (ff 384)": SHAPE_MEMBER | {"d_model": 192, "d_ff": 384},
     # placement tokens, role/angle/distance features, Huber, ascent weights, mirrors, sum readout,
     # 10% UNK, dropout 0.15, 14 epochs

@@ -290,17 +290,18 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
             train_loss = sum(r.loss * len(m) for r, m in zip(results, member_sets)) / model_config.members
             state.epoch = epoch
             record = {"epoch": epoch, "train_loss": train_loss}
-            if config.refit:  # val is training data now: every epoch is kept, the last one is exported
-                state.best_epoch = epoch
-                _save(out / "best.pt", {"model_config": model_config.to_dict(), "model": kept.state_dict(), "epoch": epoch})
-            else:
+            is_best = config.refit  # val is training data then: every epoch is kept, so the last one is exported
+            if not config.refit:
                 val = regression_metrics(run.sets["val"].targets, predict(kept, run.sets["val"], device), run.data.grades)
                 record |= {"val_mse": val["rmse"] ** 2, "val_mae": val["mae"], "val_within_1_vgrade": val["within_1_vgrade"]}
-                if val["mae"] < state.best_val_mae:
-                    state.best_val_mae, state.best_epoch, state.bad_epochs = val["mae"], epoch, 0
-                    _save(out / "best.pt", {"model_config": model_config.to_dict(), "model": kept.state_dict(), "epoch": epoch})
+                is_best = val["mae"] < state.best_val_mae
+                if is_best:
+                    state.best_val_mae, state.bad_epochs = val["mae"], 0
                 else:
                     state.bad_epochs += 1
+            if is_best:
+                state.best_epoch = epoch
+                _save(out / "best.pt", {"model_config": model_config.to_dict(), "model": kept.state_dict(), "epoch": epoch})
             record["seconds"] = time.perf_counter() - started
             state.history.append(record)
             _save(last_path, {"model_config": model_config.to_dict(), "model": model.state_dict(),
