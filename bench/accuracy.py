@@ -97,6 +97,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "shipped recipe, train split only: 8 networks in 2 workers": SHAPE_MEMBER | {
         "members": 8, "member_holds": ("token", "placement"), "workers": 2,
     },
+    "shipped recipe, train split only: 8 networks in 2 workers, 4 epochs": SHAPE_MEMBER | {
+        "members": 8, "member_holds": ("token", "placement"), "workers": 2, "epochs": 4,
+    },
     "shape member recipe + width 192 (ff 384)": SHAPE_MEMBER | {"d_model": 192, "d_ff": 384},
     # placement tokens, role/angle/distance features, Huber, ascent weights, mirrors, sum readout,
     # 10% UNK, dropout 0.15, 14 epochs
