@@ -1,14 +1,15 @@
 """Ensemble members trained in groups, each group in its own worker process.
 
-On this project's 2-core machines one process with one torch thread per core trains about 1.7x
-more member-steps a second than one process with two threads (the networks are small, so
-intra-op threading gains little). An ensemble's members share nothing but the data, so
+On this project's 2-core machines two processes of one torch thread each train about 1.5x more
+member-epochs an hour than one process with two threads (1.7x in a one-step micro-benchmark): the
+networks are small, so intra-op threading gains little. An ensemble's members share nothing but the data, so
 `--workers N` splits them into N groups; each epoch every group trains in its own process and
 hands back its weights, optimizer and weight average, and the main process validates and saves.
 
 Each group has its own optimizer, gradient clipping and random streams (seeded from the seed,
-the epoch and the group), so a run is reproducible and resumable for a given --workers; group 0's
-streams are those of a run without groups, so such a run trains exactly as before.
+the epoch and the group), so a run is reproducible and resumable for a given --workers. Group 0's
+streams are those of the loop before groups existed, so a --workers 1 run trains exactly as before.
+Which process runs which group does not matter: a job carries everything its group needs.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ def _run_in_worker(job: dict[str, Any]) -> GroupEpoch:
 
 
 def load_group_weights(model: GradeModel, members: Sequence[int], weights: Sequence[dict[str, torch.Tensor]]) -> None:
+    """Put a group's per-member weights into `model`'s members at indices `members`."""
     for i, state in zip(members, weights):
         model.members[i].load_state_dict(state)
 
