@@ -138,7 +138,7 @@ def test_ema_run_keeps_and_exports_the_averaged_weights(fake_dbs, tmp_path):
     run_script("cg-train", *db_args(fake_dbs), "--out", str(run), "--epochs", "1", *EPOCH_ARGS, "--ema-decay", "0.9")
     last = torch.load(run / "last.pt", weights_only=True)
     best = torch.load(run / "best.pt", weights_only=True)  # one epoch: the best is the last
-    averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    averaged = {k.removeprefix("module."): v for k, v in last["groups"][0]["ema"].items() if k.startswith("module.")}
     assert set(averaged) == set(best["model"])
     assert all(torch.equal(best["model"][k], averaged[k]) for k in averaged)
     assert any(not torch.equal(best["model"][k], last["model"][k]) for k in averaged)
