@@ -94,7 +94,7 @@ def _words(text: str) -> tuple[str, ...]:
                    "(one embedding per placement, roles merged).")
 @click.option("--workers", type=click.IntRange(min=1), default=TrainConfig.workers, show_default=True,
               help="Processes the ensemble's members are split over, one CPU thread each share (2 on a 2-core machine: "
-                   "about 1.7x faster than 1). Results depend on it: it is part of the run's options.")
+                   "about 1.5x faster than 1). Results depend on it: it is part of the run's options.")
 @click.option("--refit", is_flag=True,
               help="Train on the training and validation climbs for exactly --epochs and keep the last epoch "
                    "(choose --epochs from a run without it); the test climbs stay held out.")

@@ -184,17 +184,17 @@ def prepare_run(config: TrainConfig, out: Path, resume: bool) -> PreparedRun:
     """Load data; a fresh run makes split and tokenizer, a resumed one reads them from `out`."""
     data = load_examples(config.databases, config.climb_filter)
     split = config.split_rule.split(e.uuid for e in data.examples)
+    trained_on = ("train", "val") if config.refit else ("train",)  # --refit trains on val too
     if resume:
         tokenizer = Tokenizer.from_dict(json.loads((out / "tokenizer.json").read_text()))
     else:
-        members = set(split["train"]) | (set(split["val"]) if config.refit else set())
+        members = {uuid for name in trained_on for uuid in split[name]}
         train_routes = [e.route for e in data.examples if e.uuid in members]
         if config.mirror_prob > 0:  # mirrored holds are trained on too, so they need tokens
             train_routes += [m for m in (r.mirrored() for r in train_routes) if m is not None]
         tokenizer = Tokenizer.build(data.layouts.values(), train_routes, max_len=data.max_len,
                                     hold_tokens=config.hold_tokens, features=config.features)
     where = {uuid: name for name in SPLITS for uuid in split[name]}
-    trained_on = ("train", "val") if config.refit else ("train",)
     sets = {
         name: EncodedSet.build([e for e in data.examples if where.get(e.uuid) in (trained_on if name == "train" else (name,))],
                                tokenizer, mirrors=name == "train" and config.mirror_prob > 0)
