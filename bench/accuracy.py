@@ -46,7 +46,7 @@ REFERENCE: dict[str, Any] = {  # the end-to-end issue's design, spelt out so new
     "hold_tokens": PLACEMENT_ROLE, "features": BASE_FEATURES, "loss": "mse", "schedule": "constant",
     "warmup_epochs": 0.0, "ascent_weight_floor": 1.0, "mirror_prob": 0.0, "epochs": 30, "patience": 5,
     "batch_size": 64, "lr": 3e-4, "weight_decay": 1e-2, "unk_prob": 0.01,
-    "d_model": 128, "n_heads": 4, "n_layers": 4, "d_ff": 256, "dropout": 0.1, "readout": "cls", "members": 1,
+    "d_model": 128, "n_heads": 4, "n_layers": 4, "d_ff": 256, "dropout": 0.1, "readout": "cls", "head": "value", "members": 1,
     "member_holds": (), "coord_encoding": "linear", "ema_decay": 0.0, "workers": 1, "refit": False,
 }
 ROLE_ANGLE_DISTANCE = tuple(f for f in FEATURES if f not in MOVE_FEATURES + ALL_ROUTE_FEATURES)
@@ -100,7 +100,11 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "shipped recipe, train split only: 8 networks in 2 workers, 4 epochs": SHAPE_MEMBER | {
         "members": 8, "member_holds": ("token", "placement"), "workers": 2, "epochs": 4,
     },
+    "bins-head recipe, train split only: 8 networks in 2 workers": SHAPE_MEMBER | {
+        "members": 8, "member_holds": ("token", "placement"), "workers": 2, "head": "bins",
+    },
     "shape member recipe + width 192 (ff 384)": SHAPE_MEMBER | {"d_model": 192, "d_ff": 384},
+    "shape member recipe + bins head (cross-entropy, mean read out)": SHAPE_MEMBER | {"head": "bins"},
     # placement tokens, role/angle/distance features, Huber, ascent weights, mirrors, sum readout,
     # 10% UNK, dropout 0.15, 14 epochs
     "base + new levers bundle": PLACEMENT_RAD | {

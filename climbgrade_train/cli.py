@@ -15,7 +15,7 @@ from climbgrade_runtime.route_features import ALL_ROUTE_FEATURES
 from climbgrade_runtime.tokenizer import FEATURE_GROUPS, FEATURES, HOLD_TOKEN_SCHEMES, expand_features
 
 from .export import DEFAULT_INT8_MAX_DROP, DEFAULT_OPSET, DEFAULT_TOLERANCE, export_run
-from .model import COORD_ENCODINGS
+from .model import COORD_ENCODINGS, HEADS
 from .train import LOSSES, READOUTS, SCHEDULES, TrainConfig, resume_run, train_run
 
 EXIT_ERROR = 2
@@ -83,6 +83,9 @@ def _words(text: str) -> tuple[str, ...]:
 @click.option("--readout", type=click.Choice(READOUTS), default=TrainConfig.readout, show_default=True,
               help="cls: MLP on the <CLS> token; cls+sum: plus a per-token score summed over the route; "
                    "cls+features: the MLP also reads the <CLS> token's input features (route geometry).")
+@click.option("--head", type=click.Choice(HEADS), default=TrainConfig.head, show_default=True,
+              help="value: regress one number (--loss); bins: a distribution over difficulty bins one unit apart, "
+                   "trained with cross-entropy, predicting its mean.")
 @click.option("--coord-encoding", type=click.Choice(COORD_ENCODINGS), default=TrainConfig.coord_encoding, show_default=True,
               help="linear: per-token features as they are; fourier: plus sin/cos of x and y at 6 frequencies.")
 @click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.ema_decay, show_default=True,

@@ -19,6 +19,8 @@ from climbgrade_runtime.tokenizer import PAD_ID
 TOKEN_HOLDS, PLACEMENT_HOLDS = "token", "placement"
 MEMBER_HOLDS = (TOKEN_HOLDS, PLACEMENT_HOLDS)
 COORD_ENCODINGS = ("linear", "fourier")
+VALUE_HEAD, BINS_HEAD = "value", "bins"
+HEADS = (VALUE_HEAD, BINS_HEAD)
 FOURIER_FREQUENCIES = 6  # octaves from one period across the board down to about one hole spacing
 
 
@@ -45,6 +47,11 @@ class ModelConfig:
     placement_groups: int = 0  # embedding rows of a "placement" member
     target_mean: float = 0.0  # the head predicts standardised difficulty; forward undoes it
     target_std: float = 1.0
+    # "value": the head predicts one standardised number; "bins": logits over difficulty bins one
+    # unit apart from bin_low (`bins` of them), read out as the distribution's mean
+    head: str = VALUE_HEAD
+    bin_low: float = 0.0
+    bins: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,21 +101,34 @@ class GradeTransformer(nn.Module):
         )
         # The route geometry straight into the head, as a tree model reads it, beside what attention made of it.
         self.head_features = config.n_features if config.readout == "cls+features" else 0
+        outputs = config.bins if config.head == BINS_HEAD else 1
         self.head = nn.Sequential(
             nn.Linear(config.d_model + self.head_features, config.d_model),
             nn.GELU(),
             nn.Dropout(config.dropout),
-            nn.Linear(config.d_model, 1),
+            nn.Linear(config.d_model, outputs),
         )
+        centres = config.bin_low + torch.arange(config.bins, dtype=torch.float32) if config.head == BINS_HEAD else None
+        self.register_buffer("bin_centres", centres, persistent=False)
         # Sum readout: an additive per-token score (like a linear model over one-hot holds, but
         # in context), added to the <CLS> head; padding is masked out.
-        self.token_score = nn.Linear(config.d_model, 1) if config.readout == "cls+sum" else None
+        self.token_score = nn.Linear(config.d_model, outputs) if config.readout == "cls+sum" else None
         if self.token_score is not None:  # starts at zero: training begins as the <CLS>-only model
             nn.init.zeros_(self.token_score.weight)
             nn.init.zeros_(self.token_score.bias)
 
     def forward(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         """token_ids [B, L] int64, coords [B, L, n_features] float, padding_mask [B, L] bool (True = padding) -> [B]."""
+        return self.difficulty(self.head_output(token_ids, coords, padding_mask))
+
+    def difficulty(self, head_output: torch.Tensor) -> torch.Tensor:
+        """Head output -> difficulty [B]: the bins' mean, or the standardised value scaled back."""
+        if self.bin_centres is not None:
+            return head_output.softmax(dim=-1) @ self.bin_centres
+        return head_output * self.config.target_std + self.config.target_mean
+
+    def head_output(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        """What training's loss reads: standardised difficulty [B], or bin logits [B, bins]."""
         positions = torch.arange(token_ids.shape[1], device=token_ids.device)
         cls_features = coords[:, 0]
         if self.token_groups is not None:
@@ -119,11 +139,10 @@ class GradeTransformer(nn.Module):
         x = self.token_embedding(token_ids) + self.position_embedding(positions) + self.coord_projection(coords)
         x = self.encoder(self.embedding_dropout(x), src_key_padding_mask=padding_mask)
         readout = torch.cat([x[:, 0], cls_features], dim=-1) if self.head_features else x[:, 0]
-        standardised = self.head(readout).squeeze(-1)
+        output = self.head(readout)
         if self.token_score is not None:
-            scores = self.token_score(x[:, 1:]).squeeze(-1).masked_fill(padding_mask[:, 1:], 0.0)
-            standardised = standardised + scores.sum(dim=1)
-        return standardised * self.config.target_std + self.config.target_mean
+            output = output + self.token_score(x[:, 1:]).masked_fill(padding_mask[:, 1:, None], 0.0).sum(dim=1)
+        return output if self.bin_centres is not None else output.squeeze(-1)
 
 
 class GradeModel(nn.Module):
@@ -146,9 +165,9 @@ class GradeModel(nn.Module):
             if member.token_groups is not None:
                 member.token_groups.copy_(torch.tensor(groups, dtype=torch.long))
 
-    def member_outputs(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        """[members, B]: each member's prediction; training gives each member its own loss."""
-        return torch.stack([member(token_ids, coords, padding_mask) for member in self.members])
+    def member_head_outputs(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's head output (GradeTransformer.head_output); training gives each member its own loss."""
+        return [member.head_output(token_ids, coords, padding_mask) for member in self.members]
 
     def forward(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         # A chain of Adds, not stack().mean(): ReduceMean changed at opset 18 and the exporter's

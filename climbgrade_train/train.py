@@ -36,7 +36,7 @@ from climbgrade_runtime.split import SPLITS, SplitRule
 from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, PLACEMENT_ROLE, UNK_ID, Tokenizer, compact_features
 
 from .dataset import EncodedSet, length_batches
-from .model import COORD_ENCODINGS, MEMBER_HOLDS, PLACEMENT_HOLDS, GradeModel, ModelConfig
+from .model import BINS_HEAD, COORD_ENCODINGS, HEADS, MEMBER_HOLDS, PLACEMENT_HOLDS, GradeModel, GradeTransformer, ModelConfig
 from .workers import GroupEpoch, GroupRunner, GroupState, group_random_streams, load_group_weights, member_groups
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class TrainConfig:
     d_ff: int = 256
     dropout: float = 0.1
     readout: str = "cls"
+    head: str = "value"  # "bins": a distribution over difficulty bins, trained with cross-entropy (see ModelConfig)
     coord_encoding: str = "linear"
     members: int = 1
     member_holds: tuple[str, ...] = ()  # cycled over members: "token" or "placement" (see ModelConfig)
@@ -103,10 +104,12 @@ class TrainConfig:
             raise TrainError(f"--member-holds {PLACEMENT_HOLDS} merges the roles of --hold-tokens {PLACEMENT_ROLE}; "
                              f"with --hold-tokens {self.hold_tokens} every member already embeds placements")
         for name, value, allowed in (("loss", self.loss, LOSSES), ("schedule", self.schedule, SCHEDULES),
-                                     ("readout", self.readout, READOUTS),
+                                     ("readout", self.readout, READOUTS), ("head", self.head, HEADS),
                                      ("coord-encoding", self.coord_encoding, COORD_ENCODINGS)):
             if value not in allowed:
                 raise TrainError(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
+        if self.head == BINS_HEAD and self.loss != "mse":
+            raise TrainError(f"--head {BINS_HEAD} is trained with cross-entropy over the bins: drop --loss {self.loss}")
         if self.workers < 1:
             raise TrainError(f"--workers must be at least 1, not {self.workers}")
 
@@ -257,7 +260,8 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
             dropout=config.dropout, readout=config.readout, coord_encoding=config.coord_encoding,
             members=config.members, member_holds=config.member_holds,
             placement_groups=max(groups) + 1 if PLACEMENT_HOLDS in config.member_holds else 0,
-            target_mean=float(train_targets.mean()), target_std=float(train_targets.std()),
+            target_mean=float(train_targets.mean()), target_std=float(train_targets.std()), head=config.head,
+            **(_bin_range(train_targets) if config.head == BINS_HEAD else {}),
         )
         torch.manual_seed(config.seed)
     model = GradeModel(model_config).to(device)
@@ -337,9 +341,32 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float
     return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _loss(config: TrainConfig, predicted: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
-          scale: float) -> torch.Tensor:
-    """Weighted mean loss on standardised difficulty (difficulty / scale); MSE is the reference design's."""
+def _bin_range(targets: np.ndarray) -> dict[str, Any]:
+    """Bins one difficulty unit apart covering every training target (at least two, for two_hot)."""
+    low, high = math.floor(float(targets.min())), math.ceil(float(targets.max()))
+    return {"bin_low": float(low), "bins": max(2, high - low + 1)}
+
+
+def two_hot(target: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """[B, bins]: each target split between its two nearest bin centres, so the bins' mean is the target."""
+    position = (target - centres[0]).clamp(0, len(centres) - 1)
+    lower = position.floor().clamp(max=len(centres) - 2)
+    upper = (position - lower)[:, None]
+    index = lower.long()[:, None]
+    probs = torch.zeros(len(target), len(centres), device=target.device)
+    probs.scatter_(1, index, 1 - upper)
+    return probs.scatter_add_(1, index + 1, upper)
+
+
+def _loss(config: TrainConfig, member: GradeTransformer, head_output: torch.Tensor, target: torch.Tensor,
+          weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean loss of one member: cross-entropy against two_hot targets for a bins head; else
+    --loss on standardised difficulty (difficulty / std; MSE is the reference design's)."""
+    if member.bin_centres is not None:
+        per_row = -(two_hot(target, member.bin_centres) * head_output.log_softmax(dim=-1)).sum(dim=-1)
+        return (per_row * weight).sum() / weight.sum()
+    scale = member.config.target_std
+    predicted, target = member.difficulty(head_output) / scale, target / scale
     if config.loss == "mse":
         per_row = (predicted - target) ** 2
     elif config.loss == "huber":
@@ -378,7 +405,6 @@ def _train_epoch(model: GradeModel, optimizer: torch.optim.Optimizer, data: Enco
     batches = length_batches(data.lengths, config.batch_size, rng)
     targets = torch.from_numpy(data.targets).to(device)
     weights = torch.from_numpy(ascent_weights(data.ascents, config.ascent_weight_floor)).to(device)
-    scale = model.config.target_std  # the loss is taken in standardised units, as the head predicts
     total, count = 0.0, 0
     for step, idx in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=None)):
         for group in optimizer.param_groups:
@@ -388,8 +414,9 @@ def _train_epoch(model: GradeModel, optimizer: torch.optim.Optimizer, data: Enco
             holds = coords[..., 2] > 0
             ids = torch.where(holds & (torch.rand(ids.shape, device=device) < config.unk_prob), UNK_ID, ids)
         rows = torch.from_numpy(idx).to(device)
-        outputs = model.member_outputs(ids, coords, padding) / scale
-        loss = sum(_loss(config, out, targets[rows] / scale, weights[rows], scale) for out in outputs) / len(outputs)
+        outputs = model.member_head_outputs(ids, coords, padding)
+        loss = sum(_loss(config, member, out, targets[rows], weights[rows]) for member, out in zip(model.members, outputs))
+        loss = loss / len(outputs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

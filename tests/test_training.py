@@ -144,6 +144,35 @@ def test_ema_run_keeps_and_exports_the_averaged_weights(fake_dbs, tmp_path):
     assert any(not torch.equal(best["model"][k], last["model"][k]) for k in averaged)
 
 
+def test_bins_head_trains_and_exports(fake_dbs, tmp_path):
+    """A bins-head run exports through the same parity check, and predicts inside its bins."""
+    from climbgrade_runtime import GradePredictor
+
+    run = tmp_path / "bins"
+    run_script("cg-train", *db_args(fake_dbs), "--out", str(run), "--epochs", "1", *EPOCH_ARGS, "--head", "bins", "--members", "2")
+    config = json.loads((run / "run.json").read_text())["model_config"]
+    assert config["head"] == "bins" and config["bins"] >= 2
+    predictor = GradePredictor.load(export_run(run, tmp_path / "exports"))
+    assert predictor.sidecar.training["export_parity_max_abs_diff"] <= 1e-4
+    test = json.loads((run / "split.json").read_text())["test"]
+    low, high = config["bin_low"], config["bin_low"] + config["bins"] - 1
+    with open(run / "test_predictions.csv") as handle:
+        predicted = [float(row["predicted"]) for row in csv.DictReader(handle)]
+    assert len(predicted) >= len(test) and all(low <= p <= high for p in predicted)
+    assert len(set(predicted)) > 1
+
+
+def test_two_hot_targets_keep_their_mean():
+    from climbgrade_train.train import two_hot
+
+    centres = torch.arange(5.0) + 10
+    targets = torch.tensor([10.0, 10.3, 12.5, 13.9, 14.0])
+    probs = two_hot(targets, centres)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(5)) and torch.allclose(probs @ centres, targets)
+    assert (probs > 0).sum(dim=1).tolist() == [1, 2, 2, 2, 1]
+    assert torch.equal(two_hot(torch.tensor([8.0, 16.0]), centres) @ centres, torch.tensor([10.0, 14.0]))  # clamped
+
+
 def test_learning_rate_schedule_and_ascent_weights():
     import numpy as np
 
@@ -165,6 +194,9 @@ def test_bad_training_options_are_refused_in_one_line(fake_dbs, tmp_path):
                         check=False)
     assert result.returncode == 2 and "--features must start with x,y,is_hold" in result.stderr
     assert "Traceback" not in result.stderr
+    result = run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "r"), "--head", "bins", "--loss", "l1",
+                        check=False)
+    assert result.returncode == 2 and "drop --loss l1" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_recorded_command_trains_the_same_configuration():
