@@ -57,7 +57,8 @@ ONE_NETWORK: dict[str, Any] = REFERENCE | {"epochs": 12, "patience": 30, "schedu
 ROUTE = ROLE_ANGLE_DISTANCE + ROUTE_FEATURES
 MOVE_ROUTE = ROLE_ANGLE_DISTANCE + MOVE_FEATURES + ROUTE_FEATURES
 SHIPPED_MEMBER = {"lr": 1e-3, "features": MOVE_ROUTE, "epochs": 8, "dropout": 0.2}  # the previous release's members
-SHAPE_MEMBER = SHIPPED_MEMBER | {"features": MOVE_ROUTE + SHAPE_FEATURES}  # this release's members
+SHAPE_MEMBER = SHIPPED_MEMBER | {"features": MOVE_ROUTE + SHAPE_FEATURES}  # the last two releases' members (value head)
+ENSEMBLE = {"members": 8, "member_holds": ("token", "placement"), "workers": 2}
 ABLATIONS: dict[str, dict[str, Any]] = {
     "one network, cosine + warm-up (ablation base)": {},
     "base + Huber loss": {"loss": "huber"},
@@ -93,16 +94,12 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "shape member recipe + lr 7e-4": SHAPE_MEMBER | {"lr": 7e-4},
     "shape member recipe + weight decay 0.05": SHAPE_MEMBER | {"weight_decay": 0.05},
     "shape member recipe + 6 layers": SHAPE_MEMBER | {"n_layers": 6},
-    # The shipped recipe without --refit: trained on train only and selected on val, like the LightGBM row.
-    "shipped recipe, train split only: 8 networks in 2 workers": SHAPE_MEMBER | {
-        "members": 8, "member_holds": ("token", "placement"), "workers": 2,
+    # Ensembles without --refit: trained on train only and selected on val, like the LightGBM row.
+    "previous release's recipe (value head), train split only: 8 networks in 2 workers": SHAPE_MEMBER | ENSEMBLE,
+    "previous release's recipe (value head), train split only: 8 networks in 2 workers, 4 epochs": SHAPE_MEMBER | ENSEMBLE | {
+        "epochs": 4,
     },
-    "shipped recipe, train split only: 8 networks in 2 workers, 4 epochs": SHAPE_MEMBER | {
-        "members": 8, "member_holds": ("token", "placement"), "workers": 2, "epochs": 4,
-    },
-    "bins-head recipe, train split only: 8 networks in 2 workers": SHAPE_MEMBER | {
-        "members": 8, "member_holds": ("token", "placement"), "workers": 2, "head": "bins",
-    },
+    "shipped recipe (bins head), train split only: 8 networks in 2 workers": SHAPE_MEMBER | ENSEMBLE | {"head": "bins"},
     "shape member recipe + width 192 (ff 384)": SHAPE_MEMBER | {"d_model": 192, "d_ff": 384},
     "shape member recipe + bins head (cross-entropy, mean read out)": SHAPE_MEMBER | {"head": "bins"},
     # placement tokens, role/angle/distance features, Huber, ascent weights, mirrors, sum readout,

@@ -207,7 +207,7 @@ def test_recorded_command_trains_the_same_configuration():
 
     config = TrainConfig(databases=("a.db", "b.db"), epochs=12, schedule="cosine", warmup_epochs=1.0, members=3,
                          layouts=(1, 8), features=("x", "y", "is_hold", "angle") + ROUTE_FEATURES, n_heads=2,
-                         member_holds=("token", "placement"), workers=2, refit=True)
+                         member_holds=("token", "placement"), workers=2, refit=True, head="bins")
     words = config.command("runs/x").split()
     assert words[:5] == ["cg-train", "--db", "a.db", "--db", "b.db"] and "--members" in words and "--lr" not in words
     ctx = train_command.make_context("cg-train", words[1:])
@@ -215,4 +215,5 @@ def test_recorded_command_trains_the_same_configuration():
     assert params["databases"] == ("a.db", "b.db") and params["members"] == 3 and params["layouts"] == (1, 8)
     assert params["features"] == "x,y,is_hold,angle,route" and params["heads"] == 2 and params["schedule"] == "cosine"
     assert params["member_holds"] == "token,placement" and params["workers"] == 2 and params["refit"] is True
+    assert params["head"] == "bins"
     assert expand_features(params["features"].split(",")) == config.features
