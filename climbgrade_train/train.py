@@ -36,7 +36,9 @@ from climbgrade_runtime.split import SPLITS, SplitRule
 from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, PLACEMENT_ROLE, UNK_ID, Tokenizer, compact_features
 
 from .dataset import EncodedSet, length_batches
-from .model import BINS_HEAD, COORD_ENCODINGS, HEADS, MEMBER_HOLDS, PLACEMENT_HOLDS, GradeModel, GradeTransformer, ModelConfig
+from .model import (
+    BINS_HEAD, COORD_ENCODINGS, HEADS, MEMBER_HOLDS, PLACEMENT_HOLDS, VALUE_HEAD, GradeModel, GradeTransformer, ModelConfig,
+)
 from .workers import GroupEpoch, GroupRunner, GroupState, group_random_streams, load_group_weights, member_groups
 
 logger = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ class TrainConfig:
     d_ff: int = 256
     dropout: float = 0.1
     readout: str = "cls"
-    head: str = "value"  # "bins": a distribution over difficulty bins, trained with cross-entropy (see ModelConfig)
+    head: str = VALUE_HEAD  # "bins": a distribution over difficulty bins, trained with cross-entropy (see ModelConfig)
     coord_encoding: str = "linear"
     members: int = 1
     member_holds: tuple[str, ...] = ()  # cycled over members: "token" or "placement" (see ModelConfig)
