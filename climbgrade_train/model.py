@@ -101,14 +101,15 @@ class GradeTransformer(nn.Module):
         )
         # The route geometry straight into the head, as a tree model reads it, beside what attention made of it.
         self.head_features = config.n_features if config.readout == "cls+features" else 0
-        outputs = config.bins if config.head == BINS_HEAD else 1
+        bins = config.head == BINS_HEAD
+        outputs = config.bins if bins else 1
         self.head = nn.Sequential(
             nn.Linear(config.d_model + self.head_features, config.d_model),
             nn.GELU(),
             nn.Dropout(config.dropout),
             nn.Linear(config.d_model, outputs),
         )
-        centres = config.bin_low + torch.arange(config.bins, dtype=torch.float32) if config.head == BINS_HEAD else None
+        centres = config.bin_low + torch.arange(config.bins, dtype=torch.float32) if bins else None
         self.register_buffer("bin_centres", centres, persistent=False)
         # Sum readout: an additive per-token score (like a linear model over one-hot holds, but
         # in context), added to the <CLS> head; padding is masked out.
