@@ -11,7 +11,8 @@ same test climbs, which none of them trained or selected on):
   also gets a refit row: its early-stopped rounds, fitted again on train + val;
 - the shipped model, scored through the torch-free runtime from `exports/` (cg-eval's code);
 - with --ablations, one network (reference + cosine schedule) with one lever changed at a time;
-  --ablation TEXT runs only the ablation rows whose name contains TEXT (repeatable).
+  --ablation TEXT runs only the ablation rows whose name contains TEXT (repeatable). SHRUNK_ROWS
+  score a finished ablation run with the --shrink chosen on its own validation climbs.
 Transformer runs go to --runs/<row>; a finished run with the same options is reused, not retrained.
 Prints one table (all rows, rows with >= 5 ascents, per board) and writes it as JSON with --json.
 """
@@ -29,6 +30,7 @@ from typing import Any
 import click
 import numpy as np
 import pandas as pd
+import torch
 
 from climbgrade_runtime.boardlib_db import ClimbFilter
 from climbgrade_runtime.graded import Example, load_examples
@@ -39,15 +41,16 @@ from climbgrade_runtime.routes import Route
 from climbgrade_runtime.split import uuid_digest
 from climbgrade_runtime.route_features import ALL_ROUTE_FEATURES, ROUTE_FEATURES, SHAPE_FEATURES
 from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, MOVE_FEATURES, PLACEMENT, PLACEMENT_ROLE
-from climbgrade_train.train import TrainConfig, resume_run, train_run
+from climbgrade_train.calibration import fit_shrink, shrunk
+from climbgrade_train.train import TrainConfig, load_checkpoint, predict, prepare_run, resume_run, train_run
 
 MIN_ASCENTS = 5
 REFERENCE: dict[str, Any] = {  # the end-to-end issue's design, spelt out so new defaults never change it
     "hold_tokens": PLACEMENT_ROLE, "features": BASE_FEATURES, "loss": "mse", "schedule": "constant",
     "warmup_epochs": 0.0, "ascent_weight_floor": 1.0, "mirror_prob": 0.0, "epochs": 30, "patience": 5,
     "batch_size": 64, "lr": 3e-4, "weight_decay": 1e-2, "unk_prob": 0.01,
-    "d_model": 128, "n_heads": 4, "n_layers": 4, "d_ff": 256, "dropout": 0.1, "readout": "cls", "head": "value", "members": 1,
-    "member_holds": (), "coord_encoding": "linear", "ema_decay": 0.0, "workers": 1, "refit": False,
+    "d_model": 128, "n_heads": 4, "n_layers": 4, "d_ff": 256, "dropout": 0.1, "readout": "cls", "head": "value",
+    "bin_sigma": 0.0, "shrink": 1.0, "members": 1, "member_holds": (), "coord_encoding": "linear", "ema_decay": 0.0, "workers": 1, "refit": False,
 }
 ROLE_ANGLE_DISTANCE = tuple(f for f in FEATURES if f not in MOVE_FEATURES + ALL_ROUTE_FEATURES)
 PLACEMENT_RAD = {"hold_tokens": PLACEMENT, "features": ROLE_ANGLE_DISTANCE}
@@ -102,12 +105,22 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "shipped recipe (bins head), train split only: 8 networks in 2 workers": SHAPE_MEMBER | ENSEMBLE | {"head": "bins"},
     "shape member recipe + width 192 (ff 384)": SHAPE_MEMBER | {"d_model": 192, "d_ff": 384},
     "shape member recipe + bins head (cross-entropy, mean read out)": SHAPE_MEMBER | {"head": "bins"},
+    "shape member recipe + bins head, Gaussian targets (sigma 0.5)": SHAPE_MEMBER | {"head": "bins", "bin_sigma": 0.5},
+    "shape member recipe + bins head, Gaussian targets (sigma 1)": SHAPE_MEMBER | {"head": "bins", "bin_sigma": 1.0},
     # placement tokens, role/angle/distance features, Huber, ascent weights, mirrors, sum readout,
     # 10% UNK, dropout 0.15, 14 epochs
     "base + new levers bundle": PLACEMENT_RAD | {
         "epochs": 14, "loss": "huber", "ascent_weight_floor": 0.5, "mirror_prob": 0.5, "readout": "cls+sum",
         "unk_prob": 0.1, "dropout": 0.15,
     },
+}
+
+
+# Rows that score a finished ablation row's run with the --shrink chosen on its own validation climbs
+# (climbgrade_train.calibration); the run is trained first if it is not there.
+SHRUNK_ROWS = {
+    "shipped recipe (bins head), train split only, + shrink chosen on its validation climbs":
+        "shipped recipe (bins head), train split only: 8 networks in 2 workers",
 }
 
 
@@ -149,6 +162,17 @@ def transformer_predictions(config: TrainConfig, run_dir: Path, test: list[Examp
     frame = pd.read_csv(run_dir / "test_predictions.csv")
     predicted = {(u, a): p for u, a, p in zip(frame.uuid, frame.angle, frame.predicted)}
     return np.array([predicted[(e.uuid, e.angle)] for e in test])
+
+
+def shrunk_test_predictions(config: TrainConfig, run_dir: Path, test: list[Example]) -> np.ndarray:
+    """A run's test predictions with the --shrink that is best on its validation climbs."""
+    predicted = transformer_predictions(config, run_dir, test)
+    run = prepare_run(config, run_dir, resume=True)
+    model = load_checkpoint(run_dir / "best.pt")
+    fit = fit_shrink(predict(model, run.sets["val"], torch.device("cpu")), run.sets["val"].targets, model.config)
+    click.echo(f"{run_dir.name}: validation-best --shrink {fit.shrink:.2f} (val MAE {fit.mae_before:.4f} -> "
+               f"{fit.mae_after:.4f})", err=True)
+    return shrunk(predicted, fit.shrink, model.config)
 
 
 def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
@@ -210,11 +234,15 @@ def main(databases: tuple[str, ...], runs_dir: Path, model_path: Path, ablations
     results[f"shipped ({model_path.name})"] = score(test, np.array([p.difficulty for p in graded]), grades)
     if ablations or only:
         chosen = {name: change for name, change in ABLATIONS.items() if not only or any(t in name for t in only)}
-        if not chosen:
+        chosen_shrunk = {name: base for name, base in SHRUNK_ROWS.items() if not only or any(t in name for t in only)}
+        if not chosen and not chosen_shrunk:
             raise click.ClickException(f"no ablation row's name contains {' or '.join(map(repr, only))}")
         for name, change in chosen.items():
             config = TrainConfig.from_dict(shipped.to_dict() | ONE_NETWORK | change)
             results[name] = score(test, transformer_predictions(config, runs_dir / slug(name), test), grades)
+        for name, base in chosen_shrunk.items():
+            config = TrainConfig.from_dict(shipped.to_dict() | ONE_NETWORK | ABLATIONS[base])
+            results[name] = score(test, shrunk_test_predictions(config, runs_dir / slug(base), test), grades)
     print_table(results)
     if json_path is not None:
         json_path.write_text(json.dumps(results, indent=1) + "\n")

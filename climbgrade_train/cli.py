@@ -86,6 +86,13 @@ def _words(text: str) -> tuple[str, ...]:
 @click.option("--head", type=click.Choice(HEADS), default=TrainConfig.head, show_default=True,
               help="value: regress one number (--loss); bins: a distribution over difficulty bins one unit apart, "
                    "trained with cross-entropy, predicting its mean.")
+@click.option("--bin-sigma", type=float, default=TrainConfig.bin_sigma, show_default=True,
+              help="Bins head's target: 0 splits each grade between its two nearest bins; > 0 spreads it as a "
+                   "Gaussian this wide (difficulty units), so near misses cost less.")
+@click.option("--shrink", type=float, default=TrainConfig.shrink, show_default=True,
+              help="Pull predictions toward the training mean by this factor (the graph outputs mean + S x (p - mean)). "
+                   "Below 1 corrects an ensemble that spreads its predictions wider than the grades; a run without "
+                   "--refit logs (and writes to metrics.json) the value best on its validation climbs.")
 @click.option("--coord-encoding", type=click.Choice(COORD_ENCODINGS), default=TrainConfig.coord_encoding, show_default=True,
               help="linear: per-token features as they are; fourier: plus sin/cos of x and y at 6 frequencies.")
 @click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.ema_decay, show_default=True,

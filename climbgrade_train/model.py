@@ -52,6 +52,9 @@ class ModelConfig:
     head: str = VALUE_HEAD
     bin_low: float = 0.0
     bins: int = 0
+    # The graph outputs target_mean + shrink * (ensemble mean - target_mean): below 1 it corrects an
+    # ensemble whose predictions spread wider than the grades do (chosen on validation; see calibration.py)
+    shrink: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,4 +179,7 @@ class GradeModel(nn.Module):
         total = self.members[0](token_ids, coords, padding_mask)
         for member in self.members[1:]:
             total = total + member(token_ids, coords, padding_mask)
-        return total if len(self.members) == 1 else total / len(self.members)
+        mean = total if len(self.members) == 1 else total / len(self.members)
+        if self.config.shrink == 1.0:
+            return mean
+        return self.config.target_mean + self.config.shrink * (mean - self.config.target_mean)

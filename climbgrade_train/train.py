@@ -35,6 +35,7 @@ from climbgrade_runtime.model_io import ATTENTION_MASK, COORDS, TOKEN_IDS, pad_b
 from climbgrade_runtime.split import SPLITS, SplitRule
 from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, PLACEMENT_ROLE, UNK_ID, Tokenizer, compact_features
 
+from .calibration import fit_shrink
 from .dataset import EncodedSet, length_batches
 from .model import (
     BINS_HEAD, COORD_ENCODINGS, HEADS, MEMBER_HOLDS, PLACEMENT_HOLDS, VALUE_HEAD, GradeModel, GradeTransformer, ModelConfig,
@@ -86,6 +87,8 @@ class TrainConfig:
     dropout: float = 0.1
     readout: str = "cls"
     head: str = VALUE_HEAD  # "bins": a distribution over difficulty bins, trained with cross-entropy (see ModelConfig)
+    bin_sigma: float = 0.0  # bins head's target: 0 = split between the two nearest bins; > 0 = a Gaussian this wide
+    shrink: float = 1.0  # predictions pulled toward the training mean by this factor (ModelConfig.shrink)
     coord_encoding: str = "linear"
     members: int = 1
     member_holds: tuple[str, ...] = ()  # cycled over members: "token" or "placement" (see ModelConfig)
@@ -112,6 +115,11 @@ class TrainConfig:
                 raise TrainError(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
         if self.head == BINS_HEAD and self.loss != "mse":
             raise TrainError(f"--head {BINS_HEAD} is trained with cross-entropy over the bins: drop --loss {self.loss}")
+        if self.bin_sigma < 0 or (self.bin_sigma > 0 and self.head != BINS_HEAD):
+            raise TrainError(f"--bin-sigma shapes the target of --head {BINS_HEAD}: it needs that head and a width >= 0, "
+                             f"not {self.bin_sigma}")
+        if not 0 < self.shrink <= 1:
+            raise TrainError(f"--shrink must be above 0 and at most 1, not {self.shrink}")
         if self.workers < 1:
             raise TrainError(f"--workers must be at least 1, not {self.workers}")
 
@@ -263,6 +271,7 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
             members=config.members, member_holds=config.member_holds,
             placement_groups=max(groups) + 1 if PLACEMENT_HOLDS in config.member_holds else 0,
             target_mean=float(train_targets.mean()), target_std=float(train_targets.std()), head=config.head,
+            shrink=config.shrink,
             **(_bin_range(train_targets) if config.head == BINS_HEAD else {}),
         )
         torch.manual_seed(config.seed)
@@ -360,12 +369,21 @@ def two_hot(target: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     return probs.scatter_add_(1, index + 1, upper)
 
 
+def bin_targets(target: torch.Tensor, centres: torch.Tensor, sigma: float) -> torch.Tensor:
+    """[B, bins]: two_hot for sigma 0; else a Gaussian of width sigma around each target, so a near
+    miss costs less than a far one (label distribution learning)."""
+    if sigma == 0:
+        return two_hot(target, centres)
+    return (-0.5 * ((centres[None, :] - target[:, None]) / sigma) ** 2).softmax(dim=-1)
+
+
 def _loss(config: TrainConfig, member: GradeTransformer, head_output: torch.Tensor, target: torch.Tensor,
           weight: torch.Tensor) -> torch.Tensor:
-    """Weighted mean loss of one member: cross-entropy against two_hot targets for a bins head; else
+    """Weighted mean loss of one member: cross-entropy against bin_targets for a bins head; else
     --loss on standardised difficulty (difficulty / std; MSE is the reference design's)."""
     if member.bin_centres is not None:
-        per_row = -(two_hot(target, member.bin_centres) * head_output.log_softmax(dim=-1)).sum(dim=-1)
+        targets = bin_targets(target, member.bin_centres, config.bin_sigma)
+        per_row = -(targets * head_output.log_softmax(dim=-1)).sum(dim=-1)
         return (per_row * weight).sum() / weight.sum()
     scale = member.config.target_std
     predicted, target = member.difficulty(head_output) / scale, target / scale
@@ -464,6 +482,11 @@ def _final_evaluation(out: Path, run: PreparedRun, device: torch.device, state: 
         data = run.sets[name]
         pred = predict(model, data, device)
         metrics[name] = metrics_by_board(data.boards, data.targets, pred, grades)
+        if name == "val":
+            fit = fit_shrink(pred, data.targets, model.config)
+            metrics["val_best_shrink"] = fit.to_dict()
+            logger.info("validation-best --shrink %.2f (val MAE %.3f -> %.3f): choose it here, before any --refit",
+                        fit.shrink, fit.mae_before, fit.mae_after)
         if name == "test":
             frame = pd.DataFrame({
                 "uuid": [e.uuid for e in data.examples], "board": data.boards,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 
@@ -149,9 +150,12 @@ def test_bins_head_trains_and_exports(fake_dbs, tmp_path):
     from climbgrade_runtime import GradePredictor
 
     run = tmp_path / "bins"
-    run_script("cg-train", *db_args(fake_dbs), "--out", str(run), "--epochs", "1", *EPOCH_ARGS, "--head", "bins", "--members", "2")
+    run_script("cg-train", *db_args(fake_dbs), "--out", str(run), "--epochs", "1", *EPOCH_ARGS, "--head", "bins", "--members", "2",
+               "--shrink", "0.9")
     config = json.loads((run / "run.json").read_text())["model_config"]
-    assert config["head"] == "bins" and config["bins"] >= 2
+    assert config["head"] == "bins" and config["bins"] >= 2 and config["shrink"] == 0.9
+    fit = json.loads((run / "metrics.json").read_text())["val_best_shrink"]
+    assert 0.8 <= fit["shrink"] <= 1.0 and fit["mae_after"] <= fit["mae_before"]
     predictor = GradePredictor.load(export_run(run, tmp_path / "exports"))
     assert predictor.sidecar.training["export_parity_max_abs_diff"] <= 1e-4
     test = json.loads((run / "split.json").read_text())["test"]
@@ -171,6 +175,47 @@ def test_two_hot_targets_keep_their_mean():
     assert torch.allclose(probs.sum(dim=1), torch.ones(5)) and torch.allclose(probs @ centres, targets)
     assert (probs > 0).sum(dim=1).tolist() == [1, 2, 2, 2, 1]
     assert torch.equal(two_hot(torch.tensor([8.0, 16.0]), centres) @ centres, torch.tensor([10.0, 14.0]))  # clamped
+
+
+def test_gaussian_bin_targets_spread_around_the_grade():
+    from climbgrade_train.train import bin_targets, two_hot
+
+    centres = torch.arange(24.0) + 10
+    targets = torch.tensor([15.0, 21.3, 26.5])
+    assert torch.equal(bin_targets(targets, centres, 0.0), two_hot(targets, centres))
+    narrow, wide = bin_targets(targets, centres, 0.5), bin_targets(targets, centres, 1.0)
+    for probs, tolerance in ((narrow, 0.05), (wide, 1e-3)):  # a narrow Gaussian's mean leans to the nearest bin
+        assert torch.allclose(probs.sum(dim=1), torch.ones(3))
+        assert torch.allclose(probs @ centres, targets, atol=tolerance)  # far from the ends: about the grade
+    assert narrow.argmax(dim=1).tolist() == [5, 11, 16]  # 15, 21 and 26 (26.5 ties with 27; first wins)
+    assert bool((wide[0, 5] < narrow[0, 5]) & (wide[0, 8] > narrow[0, 8]))  # wider: less on the grade, more 3 away
+
+
+def test_shrink_pulls_predictions_toward_the_training_mean():
+    import numpy as np
+
+    from climbgrade_train.calibration import fit_shrink, shrunk
+    from climbgrade_train.model import GradeModel, ModelConfig
+
+    config = ModelConfig(vocab_size=12, max_len=6, target_mean=20.0, target_std=3.0, members=2)
+    torch.manual_seed(0)
+    plain = GradeModel(config).eval()
+    pulled = GradeModel(dataclasses.replace(config, shrink=0.5)).eval()
+    pulled.load_state_dict(plain.state_dict())
+    ids = torch.tensor([[0, 1, 5, 7, 3, 4], [0, 2, 6, 8, 9, 0]])
+    coords, padding = torch.randn(2, 6, 3), torch.tensor([[False] * 6, [False] * 5 + [True]])
+    with torch.no_grad():
+        raw, out = plain(ids, coords, padding), pulled(ids, coords, padding)
+    assert torch.allclose(out, 20.0 + 0.5 * (raw - 20.0))
+
+    rng = np.random.default_rng(0)  # an ensemble that spreads 10% wider than the grades: the best shrink is ~0.91
+    truth = 20.0 + 3.0 * rng.standard_normal(4000)
+    predicted = 20.0 + 1.1 * (truth - 20.0) + 0.3 * rng.standard_normal(4000)
+    fit = fit_shrink(predicted, truth, config)
+    assert 0.88 <= fit.shrink <= 0.93 and fit.mae_after < fit.mae_before
+    already = dataclasses.replace(config, shrink=0.8)  # a model that already shrinks: the same --shrink is found
+    assert fit_shrink(shrunk(predicted, 0.8, config), truth, already).shrink == fit.shrink
+    assert np.allclose(shrunk(shrunk(predicted, 0.8, config), 1.0, already), predicted)
 
 
 def test_learning_rate_schedule_and_ascent_weights():
@@ -197,6 +242,12 @@ def test_bad_training_options_are_refused_in_one_line(fake_dbs, tmp_path):
     result = run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "r"), "--head", "bins", "--loss", "l1",
                         check=False)
     assert result.returncode == 2 and "drop --loss l1" in result.stderr and "Traceback" not in result.stderr
+    result = run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "r"), "--bin-sigma", "1", check=False)
+    assert result.returncode == 2 and "--bin-sigma shapes the target of --head bins" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "r"), "--shrink", "1.2", check=False)
+    assert result.returncode == 2 and "--shrink must be above 0 and at most 1" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_recorded_command_trains_the_same_configuration():
@@ -207,7 +258,8 @@ def test_recorded_command_trains_the_same_configuration():
 
     config = TrainConfig(databases=("a.db", "b.db"), epochs=12, schedule="cosine", warmup_epochs=1.0, members=3,
                          layouts=(1, 8), features=("x", "y", "is_hold", "angle") + ROUTE_FEATURES, n_heads=2,
-                         member_holds=("token", "placement"), workers=2, refit=True, head="bins")
+                         member_holds=("token", "placement"), workers=2, refit=True, head="bins", bin_sigma=0.75,
+                         shrink=0.94)
     words = config.command("runs/x").split()
     assert words[:5] == ["cg-train", "--db", "a.db", "--db", "b.db"] and "--members" in words and "--lr" not in words
     ctx = train_command.make_context("cg-train", words[1:])
@@ -215,5 +267,5 @@ def test_recorded_command_trains_the_same_configuration():
     assert params["databases"] == ("a.db", "b.db") and params["members"] == 3 and params["layouts"] == (1, 8)
     assert params["features"] == "x,y,is_hold,angle,route" and params["heads"] == 2 and params["schedule"] == "cosine"
     assert params["member_holds"] == "token,placement" and params["workers"] == 2 and params["refit"] is True
-    assert params["head"] == "bins"
+    assert params["head"] == "bins" and params["bin_sigma"] == 0.75 and params["shrink"] == 0.94
     assert expand_features(params["features"].split(",")) == config.features
