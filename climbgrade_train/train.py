@@ -485,7 +485,7 @@ def _final_evaluation(out: Path, run: PreparedRun, device: torch.device, state: 
         if name == "val":
             fit = fit_shrink(pred, data.targets, model.config)
             metrics["val_best_shrink"] = fit.to_dict()
-            logger.info("validation-best --shrink %.2f (val MAE %.3f -> %.3f): choose it here, before any --refit",
+            logger.info("validation-best --shrink %.2f (val MAE %.3f -> %.3f): give it to a --refit of this recipe",
                         fit.shrink, fit.mae_before, fit.mae_after)
         if name == "test":
             frame = pd.DataFrame({
