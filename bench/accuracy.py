@@ -50,7 +50,8 @@ REFERENCE: dict[str, Any] = {  # the end-to-end issue's design, spelt out so new
     "warmup_epochs": 0.0, "ascent_weight_floor": 1.0, "mirror_prob": 0.0, "epochs": 30, "patience": 5,
     "batch_size": 64, "lr": 3e-4, "weight_decay": 1e-2, "unk_prob": 0.01,
     "d_model": 128, "n_heads": 4, "n_layers": 4, "d_ff": 256, "dropout": 0.1, "readout": "cls", "head": "value",
-    "bin_sigma": 0.0, "shrink": 1.0, "members": 1, "member_holds": (), "coord_encoding": "linear", "ema_decay": 0.0, "workers": 1, "refit": False,
+    "bin_sigma": 0.0, "shrink": 1.0, "members": 1, "member_holds": (), "coord_encoding": "linear", "ema_decay": 0.0,
+    "workers": 1, "refit": False,
 }
 ROLE_ANGLE_DISTANCE = tuple(f for f in FEATURES if f not in MOVE_FEATURES + ALL_ROUTE_FEATURES)
 PLACEMENT_RAD = {"hold_tokens": PLACEMENT, "features": ROLE_ANGLE_DISTANCE}

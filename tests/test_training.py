@@ -208,6 +208,7 @@ def test_shrink_pulls_predictions_toward_the_training_mean():
     with torch.no_grad():
         raw, out = plain(ids, coords, padding), pulled(ids, coords, padding)
     assert torch.allclose(out, 20.0 + 0.5 * (raw - 20.0))
+    assert torch.allclose(out, torch.from_numpy(shrunk(raw.numpy(), 0.5, config)).float())  # the graph and the fit agree
 
     rng = np.random.default_rng(0)  # an ensemble that spreads 10% wider than the grades: the best shrink is ~0.91
     truth = 20.0 + 3.0 * rng.standard_normal(4000)
