@@ -51,7 +51,7 @@ REFERENCE: dict[str, Any] = {  # the end-to-end issue's design, spelt out so new
     "batch_size": 64, "lr": 3e-4, "weight_decay": 1e-2, "unk_prob": 0.01,
     "d_model": 128, "n_heads": 4, "n_layers": 4, "d_ff": 256, "dropout": 0.1, "readout": "cls", "head": "value",
     "bin_sigma": 0.0, "shrink": 1.0, "members": 1, "member_holds": (), "coord_encoding": "linear", "ema_decay": 0.0,
-    "workers": 1, "refit": False,
+    "workers": 1, "refit": False, "train_fraction": 1.0,
 }
 ROLE_ANGLE_DISTANCE = tuple(f for f in FEATURES if f not in MOVE_FEATURES + ALL_ROUTE_FEATURES)
 PLACEMENT_RAD = {"hold_tokens": PLACEMENT, "features": ROLE_ANGLE_DISTANCE}
@@ -176,6 +176,19 @@ def shrunk_test_predictions(config: TrainConfig, run_dir: Path, test: list[Examp
     return shrunk(predicted, fit.shrink, model.config)
 
 
+def split_parts(databases: tuple[str, ...], model_path: Path) -> tuple[GradePredictor, TrainConfig, dict[str, list[Example]]]:
+    """The shipped model, its training options (on `databases`) and the rows of each split it was trained with."""
+    predictor = GradePredictor.load(model_path, intra_op_threads=2)
+    shipped = TrainConfig.from_dict(predictor.sidecar.training["config"] | {"databases": databases})
+    rule = shipped.split_rule
+    parts: dict[str, list[Example]] = defaultdict(list)
+    for e in load_examples(databases, ClimbFilter()).examples:
+        parts[rule.assign(e.uuid)].append(e)
+    click.echo(f"split: {rule.to_dict()['rule']} (seed {rule.seed}); train {len(parts['train'])}, "
+               f"val {len(parts['val'])}, test {len(parts['test'])} rows", err=True)
+    return predictor, shipped, parts
+
+
 def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
     subsets = list(next(iter(results.values())))
     width = max(len(name) for name in results) + 2
@@ -202,16 +215,8 @@ def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
 def main(databases: tuple[str, ...], runs_dir: Path, model_path: Path, ablations: bool, only: tuple[str, ...], skip: tuple[str, ...],
          json_path: Path | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    predictor = GradePredictor.load(model_path, intra_op_threads=2)
-    shipped = TrainConfig.from_dict(predictor.sidecar.training["config"] | {"databases": databases})
-    data = load_examples(databases, ClimbFilter())
-    rule = shipped.split_rule
-    parts: dict[str, list[Example]] = defaultdict(list)
-    for e in data.examples:
-        parts[rule.assign(e.uuid)].append(e)
+    predictor, shipped, parts = split_parts(databases, model_path)
     test, grades = parts["test"], predictor.grades
-    click.echo(f"split: {rule.to_dict()['rule']} (seed {rule.seed}); train {len(parts['train'])}, "
-               f"val {len(parts['val'])}, test {len(test)} rows", err=True)
 
     results: dict[str, dict[str, dict[str, float]]] = {}
     results["per-(board, angle) mean"] = score(test, board_angle_mean(parts["train"], test), grades)

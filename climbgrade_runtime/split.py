@@ -18,6 +18,11 @@ SPLITS = ("train", "val", "test")
 RULE = "climb uuid -> first 8 bytes of sha256('<seed>/<uuid>') as a fraction u of 2**64: u < test_fraction -> test; u < test_fraction + val_fraction -> val; else train"
 
 
+def hash_fraction(key: str) -> float:
+    """The first 8 bytes of sha256(key) as a fraction of 2**64: a seeded, order-free draw in [0, 1)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
 @dataclass(frozen=True)
 class SplitRule:
     """Seed and fractions of a split; recorded in the run folder and the model's sidecar."""
@@ -31,7 +36,7 @@ class SplitRule:
             raise ValueError("val and test fractions must be in (0, 1) and sum below 1")
 
     def assign(self, uuid: str) -> str:
-        u = int.from_bytes(hashlib.sha256(f"{self.seed}/{uuid}".encode()).digest()[:8], "big") / 2**64
+        u = hash_fraction(f"{self.seed}/{uuid}")
         if u < self.test_fraction:
             return "test"
         return "val" if u < self.test_fraction + self.val_fraction else "train"

@@ -108,6 +108,9 @@ def _words(text: str) -> tuple[str, ...]:
 @click.option("--refit", is_flag=True,
               help="Train on the training and validation climbs for exactly --epochs and keep the last epoch "
                    "(choose --epochs from a run without it); the test climbs stay held out.")
+@click.option("--train-fraction", type=float, default=TrainConfig.train_fraction, show_default=True,
+              help="Train on this seeded share of the training climbs (grouped by climb; validation and test unchanged): "
+                   "how accuracy grows with data (bench/learning_curve.py).")
 @click.option("--device", default="auto", show_default=True, help="auto (GPU when present), cpu, cuda, cuda:1 ...")
 @click.option("-v", "--verbose", is_flag=True)
 def train_command(databases: tuple[str, ...], out: Path, resume: bool, epochs: int | None, verbose: bool,

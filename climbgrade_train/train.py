@@ -32,7 +32,7 @@ from climbgrade_runtime.graded import LoadedData, load_examples
 from climbgrade_runtime.grades import GradeTable
 from climbgrade_runtime.metrics import metrics_by_board, regression_metrics
 from climbgrade_runtime.model_io import ATTENTION_MASK, COORDS, TOKEN_IDS, pad_batch
-from climbgrade_runtime.split import SPLITS, SplitRule
+from climbgrade_runtime.split import SPLITS, SplitRule, hash_fraction
 from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, PLACEMENT_ROLE, UNK_ID, Tokenizer, compact_features
 
 from .calibration import fit_shrink
@@ -95,6 +95,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0: validate, keep and export an exponential moving average of the weights
     workers: int = 1  # processes the members are split over (climbgrade_train.workers)
     refit: bool = False  # train on train + val for exactly `epochs` and keep the last epoch; test stays held out
+    train_fraction: float = 1.0  # < 1: train on this seeded share of the training climbs (learning curves)
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -122,6 +123,8 @@ class TrainConfig:
             raise TrainError(f"--shrink must be above 0 and at most 1, not {self.shrink}")
         if self.workers < 1:
             raise TrainError(f"--workers must be at least 1, not {self.workers}")
+        if not 0 < self.train_fraction <= 1 or (self.refit and self.train_fraction < 1):
+            raise TrainError(f"--train-fraction must be above 0 and at most 1 (and 1 with --refit), not {self.train_fraction}")
 
     @property
     def climb_filter(self) -> ClimbFilter:
@@ -197,6 +200,7 @@ def prepare_run(config: TrainConfig, out: Path, resume: bool) -> PreparedRun:
     """Load data; a fresh run makes split and tokenizer, a resumed one reads them from `out`."""
     data = load_examples(config.databases, config.climb_filter)
     split = config.split_rule.split(e.uuid for e in data.examples)
+    split["train"] = training_subset(split["train"], config.train_fraction, config.seed)
     trained_on = ("train", "val") if config.refit else ("train",)  # --refit trains on val too
     if resume:
         tokenizer = Tokenizer.from_dict(json.loads((out / "tokenizer.json").read_text()))
@@ -219,6 +223,15 @@ def prepare_run(config: TrainConfig, out: Path, resume: bool) -> PreparedRun:
     logger.info("split (seed %d): %s rows%s", config.seed, ", ".join(f"{n} {len(sets[n])}" for n in SPLITS),
                 " (--refit: train holds the val rows too; nothing is selected on val)" if config.refit else "")
     return PreparedRun(config, data, tokenizer, split, sets)
+
+
+def training_subset(uuids: list[str], fraction: float, seed: int) -> list[str]:
+    """The training climbs a run with --train-fraction keeps: grouped by climb, seeded, and nested
+    (every climb kept at a fraction is kept at any larger one), so the points of a learning curve
+    differ only in how much data they saw."""
+    if fraction >= 1:
+        return uuids
+    return [uuid for uuid in uuids if hash_fraction(f"{seed}/train-subset/{uuid}") < fraction]
 
 
 def to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -62,6 +62,20 @@ def test_refit_trains_on_train_and_val_and_keeps_the_last_epoch(fake_dbs, fake_p
     assert json.loads((tmp_path / "exports" / "refit.onnx.json").read_text())["training"]["config"]["refit"] is True
 
 
+def test_train_fraction_trains_on_a_nested_seeded_share_of_the_training_climbs(fake_dbs, fake_pipeline, tmp_path):
+    from climbgrade_train.train import training_subset
+
+    run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "half"), "--epochs", "1", *EPOCH_ARGS,
+                     "--train-fraction", "0.5")
+    full = json.loads((fake_pipeline.run_dir / "split.json").read_text())
+    half = json.loads((tmp_path / "half" / "split.json").read_text())
+    assert half["val"] == full["val"] and half["test"] == full["test"]  # only the training climbs shrink
+    assert set(half["train"]) < set(full["train"]) and 0.3 < len(half["train"]) / len(full["train"]) < 0.7
+    quarter = training_subset(full["train"], 0.25, seed=0)
+    assert set(quarter) < set(half["train"]) and training_subset(full["train"], 1.0, seed=0) == full["train"]
+    assert training_subset(full["train"], 0.5, seed=1) != half["train"]  # seeded
+
+
 def test_run_outputs(fake_pipeline):
     run = fake_pipeline.run_dir
     for name in ("best.pt", "last.pt", "run.json", "tokenizer.json", "grades.json", "split.json",
@@ -249,6 +263,10 @@ def test_bad_training_options_are_refused_in_one_line(fake_dbs, tmp_path):
     assert "Traceback" not in result.stderr
     result = run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "r"), "--shrink", "1.2", check=False)
     assert result.returncode == 2 and "--shrink must be above 0 and at most 1" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "r"), "--train-fraction", "0.5", "--refit",
+                        check=False)
+    assert result.returncode == 2 and "--train-fraction must be above 0 and at most 1 (and 1 with --refit)" in result.stderr
     assert "Traceback" not in result.stderr
 
 
