@@ -90,9 +90,9 @@ def main(databases: tuple[str, ...], runs_dir: Path, model_path: Path, fractions
         for label, chosen in (("all points", pts), ("from 1/2 up", [p for p in pts if p["fraction"] >= 0.5])):
             if len(chosen) < 2:
                 continue
-            rows = np.log2([p["rows"] for p in chosen])
-            slope, intercept = np.polyfit(rows, np.log([p["mae"] for p in chosen]), 1)
-            gain, base = np.polyfit(rows, [p["within_1_vgrade"] for p in chosen], 1)
+            doublings = np.log2([p["rows"] for p in chosen])
+            slope, intercept = np.polyfit(doublings, np.log([p["mae"] for p in chosen]), 1)
+            gain, base = np.polyfit(doublings, [p["within_1_vgrade"] for p in chosen], 1)
             mae_at = 2 ** ((math.log(AIM_MAE) - intercept) / slope) if slope < 0 else math.inf
             w1v_at = 2 ** ((AIM_WITHIN_1_V - base) / gain) if gain > 0 else math.inf
             click.echo(f"{learner}, {label}: MAE x {math.exp(slope):.3f} and within-1-V {100 * gain:+.2f} points per "
