@@ -33,6 +33,7 @@ AIM_MAE = 1.40
 AIM_WITHIN_1_V = 0.82
 NETWORK_ROW = "shape member recipe + bins head (cross-entropy, mean read out)"
 ENSEMBLE_ROW = "shipped recipe (bins head), train split only: 8 networks in 2 workers"
+GBM = "LightGBM (early-stopped on validation)"
 LEARNERS = {"one network (shipped member recipe)": NETWORK_ROW, "8-network ensemble (shipped recipe, no shrink)": ENSEMBLE_ROW}
 
 
@@ -50,9 +51,9 @@ def main(databases: tuple[str, ...], runs_dir: Path, model_path: Path, fractions
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     predictor, shipped, parts = split_parts(databases, model_path)
     grades = predictor.grades
-    shares = {name: sorted(float(f) for f in text.split(",") if f.strip())
-              for name, text in zip(LEARNERS, (fractions, ensemble_fractions))}
-    shares["LightGBM (early-stopped on validation)"] = shares[next(iter(LEARNERS))]
+    parse = lambda text: sorted(float(f) for f in text.split(",") if f.strip())  # noqa: E731
+    network, ensemble = LEARNERS
+    shares = {network: parse(fractions), ensemble: parse(ensemble_fractions), GBM: parse(fractions)}
     if any(not 0 < f <= 1 for fs in shares.values() for f in fs):
         raise click.ClickException("--fractions are shares of the training climbs: each above 0 and at most 1")
     train_climbs = sorted({e.uuid for e in parts["train"]})

@@ -229,8 +229,6 @@ def training_subset(uuids: list[str], fraction: float, seed: int) -> list[str]:
     """The training climbs a run with --train-fraction keeps: grouped by climb, seeded, and nested
     (every climb kept at a fraction is kept at any larger one), so the points of a learning curve
     differ only in how much data they saw."""
-    if fraction >= 1:
-        return uuids
     return [uuid for uuid in uuids if hash_fraction(f"{seed}/train-subset/{uuid}") < fraction]
 
 
