@@ -32,7 +32,7 @@ EXIT_BAD_INPUT = 2
 @click.option("-v", "--verbose", is_flag=True, help="Log what the runtime does.")
 def main(source: str, model_path: str | None, output_format: str, threads: int, providers: tuple[str, ...],
          batch_size: int, verbose: bool) -> None:
-    """Predict the grade of the routes in ROUTES (a .json file, a .jsonl file, or - for JSON Lines on stdin).
+    """Predict the grade of the routes in ROUTES (a .json or .jsonl file, or - for stdin: the same shapes).
 
     A route is {"board": "kilter", "layout_id": 1, "angle": 40, "frames": "p1145r12p1200r13..."}
     or the same with "holds": [{"placement_id": 1145, "role": "start"}, ...].

@@ -1,4 +1,4 @@
-"""Reading route input: one JSON object, a JSON list, or JSON Lines (a file or stdin).
+"""Reading route input: one JSON object, a JSON list, or JSON Lines, from a file or stdin alike.
 
 JSON Lines are read line by line, so an input of any size streams through in bounded memory.
 A line that is not JSON becomes a RouteError in its slot, so the other routes are still answered.
@@ -52,34 +52,50 @@ def read_json_lines(lines: Iterable[bytes], first_number: int = 1) -> Iterator[A
 
 
 def read_routes(source: str, stdin: IO[bytes]) -> RouteInput:
-    """`-` is JSON Lines on stdin. A file holding one JSON document (an object or a list) is read
-    whole; a `.jsonl` file, or any file whose first line is a complete JSON value, is streamed."""
+    """Routes from a file, or from stdin when `source` is `-`; both take the same shapes.
+
+    One JSON document (an object, or a list) is read whole; JSON Lines (a `.jsonl` file, or any
+    input whose first line is a complete JSON value other than a list) stream line by line.
+    An input with no routes at all (empty, blank, or `[]`) is an error: there is nothing to answer.
+    """
+    name = "stdin" if source == "-" else source
     if source == "-":
-        return RouteInput(read_json_lines(stdin), "lines")
-    path = Path(source)
+        handle = stdin
+    else:
+        try:
+            handle = Path(source).open("rb")
+        except OSError as exc:
+            raise ClimbgradeError(f"cannot read {source}: {exc.strerror}") from exc
     try:
-        handle = path.open("rb")
         number, first = _peek(handle)
     except OSError as exc:
-        raise ClimbgradeError(f"cannot read {source}: {exc.strerror}") from exc
+        handle.close()
+        raise ClimbgradeError(f"cannot read {name}: {exc.strerror}") from exc
     if not first:
         handle.close()
-        raise ClimbgradeError(f"{source} is empty: no routes to grade")
-    if path.suffix == ".jsonl" or (not first.lstrip().startswith(b"[") and _is_json(first)):
+        raise ClimbgradeError(f"{name} is empty: no routes to grade")
+    if source.endswith(".jsonl") or (not first.lstrip().startswith(b"[") and _is_json(first)):
         return RouteInput(_stream(handle, number, first), "lines")
+    with handle:
+        value = _read_document(name, number, first + handle.read())
+    if value == []:
+        raise ClimbgradeError(f"{name} holds an empty list: no routes to grade")
+    return RouteInput(value if isinstance(value, list) else [value], "list" if isinstance(value, list) else "object")
+
+
+def _read_document(name: str, number: int, data: bytes) -> Any:
+    """Decode one JSON document whose first non-blank line is line `number` of `name`."""
     try:
-        with handle:
-            value = json.loads((first + handle.read()).decode("utf-8"))
+        return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ClimbgradeError(f"{source} is not UTF-8 text (byte {exc.start} after line {number - 1})") from exc
+        raise ClimbgradeError(f"{name} is not UTF-8 text (byte {exc.start} after line {number - 1})") from exc
     except RecursionError as exc:
-        raise ClimbgradeError(f"{source} is JSON nested too deeply to hold routes") from exc
+        raise ClimbgradeError(f"{name} is JSON nested too deeply to hold routes") from exc
     except json.JSONDecodeError as exc:
         line = exc.lineno + number - 1
-        raise ClimbgradeError(f"{source} is not valid JSON: {exc.msg} at line {line} column {exc.colno}") from exc
+        raise ClimbgradeError(f"{name} is not valid JSON: {exc.msg} at line {line} column {exc.colno}") from exc
     except ValueError as exc:
-        raise ClimbgradeError(f"{source} is not valid JSON: {str(exc).splitlines()[0][:80]}") from exc
-    return RouteInput(value if isinstance(value, list) else [value], "list" if isinstance(value, list) else "object")
+        raise ClimbgradeError(f"{name} is not valid JSON: {str(exc).splitlines()[0][:80]}") from exc
 
 
 def _peek(handle: IO[bytes]) -> tuple[int, bytes]:

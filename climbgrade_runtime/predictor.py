@@ -25,8 +25,16 @@ STREAM_CHUNK_ROUTES = 1024  # routes read, graded and handed back at a time by p
 
 
 def default_model_path() -> Path:
-    """The model shipped in `exports/` (installed as the package data `climbgrade_runtime.exports`)."""
-    return Path(str(resources.files("climbgrade_runtime.exports").joinpath(DEFAULT_MODEL_FILE)))
+    """The model shipped in `exports/`: installed as the package data `climbgrade_runtime.exports`.
+
+    In a source checkout (an editable install, or Python started in the repository root, where the
+    `climbgrade_runtime/` folder shadows the installed package) that package is not importable, and
+    the model is `exports/` beside the package folder.
+    """
+    try:
+        return Path(str(resources.files("climbgrade_runtime.exports").joinpath(DEFAULT_MODEL_FILE)))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "exports" / DEFAULT_MODEL_FILE
 
 
 @dataclass(frozen=True)

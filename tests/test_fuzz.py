@@ -276,12 +276,34 @@ def test_json_lines_through_predict_many(predictor: GradePredictor, text: str) -
 @example(text=json.dumps(KILTER_ROUTE)[:-1] + ', "holds": ' + "[" * 10_000 + "]" * 10_000 + "}")
 @example(text=json.dumps({**KILTER_ROUTE, "frames": "p1073r12p1080r14"}) + "\n" + "1" * 4_301)
 @example(text=json.dumps({**KILTER_ROUTE, "frames": "p1073r12", "set\nter": "me"}))
-def test_cg_infer_on_stdin(fake_pipeline: Pipeline, text: str) -> None:
-    """cg-infer on JSON Lines: a clean exit and one JSON answer per non-blank line, in order."""
+def test_cg_infer_on_stdin(fake_pipeline: Pipeline, routes_dir: Path, text: str) -> None:
+    """cg-infer on stdin answers exactly as on the same bytes in a file: JSON Lines one answer per
+    non-blank line in order, one JSON document as a document, nothing at all as a one-line error."""
     result, stderr = run_cg_infer(fake_pipeline.model, ["-", "--format", "json"], text)
-    answers = [json.loads(line) for line in result.stdout.split("\n") if line]
-    assert [a["index"] for a in answers] == list(range(non_blank_lines(text)))
-    assert sum(line.startswith("error:") for line in stderr) == sum("error" in a for a in answers)
+    path = routes_dir / "stdin.json"
+    path.write_bytes(text.encode("utf-8"))
+    from_file, file_stderr = run_cg_infer(fake_pipeline.model, [str(path), "--format", "json"])
+    assert (result.exit_code, result.stdout) == (from_file.exit_code, from_file.stdout)
+    assert [line.replace(str(path), "stdin") for line in file_stderr] == stderr
+    first = next((line for line in text.split("\n") if line.strip()), None)
+    if first is None:
+        assert stderr == ["error: stdin is empty: no routes to grade"] and result.stdout == ""
+    elif not first.lstrip().startswith("[") and is_json(first):  # JSON Lines
+        answers = [json.loads(line) for line in result.stdout.split("\n") if line]
+        assert [a["index"] for a in answers] == list(range(non_blank_lines(text)))
+        assert sum(line.startswith("error:") for line in stderr) == sum("error" in a for a in answers)
+    elif result.stdout:  # one JSON document, answered in its own shape
+        assert isinstance(json.loads(result.stdout), (dict, list))
+    else:  # a document that is not JSON, or an empty list: one line says so
+        assert len(stderr) == 1 and stderr[0].startswith("error: stdin ")
+
+
+def is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 @settings(FUZZ, max_examples=100)
