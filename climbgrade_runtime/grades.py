@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ class GradeTable:
     """Listed grades in difficulty order; predictions round to the nearest listed difficulty."""
 
     grades: tuple[Grade, ...]
+    _v_numbers: np.ndarray = field(init=False, repr=False, compare=False)  # V number per grade, for batches
 
     def __post_init__(self) -> None:
         if not self.grades:

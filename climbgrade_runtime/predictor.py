@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,10 +14,13 @@ import numpy as np
 
 from . import model_io
 from .errors import ModelError, RouteError
+from .insight import (
+    AngleGrade, Explanation, HoldEffect, InsightRequest, Mirror, RouteInsight, Sweep, frames_of, no_mirror_reason,
+)
 from .routes import Route, parse_route, route_labels, unknown_keys
 from .session import create_session
 from .sidecar import Sidecar, file_sha256, sidecar_path
-from .tokenizer import Encoded
+from .tokenizer import Encoded, ResolvedRoute, check_angle, resolved_from_holds
 
 DEFAULT_MODEL_FILE = "climbgrade.onnx"
 DEFAULT_BATCH_SIZE = 256  # routes per onnxruntime run in predict_many (measured best with 2 threads)
@@ -184,11 +187,102 @@ class GradePredictor:
 
         Yields each chunk's results as soon as they are made; indices count from the stream's start.
         """
-        records = iter(routes)
-        done = 0
-        while chunk := list(itertools.islice(records, chunk_size)):
-            yield self.predict_many(chunk, batch_size=batch_size, first_index=done)
-            done += len(chunk)
+        for first, chunk in _chunks(routes, chunk_size):
+            yield self.predict_many(chunk, batch_size=batch_size, first_index=first)
+
+    def sweep(self, route: Route | dict[str, Any], angles: Sequence[int] | None = None) -> Sweep:
+        """The route at each angle of its layout (or at `angles`, each one of the layout's), in one onnxruntime run."""
+        parsed, labels, warnings = _parse(route)
+        resolved = self.tokenizer.resolve(parsed)
+        return self._sweep(parsed, resolved, labels, warnings, resolved.layout.angles if angles is None else angles)
+
+    def explain(self, route: Route | dict[str, Any]) -> Explanation:
+        """What each hold does: the route graded whole and with each hold left out, in one run of n+1 routes.
+
+        A start or finish hold whose removal leaves none is still scored (Explanation.warnings says so).
+        """
+        parsed, labels, warnings = _parse(route)
+        return self._explain(parsed, self.tokenizer.resolve(parsed), labels, warnings)
+
+    def mirror(self, route: Route | dict[str, Any]) -> Mirror | None:
+        """The route's left-right mirror, graded; None when its layout has no mirrors or a hold has none."""
+        parsed, _, _ = _parse(route)
+        return self._mirror(parsed, self.tokenizer.resolve(parsed))
+
+    def insight_stream(
+        self,
+        routes: Iterable[Route | dict[str, Any] | RouteError],
+        request: InsightRequest,
+        chunk_size: int = STREAM_CHUNK_ROUTES,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> Iterator[list[RouteInsight | RouteFailure]]:
+        """predict_stream plus, per graded route, the extras `request` asks for (each extra one run per route).
+
+        A route whose extras cannot be made (an --angles angle its board lacks, explain of a one-hold
+        route) becomes a RouteFailure; a missing mirror is only a warning.
+        """
+        for first, chunk in _chunks(routes, chunk_size):
+            results = self.predict_many(chunk, batch_size=batch_size, first_index=first)
+            yield [self._insight(r, x, request) if isinstance(r, Prediction) else r for r, x in zip(results, chunk)]
+
+    def _insight(
+        self, prediction: Prediction, record: Route | dict[str, Any], request: InsightRequest
+    ) -> RouteInsight | RouteFailure:
+        parsed, labels, warnings = _parse(record)
+        resolved = self.tokenizer.resolve(parsed)
+        try:
+            sweep = None
+            if request.angles is not None:
+                sweep = self._sweep(parsed, resolved, labels, warnings, request.angles.angles(resolved.layout))
+            explanation = self._explain(parsed, resolved, labels, warnings) if request.explain else None
+        except RouteError as exc:
+            return RouteFailure(prediction.index, str(exc), prediction.labels)
+        mirror = self._mirror(parsed, resolved) if request.mirror else None
+        notes: tuple[str, ...] = ()
+        if request.mirror and mirror is None:
+            notes = (no_mirror_reason(resolved),)
+        elif mirror is not None:
+            notes = tuple(f"mirror: {w}" for w in mirror.warnings if w not in prediction.warnings)
+        return RouteInsight(prediction, resolved, sweep, explanation, mirror, request.mirror, notes)
+
+    def _sweep(self, parsed: Route, resolved: ResolvedRoute, labels: dict[str, Any], warnings: tuple[str, ...],
+               angles: Sequence[int]) -> Sweep:
+        wanted = tuple(dict.fromkeys(angles))
+        for angle in wanted:
+            check_angle(resolved.layout, angle)
+        batch = (resolved.angle, *(a for a in wanted if a != resolved.angle))  # the route's own angle first
+        encoded = [self.tokenizer.encode_resolved(replace(resolved, angle=a)) for a in batch]
+        values = dict(zip(batch, (float(v) for v in self._run(encoded))))
+        prediction = self._prediction(0, parsed, encoded[0], values[resolved.angle], labels, warnings)
+        grades = {a: self.grades.grade(values[a]) for a in wanted}
+        return Sweep(prediction, tuple(AngleGrade(a, values[a], grades[a].font, grades[a].v) for a in wanted))
+
+    def _explain(
+        self, parsed: Route, resolved: ResolvedRoute, labels: dict[str, Any], warnings: tuple[str, ...]
+    ) -> Explanation:
+        holds = resolved.holds
+        if len(holds) < 2:
+            raise RouteError("explain needs a route of at least 2 holds")
+        layout, angle = resolved.layout, resolved.angle
+        without = [resolved_from_holds(layout, angle, holds[:i] + holds[i + 1 :]) for i in range(len(holds))]
+        encoded = [self.tokenizer.encode_resolved(r) for r in (resolved, *without)]
+        values = [float(v) for v in self._run(encoded)]
+        effects = tuple(
+            HoldEffect(pid, role, value - values[0], tuple(w for w in route.warnings if w not in resolved.warnings))
+            for (pid, role), value, route in zip(holds, values[1:], without)
+        )
+        positive = [h for h in effects if h.effect > 0]
+        crux = max(positive, key=lambda h: h.effect).placement_id if positive else None
+        return Explanation(self._prediction(0, parsed, encoded[0], values[0], labels, warnings), effects, crux)
+
+    def _mirror(self, route: Route, resolved: ResolvedRoute) -> Mirror | None:
+        mirrored = resolved.mirrored()
+        if mirrored is None:
+            return None
+        encoded = self.tokenizer.encode_resolved(mirrored)
+        difficulty = float(self._run([encoded])[0])
+        grade = self.grades.grade(difficulty)
+        return Mirror(difficulty, grade.font, grade.v, frames_of(mirrored, route), mirrored.holds, encoded.warnings)
 
     def _run(self, encoded: Sequence[Encoded]) -> np.ndarray:
         return self._session.run([model_io.DIFFICULTY], model_io.pad_batch(encoded))[0]
@@ -208,6 +302,15 @@ class GradePredictor:
             warnings=warnings + encoded.warnings,
             labels=labels,
         )
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[tuple[int, list[Any]]]:
+    """(index of the chunk's first item, up to `size` items) over a stream of any length."""
+    records = iter(items)
+    done = 0
+    while chunk := list(itertools.islice(records, size)):
+        yield done, chunk
+        done += len(chunk)
 
 
 def _parse(route: Route | dict[str, Any]) -> tuple[Route, dict[str, Any], tuple[str, ...]]:

@@ -1,18 +1,25 @@
-"""Writing predictions as they are made: a table for people, JSON in the input's shape for programs.
+"""Writing predictions as they are made: a table for people, JSON in the input's shape for programs,
+and (cg-infer --svg) a picture per route.
 
 Results arrive in chunks (cg-infer streams JSON Lines), so nothing here needs every result at once.
+A RouteInsight (cg-infer --angles/--explain/--mirror) prints as its route's row followed by one
+indented row per angle, per hold and for the mirror.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
+from .files import atomic_write_text
 from .inputs import Shape
+from .insight import RouteInsight
 from .predictor import Prediction, RouteFailure
+from .svg import render_route_svg, svg_file_name
 
-Result = Prediction | RouteFailure
+Result = Prediction | RouteFailure | RouteInsight
 # Fixed widths, so rows printed chunk by chunk line up; a longer value just widens its own row.
 _COLUMNS = (("#", 5), ("route", 16), ("board", 8), ("layout", 6), ("angle", 5), ("difficulty", 10), ("font", 4), ("V", 4))
 
@@ -34,6 +41,8 @@ class ResultWriter:
                 if self.count == 0:
                     out.append(_table_row([name for name, _ in _COLUMNS] + ["notes"]) + "\n")
                 out.append(_table_row(_cells(result)) + "\n")
+                if isinstance(result, RouteInsight):
+                    out.extend(_table_row(cells) + "\n" for cells in _insight_rows(result))
             elif self.shape == "lines":
                 out.append(json.dumps(result.to_dict()) + "\n")
             elif self.shape == "object":
@@ -53,19 +62,63 @@ class ResultWriter:
         self.stream.flush()
 
 
+def route_label(result: Result) -> str:
+    """The name (else id, else uuid) the user gave the route; "" if none."""
+    return str(result.labels.get("name", result.labels.get("id", result.labels.get("uuid", ""))))
+
+
 def _cells(result: Result) -> list[str]:
-    label = str(result.labels.get("name", result.labels.get("id", result.labels.get("uuid", ""))))
     if isinstance(result, RouteFailure):
-        return [str(result.index), label, "", "", "", "", "", "", f"ERROR: {result.error}"]
+        return [str(result.index), route_label(result), "", "", "", "", "", "", f"ERROR: {result.error}"]
+    # A RouteInsight's hold warnings go on its hold rows (_insight_rows), not here.
+    p, notes = (result.prediction, result.mirror_notes) if isinstance(result, RouteInsight) else (result, ())
     return [
-        str(result.index), label, result.board, str(result.layout_id), str(result.angle),
-        f"{result.difficulty:.1f}", result.font, result.v_grade, "; ".join(result.warnings),
+        str(p.index), route_label(p), p.board, str(p.layout_id), str(p.angle),
+        f"{p.difficulty:.1f}", p.font, p.v_grade, "; ".join(p.warnings + notes),
     ]
+
+
+def _insight_rows(insight: RouteInsight) -> list[list[str]]:
+    """Under the route's row: `· angle` rows, `· hold p<id>` rows (role, signed effect, crux), a `· mirror` row."""
+    rows = []
+    own = insight.prediction.angle
+    for a in insight.sweep.angles if insight.sweep is not None else ():
+        note = "the route's angle" if a.angle == own else ""
+        rows.append(["", "· angle", "", "", str(a.angle), f"{a.difficulty:.1f}", a.font, a.v_grade, note])
+    if insight.explanation is not None:
+        crux = insight.explanation.crux
+        for h in insight.explanation.holds:
+            note = "; ".join((["crux"] if h.placement_id == crux else []) + [f"without it: {w}" for w in h.warnings])
+            rows.append(["", f"· hold p{h.placement_id}", h.role, "", "", f"{h.effect:+.1f}", "", "", note])
+    if insight.mirror is not None:
+        m = insight.mirror
+        rows.append(["", "· mirror", "", "", str(own), f"{m.difficulty:.1f}", m.font, m.v_grade, m.frames])
+    elif insight.mirror_asked:
+        rows.append(["", "· mirror", "", "", "", "", "", "", "none"])
+    return rows
 
 
 def _table_row(cells: list[str]) -> str:
     fixed = "  ".join(cell.ljust(width) for cell, (_, width) in zip(cells, _COLUMNS))
     return (fixed + "  " + cells[-1]).rstrip()
+
+
+def write_svgs(results: Sequence[Result], folder: Path) -> list[Path]:
+    """One picture per graded route (RouteInsight), `<index>[-<name slug>].svg` in `folder`, written atomically.
+
+    The title is the route's name, grade and angle; with --explain the rings show each hold's effect.
+    """
+    paths = []
+    for r in results:
+        if not isinstance(r, RouteInsight):
+            continue
+        p, label = r.prediction, route_label(r)
+        title = f"{label or f'route {p.index}'} · {p.font}/{p.v_grade} · {p.difficulty:.1f} at {p.angle}°"
+        effects = None if r.explanation is None else {h.placement_id: h.effect for h in r.explanation.holds}
+        path = folder / svg_file_name(str(p.index), label)
+        atomic_write_text(path, render_route_svg(r.route.layout, r.route.holds, title, effects))
+        paths.append(path)
+    return paths
 
 
 def problem_lines(results: Sequence[Result]) -> list[str]:

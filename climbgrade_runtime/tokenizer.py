@@ -135,8 +135,7 @@ def resolve_route(
         known = ", ".join(str(lid) for b, lid in sorted(layouts) if b == route.board)
         raise RouteError(f"board {route.board} has no layout {shown(route.layout_id)} in this model (layouts: {known})")
     where = f"{layout.board} layout {layout.layout_id}"
-    if route.angle not in layout.angles:
-        raise RouteError(f"angle {shown(route.angle)} is not an angle of {where} (angles: {', '.join(map(str, layout.angles))})")
+    check_angle(layout, route.angle)
     if not route.holds:
         raise RouteError("route has no holds")
     if max_holds is not None and len(route.holds) > max_holds:
@@ -157,10 +156,25 @@ def resolve_route(
         elif role not in role_ids:
             raise RouteError(f"role {shown(role)} of placement {pid} is not a role of {where} (roles: {', '.join(layout.role_names)})")
         holds.append((pid, role))
-    ordered = _canonical_order(holds, layout)
+    return resolved_from_holds(layout, route.angle, holds)
+
+
+def check_angle(layout: LayoutGeometry, angle: int) -> None:
+    """RouteError unless `angle` is one of the layout's wall angles (for a route, or a sweep's angles)."""
+    if angle not in layout.angles:
+        where, angles = f"{layout.board} layout {layout.layout_id}", ", ".join(map(str, layout.angles))
+        raise RouteError(f"angle {shown(angle)} is not an angle of {where} (angles: {angles})")
+
+
+def resolved_from_holds(layout: LayoutGeometry, angle: int, holds: Iterable[tuple[int, str]]) -> ResolvedRoute:
+    """Holds already checked against `layout` (placement ids, role names) as a ResolvedRoute with its warnings.
+
+    resolve_route ends here; GradePredictor.explain builds its leave-one-out routes here.
+    """
+    ordered = _canonical_order(list(holds), layout)
     roles = {role for _, role in ordered}
-    warnings = tuple(f"route has no {r} hold" for r in ("start", "finish") if r in role_ids and r not in roles)
-    return ResolvedRoute(layout=layout, angle=route.angle, holds=ordered, warnings=warnings)
+    warnings = tuple(f"route has no {r} hold" for r in ("start", "finish") if r in layout.role_ids and r not in roles)
+    return ResolvedRoute(layout=layout, angle=angle, holds=ordered, warnings=warnings)
 
 
 def _canonical_order(holds: list[tuple[int, str]], layout: LayoutGeometry) -> tuple[tuple[int, str], ...]:
@@ -283,7 +297,7 @@ class Tokenizer:
             coords[:, columns["angle"]] = resolved.angle / ANGLE_SCALE
         if not self.uses_geometry:
             return
-        geometry = RouteGeometry.of(resolved)
+        geometry = RouteGeometry.of(resolved.layout, resolved.holds)
         for rank, name in enumerate(("nearest", "nearest2")):
             if name in columns and rank < geometry.gaps.shape[1]:  # a route of 2 holds has no 2nd-nearest other hold
                 # in float32 board units, then scaled: the values every model so far was trained on

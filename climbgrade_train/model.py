@@ -73,6 +73,11 @@ class ModelConfig:
 class GradeTransformer(nn.Module):
     """Token + learned position embeddings + projected coordinates -> pre-norm encoder -> <CLS> head."""
 
+    # Buffers (register_buffer), None where this member's options do not use them.
+    token_groups: torch.Tensor | None
+    frequencies: torch.Tensor | None
+    bin_centres: torch.Tensor | None
+
     def __init__(self, config: ModelConfig, holds: str = TOKEN_HOLDS) -> None:
         super().__init__()
         self.config = config
@@ -163,15 +168,20 @@ class GradeModel(nn.Module):
         chosen = range(config.members) if members is None else members
         self.members = nn.ModuleList(GradeTransformer(config, config.holds_of(i)) for i in chosen)
 
+    @property
+    def transformers(self) -> list[GradeTransformer]:
+        """The members, typed (nn.ModuleList yields plain Modules to a type checker)."""
+        return [member for member in self.members if isinstance(member, GradeTransformer)]
+
     def set_placement_groups(self, groups: list[int]) -> None:
         """Fill the token -> placement map of every "placement" member (Tokenizer.placement_groups)."""
-        for member in self.members:
+        for member in self.transformers:
             if member.token_groups is not None:
                 member.token_groups.copy_(torch.tensor(groups, dtype=torch.long))
 
     def member_head_outputs(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> list[torch.Tensor]:
         """Each member's head output (GradeTransformer.head_output); training gives each member its own loss."""
-        return [member.head_output(token_ids, coords, padding_mask) for member in self.members]
+        return [member.head_output(token_ids, coords, padding_mask) for member in self.transformers]
 
     def forward(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         # A chain of Adds, not stack().mean(): ReduceMean changed at opset 18 and the exporter's
