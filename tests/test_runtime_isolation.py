@@ -37,14 +37,20 @@ def test_runtime_runs_without_training_libraries(fake_pipeline, tmp_path):
         print(p.predict({route!r}).difficulty)
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in {{"torch", "pandas", "onnx", "onnxscript"}})
         assert not heavy, heavy
-        sys.argv = ["cg-infer", {str(route_file)!r}, "--model", {str(fake_pipeline.model)!r}, "--format", "json"]
+        sys.argv = ["cg-infer", {str(route_file)!r}, "--model", {str(fake_pipeline.model)!r}, "--format", "json",
+                    "--angles", "all", "--explain", "--mirror", "--svg", {str(tmp_path / "pictures")!r}]
         main()
         """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     first, rest = result.stdout.split("\n", 1)
-    assert float(first) == json.loads(rest)["difficulty"]
+    answer = json.loads(rest)
+    assert float(first) == answer["difficulty"]
+    # Every route-insight answer is made without the training libraries too.
+    assert [a["angle"] for a in answer["angles"]] == layout["angles"]
+    assert len(answer["holds"]) == 3 and "mirror" in answer
+    assert len(list((tmp_path / "pictures").glob("*.svg"))) == 1
 
 
 def test_import_and_load_are_lazy(fake_pipeline):
