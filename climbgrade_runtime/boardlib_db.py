@@ -126,10 +126,15 @@ class BoardDatabase:
         return out
 
     def read_climbs(self, where: ClimbFilter) -> list[ClimbRow]:
-        """Graded single-frame, listed, non-draft climb x angle rows that pass the filter."""
+        """Graded single-frame, listed, non-draft climb x angle rows that pass the filter.
+
+        A climb's name is read where `climbs` has the column (it is not needed to grade, so a
+        database without it is still usable: its names are '').
+        """
+        name = "COALESCE(c.name, '')" if "name" in _columns(self.connection, "climbs") else "''"
         sql = (
             "SELECT c.uuid, c.layout_id, s.angle, c.frames, s.display_difficulty, "
-            "COALESCE(s.ascensionist_count, 0), COALESCE(c.name, '') "
+            f"COALESCE(s.ascensionist_count, 0), {name} "
             "FROM climbs c JOIN climb_stats s ON s.climb_uuid = c.uuid "
             "WHERE c.frames_count = 1 AND c.is_listed = 1 AND COALESCE(c.is_draft, 0) = 0 "
             "AND s.display_difficulty IS NOT NULL AND COALESCE(s.ascensionist_count, 0) >= ?"
@@ -167,7 +172,7 @@ def open_database(spec: str) -> BoardDatabase:
     for table, columns in REQUIRED_COLUMNS.items():
         if table not in tables:
             raise DatabaseError(f"{path}: required table '{table}' is missing; is this a boardlib database?")
-        present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+        present = _columns(connection, table)
         missing = [c for c in columns if c not in present]
         if missing:
             raise DatabaseError(f"{path}: table '{table}' lacks column(s) {', '.join(missing)}")
@@ -177,6 +182,11 @@ def open_database(spec: str) -> BoardDatabase:
     else:
         board = _infer_board(path, connection)
     return BoardDatabase(path=path, board=board, connection=connection)
+
+
+def _columns(connection: sqlite3.Connection, table: str) -> set[str]:
+    """The column names of `table` (empty if there is no such table)."""
+    return {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
 
 
 def _infer_board(path: Path, connection: sqlite3.Connection) -> str:

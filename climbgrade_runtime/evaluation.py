@@ -6,23 +6,65 @@ reproduced: with `split="test"` only the climbs the model's sidecar says it was 
 
 from __future__ import annotations
 
+import csv
+import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from .boardlib_db import ClimbFilter
-from .errors import ModelError
-from .graded import load_examples, skip_reason
+from .errors import ClimbgradeError, ModelError
+from .files import atomic_open, atomic_write_text
+from .graded import Example, load_examples, skip_reason
 from .metrics import METRIC_NAMES, metrics_by_board
 from .predictor import DEFAULT_BATCH_SIZE, GradePredictor, Prediction, RouteFailure
 from .routes import Route
 from .split import SPLITS, SplitRule, uuid_digest
+from .svg import render_route_svg, svg_file_name
 from .tokenizer import UNSEEN_HOLDS
 
 _HEADERS = ("board", "rows", "MAE", "RMSE", "R2", "<=1 diff", "<=2 diff", "exact V", "<=1 V", "<=2 V")
+# Columns of `cg-eval --predictions`, in order (GradedRow.to_dict's keys).
+PREDICTION_COLUMNS = ("uuid", "name", "board", "layout_id", "angle", "ascents", "community_difficulty",
+                      "predicted_difficulty", "residual", "community_font", "community_v_grade", "predicted_font",
+                      "predicted_v_grade")
+PREDICTION_FORMATS = (".csv", ".jsonl")
+
+
+class Progress(Protocol):
+    """What evaluate reports progress to (click's progress bar is one)."""
+
+    def update(self, n_steps: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class GradedRow:
+    """One (climb, angle) row the model graded: the community's grade beside the model's."""
+
+    example: Example
+    prediction: Prediction
+    community_font: str
+    community_v_grade: str
+
+    @property
+    def residual(self) -> float:
+        """Predicted minus community difficulty: negative where the community grades it harder."""
+        return self.prediction.difficulty - self.example.difficulty
+
+    def to_dict(self) -> dict[str, Any]:
+        e, p = self.example, self.prediction
+        return {
+            "uuid": e.uuid, "name": e.name, "board": e.board, "layout_id": e.layout_id, "angle": e.angle,
+            "ascents": e.ascents, "community_difficulty": round(e.difficulty, 4),
+            "predicted_difficulty": round(p.difficulty, 4), "residual": round(self.residual, 4),
+            "community_font": self.community_font, "community_v_grade": self.community_v_grade,
+            "predicted_font": p.font, "predicted_v_grade": p.v_grade,
+        }
 
 
 @dataclass(frozen=True)
@@ -35,6 +77,7 @@ class Evaluation:
     metrics: dict[str, dict[str, float]]
     not_graded: dict[str, int] = field(default_factory=dict)  # reason -> rows the model could not grade
     notes: tuple[str, ...] = ()
+    rows: tuple[GradedRow, ...] = field(default=(), repr=False, compare=False)  # in database order
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "split": self.split, "min_ascents": self.min_ascents, "metrics": self.metrics,
@@ -57,8 +100,13 @@ def evaluate(
     min_ascents: int = 0,
     split: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Callable[[int], AbstractContextManager[Progress]] | None = None,
 ) -> Evaluation:
-    """Grade every usable (climb, angle) row of `databases` (only `split`'s climbs, if given) and score it."""
+    """Grade every usable (climb, angle) row of `databases` (only `split`'s climbs, if given) and score it.
+
+    `progress(total_rows)` (e.g. click.progressbar's length) is entered once the rows are read and
+    updated as each chunk is graded, so a long run is not silent.
+    """
     data = load_examples(databases, ClimbFilter(min_ascents=min_ascents))
     examples = data.examples
     notes: list[str] = []
@@ -70,7 +118,12 @@ def evaluate(
         if split == "test":
             notes.append(_test_split_note(predictor.sidecar.data["split"], {e.uuid for e in examples}))
     routes = [Route(e.board, e.layout_id, e.angle, e.route.holds) for e in examples]
-    results = predictor.predict_many(routes, batch_size=batch_size)
+    results: list[Prediction | RouteFailure] = []
+    with progress(len(routes)) if progress is not None else nullcontext() as bar:
+        for chunk in predictor.predict_stream(routes, batch_size=batch_size):
+            results.extend(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
     graded = [(e, r) for e, r in zip(examples, results) if isinstance(r, Prediction)]
     not_graded = Counter(skip_reason(r.error) for r in results if isinstance(r, RouteFailure))
     if not graded:
@@ -85,7 +138,65 @@ def evaluate(
         np.array([r.difficulty for _, r in graded]),
         predictor.grades,
     )
-    return Evaluation(str(predictor.model_path), split or "all", min_ascents, metrics, dict(not_graded), tuple(notes))
+    community = [predictor.grades.grade(e.difficulty) for e, _ in graded]
+    rows = tuple(GradedRow(e, r, g.font, g.v) for (e, r), g in zip(graded, community))
+    return Evaluation(str(predictor.model_path), split or "all", min_ascents, metrics, dict(not_graded), tuple(notes),
+                      rows)
+
+
+def check_predictions_path(path: str | Path) -> None:
+    """Refuse a --predictions file whose format cannot be told from its suffix, before any work."""
+    if Path(path).suffix.lower() not in PREDICTION_FORMATS:
+        raise ClimbgradeError(f"--predictions {path}: name a {' or '.join(PREDICTION_FORMATS)} file")
+
+
+def write_predictions(rows: Sequence[GradedRow], path: str | Path) -> None:
+    """Every graded row as CSV or JSON Lines (by `path`'s suffix), PREDICTION_COLUMNS in order; atomic."""
+    check_predictions_path(path)
+    with atomic_open(path) as handle:
+        if Path(path).suffix.lower() == ".csv":
+            writer = csv.DictWriter(handle, fieldnames=PREDICTION_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(row.to_dict() for row in rows)
+        else:
+            handle.writelines(json.dumps(row.to_dict()) + "\n" for row in rows)
+
+
+def find_outliers(rows: Sequence[GradedRow], count: int) -> tuple[list[GradedRow], list[GradedRow]]:
+    """The `count` rows the community grades furthest above the model, and the `count` furthest below.
+
+    Above (community harder than predicted): likely sandbags; below: likely soft touches. Each list
+    is furthest first; a row graded exactly as predicted is in neither.
+    """
+    ordered = sorted(rows, key=lambda r: (r.residual, r.example.uuid, r.example.angle))
+    above = [r for r in ordered if r.residual < 0][:count]
+    below = [r for r in reversed(ordered) if r.residual > 0][:count]
+    return above, below
+
+
+def outlier_table(rows: Sequence[GradedRow]) -> str:
+    """Outliers for people: name, uuid, angle, ascents, community vs predicted grade, residual."""
+    lines = [f"{'name':<28}  {'uuid':<32}  {'board':<8}  angle  ascents  community        predicted        residual"]
+    for r in rows:
+        e, p = r.example, r.prediction
+        community = f"{e.difficulty:5.1f} {r.community_font}/{r.community_v_grade}"
+        predicted = f"{p.difficulty:5.1f} {p.font}/{p.v_grade}"
+        lines.append(f"{e.name[:28]:<28}  {e.uuid:<32}  {e.board:<8}  {e.angle:>5}  {e.ascents:>7}  "
+                     f"{community:<15}  {predicted:<15}  {r.residual:+8.2f}")
+    return "\n".join(lines)
+
+
+def write_pictures(rows: Sequence[GradedRow], folder: str | Path, stem: str) -> list[Path]:
+    """One SVG per row in `folder`, `<stem>-<rank>-<name>.svg`, titled with both grades; their paths."""
+    paths = []
+    for rank, row in enumerate(rows, start=1):
+        e, p = row.example, row.prediction
+        title = (f"{e.name or e.uuid} at {e.angle}\u00b0: community {row.community_font}/{row.community_v_grade}, "
+                 f"predicted {p.font}/{p.v_grade} ({row.residual:+.1f})")
+        path = Path(folder) / svg_file_name(f"{stem}-{rank}", e.name or e.uuid)
+        atomic_write_text(path, render_route_svg(e.route.layout, e.route.holds, title))
+        paths.append(path)
+    return paths
 
 
 def _test_split_note(recorded: dict[str, Any], found: set[str]) -> str:

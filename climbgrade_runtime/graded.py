@@ -32,6 +32,7 @@ class Example:
     difficulty: float
     ascents: int
     route: ResolvedRoute
+    name: str = ""  # the climb's name, for cg-eval's predictions and outliers; '' where the database has none
 
 
 @dataclass
@@ -77,7 +78,8 @@ def load_examples(db_specs: Sequence[str], where: ClimbFilter) -> LoadedData:
                 skipped[reason] += 1
                 first_skip.setdefault(reason, f"climb {row.uuid} at {row.angle} deg: {exc}")
                 continue
-            examples.append(Example(row.uuid, row.board, row.layout_id, row.angle, row.difficulty, row.ascents, resolved))
+            examples.append(Example(row.uuid, row.board, row.layout_id, row.angle, row.difficulty, row.ascents, resolved,
+                                    row.name))
             kept += 1
         for reason, count in skipped.items():
             logger.warning("%s: skipped %d row(s) where %s (e.g. %s)", db.path, count, reason, first_skip[reason])

@@ -1,0 +1,160 @@
+"""cg-eval beyond the metrics: every graded row to a file, the outliers (with pictures), progress, name-less databases."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pty
+import shutil
+import sqlite3
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from climbgrade_runtime import GradePredictor
+from climbgrade_runtime.evaluation import PREDICTION_COLUMNS, evaluate
+
+from conftest import BIN, run_script
+
+
+def cg_eval(pipeline, *args: str, check: bool = True):
+    dbs = [arg for db in pipeline.databases for arg in ("--db", db)]
+    return run_script("cg-eval", "--model", str(pipeline.model), *dbs, *args, check=check)
+
+
+def read_predictions(path: Path) -> list[dict]:
+    if path.suffix == ".csv":
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            assert tuple(reader.fieldnames or ()) == PREDICTION_COLUMNS
+            return list(reader)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert all(tuple(row) == PREDICTION_COLUMNS for row in rows)
+    return rows
+
+
+def test_predictions_file_has_every_graded_row(fake_pipeline, tmp_path):
+    out = cg_eval(fake_pipeline, "--format", "json", "--predictions", str(tmp_path / "p.csv"))
+    graded = json.loads(out.stdout)["metrics"]
+    cg_eval(fake_pipeline, "--predictions", str(tmp_path / "p.jsonl"))
+    rows = read_predictions(tmp_path / "p.csv")
+    lines = read_predictions(tmp_path / "p.jsonl")
+    assert len(rows) == len(lines) == graded["all"]["count"]
+    for board in ("kilter", "tension"):
+        assert sum(r["board"] == board for r in rows) == graded[board]["count"]
+    grades = GradePredictor.load(fake_pipeline.model).grades
+    for row, line in zip(rows, lines):
+        assert row == {k: str(v) for k, v in line.items()}  # the two formats hold the same rows
+        community, predicted = float(row["community_difficulty"]), float(row["predicted_difficulty"])
+        assert float(row["residual"]) == pytest.approx(predicted - community, abs=2e-4)
+        assert (row["community_font"], row["community_v_grade"]) == (grades.grade(community).font, grades.grade(community).v)
+        assert (row["predicted_font"], row["predicted_v_grade"]) == (grades.grade(predicted).font, grades.grade(predicted).v)
+        assert row["name"].startswith("climb ")  # fakeboard names its climbs "climb <n>"
+    assert len({(r["uuid"], r["angle"]) for r in rows}) == len(rows)
+    assert f"wrote {len(rows)} graded rows" in out.stderr
+    assert "grading" not in out.stderr  # no progress bar when stderr is not a terminal
+
+
+def test_outliers_are_the_extremes_of_the_predictions(fake_pipeline, tmp_path):
+    out = cg_eval(fake_pipeline, "--min-ascents", "5", "--outliers", "3", "--format", "json",
+                  "--predictions", str(tmp_path / "p.jsonl"), "--svg", str(tmp_path / "svg"))
+    rows = read_predictions(tmp_path / "p.jsonl")
+    assert rows and min(r["ascents"] for r in rows) >= 5
+    by_residual = sorted(rows, key=lambda r: r["residual"])
+    outliers = json.loads(out.stdout)["outliers"]
+    key = lambda r: (r["uuid"], r["angle"])  # noqa: E731
+    assert [key(r) for r in outliers["above"]] == [key(r) for r in by_residual[:3]]
+    assert [key(r) for r in outliers["below"]] == [key(r) for r in by_residual[::-1][:3]]
+    assert all(r["residual"] < 0 for r in outliers["above"]) and all(r["residual"] > 0 for r in outliers["below"])
+
+    pictures = sorted((tmp_path / "svg").iterdir())
+    assert [p.name.split("-")[:2] for p in pictures] == [["above", "1"], ["above", "2"], ["above", "3"],
+                                                          ["below", "1"], ["below", "2"], ["below", "3"]]
+    for picture, row in zip(pictures, outliers["above"] + outliers["below"]):
+        root = ET.parse(picture).getroot()
+        assert row["name"] in (root.findtext("{http://www.w3.org/2000/svg}title") or "")
+        assert sum("data-placement-id" in c.attrib for c in root.iter("{http://www.w3.org/2000/svg}circle")) >= 2
+
+    table = cg_eval(fake_pipeline, "--min-ascents", "5", "--outliers", "3").stdout
+    above = table.split("likely sandbags")[1].split("likely soft touches")[0]
+    below = table.split("likely soft touches")[1]
+    assert all(r["uuid"] in above and r["name"] in above for r in outliers["above"])
+    assert all(r["uuid"] in below and r["name"] in below for r in outliers["below"])
+
+
+def test_bad_options_are_one_line_errors_before_any_work(fake_pipeline, tmp_path):
+    for args, message in (
+        (["--predictions", str(tmp_path / "p.txt")], "name a .csv or .jsonl file"),
+        (["--svg", str(tmp_path / "svg")], "--svg draws the outliers"),
+        (["--predictions", str(tmp_path / "p.csv"), "--model", str(tmp_path / "none.onnx")], "does not exist"),
+    ):
+        result = cg_eval(fake_pipeline, *args, check=False)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a temporary file
+
+
+def test_a_database_without_climb_names_is_graded(fake_pipeline, tmp_path):
+    for db in fake_pipeline.databases:
+        shutil.copy(db, tmp_path / Path(db).name)
+        with sqlite3.connect(tmp_path / Path(db).name) as con:
+            con.execute("ALTER TABLE climbs DROP COLUMN name")
+    dbs = [arg for db in fake_pipeline.databases for arg in ("--db", str(tmp_path / Path(db).name))]
+    result = run_script("cg-eval", "--model", str(fake_pipeline.model), *dbs, "--outliers", "2",
+                        "--predictions", str(tmp_path / "p.csv"), check=False)
+    assert result.returncode == 0, result.stderr
+    nameless = read_predictions(tmp_path / "p.csv")
+    cg_eval(fake_pipeline, "--predictions", str(tmp_path / "named.csv"))
+    named = read_predictions(tmp_path / "named.csv")
+    assert [r["name"] for r in nameless] == [""] * len(named)
+    assert [{**r, "name": ""} for r in named] == nameless
+
+
+def test_evaluate_reports_the_progress_of_every_row(fake_pipeline):
+    predictor = GradePredictor.load(fake_pipeline.model)
+    calls: list[tuple[str, int]] = []
+
+    class Recorder:
+        def __init__(self, total: int) -> None:
+            calls.append(("total", total))
+
+        def __enter__(self) -> Recorder:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            calls.append(("closed", 0))
+
+        def update(self, n_steps: int) -> None:
+            calls.append(("update", n_steps))
+
+    result = evaluate(predictor, fake_pipeline.databases, progress=Recorder)
+    rows = result.metrics["all"]["count"] + sum(result.not_graded.values())
+    assert calls[0] == ("total", rows) and calls[-1] == ("closed", 0)
+    updates = [n for kind, n in calls if kind == "update"]
+    assert sum(updates) == rows and len(updates) >= 1
+    assert len(result.rows) == result.metrics["all"]["count"]
+
+
+def test_progress_bar_shows_when_stderr_is_a_terminal(fake_pipeline):
+    primary, secondary = pty.openpty()
+    dbs = [arg for db in fake_pipeline.databases for arg in ("--db", db)]
+    with subprocess.Popen([str(BIN / "cg-eval"), "--model", str(fake_pipeline.model), *dbs],
+                          stdout=subprocess.PIPE, stderr=secondary) as process:
+        os.close(secondary)
+        shown = b""
+        while True:
+            try:
+                data = os.read(primary, 4096)
+            except OSError:  # the terminal closes when cg-eval exits
+                break
+            if not data:
+                break
+            shown += data
+        stdout = process.stdout.read() if process.stdout else b""
+    os.close(primary)
+    assert process.returncode == 0
+    assert b"grading" in shown and b"100%" in shown
+    assert b"grading" not in stdout and b"MAE" in stdout  # the bar never mixes into the results
