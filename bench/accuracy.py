@@ -30,19 +30,22 @@ from typing import Any
 import click
 import numpy as np
 import pandas as pd
-import torch
 
 from climbgrade_runtime.boardlib_db import ClimbFilter
 from climbgrade_runtime.graded import Example, load_examples
 from climbgrade_runtime.grades import GradeTable
 from climbgrade_runtime.metrics import metrics_by_board
 from climbgrade_runtime.predictor import GradePredictor
+from climbgrade_runtime.route_features import ALL_ROUTE_FEATURES, ROUTE_FEATURES, SHAPE_FEATURES
 from climbgrade_runtime.routes import Route
 from climbgrade_runtime.split import uuid_digest
-from climbgrade_runtime.route_features import ALL_ROUTE_FEATURES, ROUTE_FEATURES, SHAPE_FEATURES
 from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, MOVE_FEATURES, PLACEMENT, PLACEMENT_ROLE
 from climbgrade_train.calibration import fit_shrink, shrunk
-from climbgrade_train.train import TrainConfig, load_checkpoint, predict, prepare_run, resume_run, train_run
+from climbgrade_train.checkpoints import load_checkpoint
+from climbgrade_train.config import TrainConfig
+from climbgrade_train.predict import torch_predict
+from climbgrade_train.run_folder import prepare_run
+from climbgrade_train.train import resume_run, train_run
 
 MIN_ASCENTS = 5
 REFERENCE: dict[str, Any] = {  # the end-to-end issue's design, spelt out so new defaults never change it
@@ -170,7 +173,8 @@ def shrunk_test_predictions(config: TrainConfig, run_dir: Path, test: list[Examp
     predicted = transformer_predictions(config, run_dir, test)
     run = prepare_run(config, run_dir, resume=True)
     model = load_checkpoint(run_dir / "best.pt")
-    fit = fit_shrink(predict(model, run.sets["val"], torch.device("cpu")), run.sets["val"].targets, model.config)
+    val = run.sets["val"]
+    fit = fit_shrink(val.predict_with(lambda batch: torch_predict(model, batch)), val.targets, model.config)
     click.echo(f"{run_dir.name}: validation-best --shrink {fit.shrink:.2f} (val MAE {fit.mae_before:.4f} -> "
                f"{fit.mae_after:.4f})", err=True)
     return shrunk(predicted, fit.shrink, model.config)

@@ -29,7 +29,8 @@ PARAMS = {
 
 def dense_features(example: Example) -> list[float]:
     """The hand-made geometry features of one row: its angle and the runtime's route and shape features."""
-    return [float(example.angle)] + all_route_features(RouteGeometry.of(example.route)).tolist()
+    route = example.route
+    return [float(example.angle)] + all_route_features(RouteGeometry.of(route.layout, route.holds)).tolist()
 
 
 class Featurizer:

@@ -26,8 +26,10 @@ from pathlib import Path
 import click
 import numpy as np
 
+from climbgrade_train.config import TrainConfig
+from climbgrade_train.run_folder import training_subset
+
 from accuracy import ABLATIONS, ONE_NETWORK, score, slug, split_parts, transformer_predictions
-from climbgrade_train.train import TrainConfig, training_subset
 
 AIM_MAE = 1.40
 AIM_WITHIN_1_V = 0.82

@@ -16,11 +16,11 @@ import numpy as np
 
 from climbgrade_runtime import GradePredictor, Route
 from climbgrade_runtime.boardlib_db import ClimbFilter
-from climbgrade_runtime.model_io import pad_batch
 from climbgrade_runtime.graded import load_examples
+from climbgrade_runtime.model_io import pad_batch
+from climbgrade_train.checkpoints import load_checkpoint
 from climbgrade_train.dataset import length_batches
-from climbgrade_train.export import torch_predict
-from climbgrade_train.train import load_checkpoint
+from climbgrade_train.predict import torch_predict
 
 
 @click.command()

@@ -1,6 +1,7 @@
 """Runtime benchmark: speed, footprint and int8 figures of the shipped model, with their targets.
 
     .venv/bin/python bench/runtime.py            # real routes from $CLIMBGRADE_DATA or ../shared/data
+    .venv/bin/python bench/runtime.py --section insight --section eval   # only those figures
 
 Needs the training extra (PyTorch is the reference) and the real databases. Every figure is
 measured here, in one run; nothing is asserted on timing in the test suite.
@@ -27,14 +28,16 @@ import torch
 
 from climbgrade_runtime import GradePredictor
 from climbgrade_runtime.boardlib_db import ClimbFilter
+from climbgrade_runtime.graded import load_examples
 from climbgrade_runtime.model_io import pad_batch
 from climbgrade_runtime.routes import parse_route
-from climbgrade_runtime.graded import load_examples
-from climbgrade_train.export import torch_predict
-from climbgrade_train.train import load_checkpoint
+from climbgrade_train.checkpoints import load_checkpoint
+from climbgrade_train.predict import torch_predict
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# Parts of the benchmark, in the order they run; --section picks some.
+SECTIONS = ("predict", "throughput", "process", "soak", "int8", "insight", "eval", "venv")
 
 
 class TimedSession:
@@ -115,6 +118,27 @@ def throughput(model: Path, routes: list[dict[str, Any]], threads: int) -> dict[
     return out
 
 
+def insight_route(model: Path, routes: list[dict[str, Any]]) -> dict[str, float]:
+    """p50 (ms) of GradePredictor.sweep at every angle of the route's board and of .explain, 1 thread."""
+    predictor = GradePredictor.load(model, intra_op_threads=1)
+    predictor.warm_up()
+    several = [r for r in routes if r["frames"].count("p") >= 2]  # explain needs 2 holds
+    return {"sweep": percentiles(time_each(predictor.sweep, several, warmup=20))[0],
+            "explain": percentiles(time_each(predictor.explain, several, warmup=20))[0],
+            "angles": statistics.mean(len(predictor.tokenizer.resolve(parse_route(r)).layout.angles) for r in several),
+            "holds": statistics.mean(r["frames"].count("p") for r in several)}
+
+
+def eval_throughput(model: Path, data_dir: Path) -> tuple[int, float]:
+    """Rows and rows/s of `cg-eval --predictions` on every database in `data_dir` (fresh process, wall)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "predictions.csv"
+        dbs = [arg for db in sorted(data_dir.glob("*.db")) for arg in ("--db", str(db))]
+        seconds, _ = run_process([str(BIN / "cg-eval"), "--model", str(model), *dbs, "--predictions", str(out)])
+        rows = len(out.read_text().splitlines()) - 1
+    return rows, rows / seconds
+
+
 def run_process(args: list[str]) -> tuple[float, int]:
     """Wall seconds and peak RSS (KB) of one fresh process, as GNU time reports them.
 
@@ -156,6 +180,57 @@ def runtime_venv_size() -> tuple[float, list[str]]:
         return size / 1e6, sorted(p["name"].lower() for p in json.loads(listing))
 
 
+def predict_rows(
+    model: Path, int8_model: Path, checkpoint: Path, single_routes: list[dict[str, Any]]
+) -> list[tuple[str, str, str]]:
+    fp32 = single_route(model, single_routes)
+    torch_p50 = pytorch_single_route(checkpoint, model, single_routes)
+    int8 = single_route(int8_model, single_routes)
+    return [
+        ("predict, fp32, 1 thread: p50 / p99", f"{fp32['p50']:.3f} / {fp32['p99']:.3f} ms", "<= 0.5 / <= 1 ms"),
+        ("  share of it outside onnxruntime", f"{100 * fp32['outside_share']:.1f}%", "<= 15%"),
+        ("  PyTorch eval p50 (same routes) and ratio", f"{torch_p50:.3f} ms, {torch_p50 / fp32['p50']:.1f}x slower",
+         ">= 2x"),
+        ("predict, int8, 1 thread: p50 / p99", f"{int8['p50']:.3f} / {int8['p99']:.3f} ms", ""),
+    ]
+
+
+def throughput_rows(model: Path, int8_model: Path, routes: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    rows = []
+    for label, path in (("fp32", model), ("int8", int8_model)):
+        rates = throughput(path, routes, threads=2)
+        best = max(rates, key=lambda b: rates[b])
+        rows.append((f"predict_many, 10,000 real routes, 2 threads, {label}",
+                     f"{rates[best]:,.0f} routes/s at batch {best} ("
+                     + ", ".join(f"{b}: {r:,.0f}" for b, r in rates.items()) + ")",
+                     ">= 5,000 routes/s" if label == "fp32" else ""))
+    return rows
+
+
+def process_rows() -> list[tuple[str, str, str]]:
+    infer = [run_process([str(BIN / "cg-infer"), "examples/routes.json"]) for _ in range(10)]
+    torch_import = [run_process([sys.executable, "-c", "import torch"])[0] for _ in range(5)]
+    wall = statistics.median(t for t, _ in infer)
+    return [
+        ("cg-infer examples/routes.json, fresh process, wall (median of 10)",
+         f"{wall:.3f} s; import torch alone {statistics.median(torch_import):.3f} s "
+         f"({statistics.median(torch_import) / wall:.1f}x)", "<= 0.35 s, >= 4x"),
+        ("  its peak RSS", f"{max(rss for _, rss in infer) / 1024:.0f} MB", "<= 120 MB"),
+    ]
+
+
+def int8_rows(int8_model: Path) -> list[tuple[str, str, str]]:
+    quant = json.loads(Path(f"{int8_model}.json").read_text())["training"]["quantization"]
+    return [
+        ("int8 model size (fp32)", f"{quant['size_bytes'] / 1e6:.2f} MB ({quant['fp32_size_bytes'] / 1e6:.2f} MB)", ""),
+        (f"int8 vs fp32 on the {quant['test_rows']:,} test routes: max / mean |diff|",
+         f"{quant['test_max_abs_diff_vs_fp32']:.3f} / {quant['test_mean_abs_diff_vs_fp32']:.4f}", ""),
+        ("  within-1-V-grade fp32 -> int8", f"{100 * quant['test_within_1_vgrade_fp32']:.2f}% -> "
+         f"{100 * quant['test_within_1_vgrade_int8']:.2f}% ({quant['test_within_1_vgrade_change_points']:+.2f} points)",
+         "change < 0.5 points to ship"),
+    ]
+
+
 @click.command()
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=lambda: os.environ.get("CLIMBGRADE_DATA", str(ROOT.parent / "shared" / "data")))
@@ -164,52 +239,40 @@ def runtime_venv_size() -> tuple[float, list[str]]:
 @click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), default=ROOT / "exports/climbgrade.pt")
 @click.option("--soak-predictions", type=int, default=100_000, show_default=True)
 @click.option("--skip-venv", is_flag=True, help="Skip building a fresh runtime venv (needs PyPI, ~30 s).")
-def main(data_dir: Path, model: Path, int8_model: Path, checkpoint: Path, soak_predictions: int, skip_venv: bool) -> None:
-    routes = real_routes(data_dir, 10_000)
+@click.option("--section", "sections", type=click.Choice(SECTIONS), multiple=True,
+              help="Measure only this part (repeatable). Default: every part.")
+def main(data_dir: Path, model: Path, int8_model: Path, checkpoint: Path, soak_predictions: int, skip_venv: bool,
+         sections: tuple[str, ...]) -> None:
+    wanted = set(sections or SECTIONS) - ({"venv"} if skip_venv else set())
+    routes = real_routes(data_dir, 10_000) if wanted & {"predict", "throughput", "soak", "insight"} else []
     single_routes = routes[:3000]
     rows: list[tuple[str, str, str]] = []
 
-    fp32 = single_route(model, single_routes)
-    torch_p50 = pytorch_single_route(checkpoint, model, single_routes)
-    int8 = single_route(int8_model, single_routes)
-    rows += [
-        ("predict, fp32, 1 thread: p50 / p99", f"{fp32['p50']:.3f} / {fp32['p99']:.3f} ms", "<= 0.5 / <= 1 ms"),
-        ("  share of it outside onnxruntime", f"{100 * fp32['outside_share']:.1f}%", "<= 15%"),
-        ("  PyTorch eval p50 (same routes) and ratio", f"{torch_p50:.3f} ms, {torch_p50 / fp32['p50']:.1f}x slower",
-         ">= 2x"),
-        ("predict, int8, 1 thread: p50 / p99", f"{int8['p50']:.3f} / {int8['p99']:.3f} ms", ""),
-    ]
-    for label, path in (("fp32", model), ("int8", int8_model)):
-        rates = throughput(path, routes, threads=2)
-        best = max(rates, key=rates.get)
-        rows.append((f"predict_many, 10,000 real routes, 2 threads, {label}",
-                     f"{rates[best]:,.0f} routes/s at batch {best} ("
-                     + ", ".join(f"{b}: {r:,.0f}" for b, r in rates.items()) + ")",
-                     ">= 5,000 routes/s" if label == "fp32" else ""))
-
-    infer = [run_process([str(BIN / "cg-infer"), "examples/routes.json"]) for _ in range(10)]
-    torch_import = [run_process([sys.executable, "-c", "import torch"])[0] for _ in range(5)]
-    wall = statistics.median(t for t, _ in infer)
-    rows += [
-        ("cg-infer examples/routes.json, fresh process, wall (median of 10)",
-         f"{wall:.3f} s; import torch alone {statistics.median(torch_import):.3f} s "
-         f"({statistics.median(torch_import) / wall:.1f}x)", "<= 0.35 s, >= 4x"),
-        ("  its peak RSS", f"{max(rss for _, rss in infer) / 1024:.0f} MB", "<= 120 MB"),
-    ]
-    before, after = soak(model, routes, soak_predictions)
-    rows.append((f"soak: {soak_predictions:,} predictions in one process", f"RSS {before:.1f} -> {after:.1f} MB "
-                 f"({after - before:+.1f} MB)", "flat"))
-
-    quant = json.loads(Path(f"{int8_model}.json").read_text())["training"]["quantization"]
-    rows += [
-        ("int8 model size (fp32)", f"{quant['size_bytes'] / 1e6:.2f} MB ({quant['fp32_size_bytes'] / 1e6:.2f} MB)", ""),
-        (f"int8 vs fp32 on the {quant['test_rows']:,} test routes: max / mean |diff|",
-         f"{quant['test_max_abs_diff_vs_fp32']:.3f} / {quant['test_mean_abs_diff_vs_fp32']:.4f}", ""),
-        ("  within-1-V-grade fp32 -> int8", f"{100 * quant['test_within_1_vgrade_fp32']:.2f}% -> "
-         f"{100 * quant['test_within_1_vgrade_int8']:.2f}% ({quant['test_within_1_vgrade_change_points']:+.2f} points)",
-         "change < 0.5 points to ship"),
-    ]
-    if not skip_venv:
+    if "predict" in wanted:
+        rows += predict_rows(model, int8_model, checkpoint, single_routes)
+    if "throughput" in wanted:
+        rows += throughput_rows(model, int8_model, routes)
+    if "process" in wanted:
+        rows += process_rows()
+    if "soak" in wanted:
+        before, after = soak(model, routes, soak_predictions)
+        rows.append((f"soak: {soak_predictions:,} predictions in one process", f"RSS {before:.1f} -> {after:.1f} MB "
+                     f"({after - before:+.1f} MB)", "flat"))
+    if "int8" in wanted:
+        rows += int8_rows(int8_model)
+    if "insight" in wanted:
+        timings = insight_route(model, routes[:300])
+        rows += [
+            (f"sweep, every angle (~{timings['angles']:.0f}) of one route, fp32, 1 thread: p50",
+             f"{timings['sweep']:.2f} ms", ""),
+            (f"explain, one route (~{timings['holds']:.0f} holds: a batch of n+1), fp32, 1 thread: p50",
+             f"{timings['explain']:.2f} ms", ""),
+        ]
+    if "eval" in wanted:
+        count, rate = eval_throughput(model, data_dir)
+        rows.append((f"cg-eval --predictions, all of {data_dir.name}/ ({count:,} rows), fresh process, 2 threads",
+                     f"{rate:,.0f} rows/s (wall, reading the databases included)", ""))
+    if "venv" in wanted:
         size, packages = runtime_venv_size()
         heavy = sorted(set(packages) & {"torch", "pandas", "onnx", "onnxscript"})
         rows.append(("runtime-only venv (pip install .)", f"{size:.0f} MB; {', '.join(packages)}",
@@ -219,6 +282,7 @@ def main(data_dir: Path, model: Path, int8_model: Path, checkpoint: Path, soak_p
     click.echo(f"climbgrade runtime benchmark ({os.cpu_count()} CPUs, onnxruntime model {model.name})")
     for name, value, target in rows:
         click.echo(f"{name.ljust(width)}  {value}" + (f"   [target {target}]" if target else ""))
+
 
 
 if __name__ == "__main__":

@@ -13,14 +13,13 @@ COUNT_SCALE.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .tokenizer import ResolvedRoute
+from .geometry import LayoutGeometry
 
 DISTANCE_SCALE = 48.0  # board units -> about one unit per 4 feet
 COUNT_SCALE = 10.0
@@ -58,10 +57,11 @@ class RouteGeometry:
     hands: np.ndarray  # indices of the hand holds, bottom to top (empty when every hold is a foot)
 
     @classmethod
-    def of(cls, resolved: "ResolvedRoute") -> "RouteGeometry":
-        place = resolved.layout.placements
-        xy = np.array([place[pid] for pid, _ in resolved.holds], dtype=np.float64) / DISTANCE_SCALE
-        roles = np.array([role for _, role in resolved.holds])
+    def of(cls, layout: LayoutGeometry, holds: Sequence[tuple[int, str]]) -> RouteGeometry:
+        """The geometry of `holds` ((placement id, role name), in canonical order) on `layout`."""
+        place = layout.placements
+        xy = np.array([place[pid] for pid, _ in holds], dtype=np.float64) / DISTANCE_SCALE
+        roles = np.array([role for _, role in holds])
         distance = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1))
         np.fill_diagonal(distance, np.inf)
         gaps = np.sort(distance, axis=1)[:, :-1]

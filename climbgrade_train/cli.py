@@ -14,9 +14,10 @@ from climbgrade_runtime.errors import ClimbgradeError
 from climbgrade_runtime.route_features import ALL_ROUTE_FEATURES
 from climbgrade_runtime.tokenizer import FEATURE_GROUPS, FEATURES, HOLD_TOKEN_SCHEMES, expand_features
 
+from .config import LOSSES, READOUTS, SCHEDULES, TrainConfig
 from .export import DEFAULT_INT8_MAX_DROP, DEFAULT_OPSET, DEFAULT_TOLERANCE, export_run
 from .model import COORD_ENCODINGS, HEADS
-from .train import LOSSES, READOUTS, SCHEDULES, TrainConfig, resume_run, train_run
+from .train import resume_run, train_run
 
 EXIT_ERROR = 2
 DEFAULT_EPOCHS = TrainConfig.epochs

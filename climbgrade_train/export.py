@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.metadata
 import io
 import itertools
-import importlib.metadata
 import json
 import logging
 import platform
@@ -32,14 +32,17 @@ from climbgrade_runtime import model_io
 from climbgrade_runtime.errors import ClimbgradeError
 from climbgrade_runtime.files import atomic_write_bytes
 from climbgrade_runtime.metrics import metrics_by_board, regression_metrics
-from climbgrade_runtime.split import uuid_digest
-from climbgrade_runtime.sidecar import Sidecar, sidecar_path
 from climbgrade_runtime.session import create_session
-from climbgrade_runtime.tokenizer import Encoded, Tokenizer
+from climbgrade_runtime.sidecar import Sidecar, sidecar_path
+from climbgrade_runtime.split import uuid_digest
+from climbgrade_runtime.tokenizer import Encoded
 
+from .checkpoints import load_checkpoint
+from .config import TrainError
 from .dataset import EncodedSet
 from .model import GradeModel
-from .train import TrainConfig, TrainError, load_checkpoint, prepare_run, read_grades
+from .predict import torch_predict
+from .run_folder import prepare_run, read_config, read_grades, read_run_info, read_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +78,6 @@ class ExportWrapper(nn.Module):
 
     def forward(self, token_ids: torch.Tensor, coords: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(token_ids, coords, attention_mask == 0)
-
-
-def torch_predict(model: GradeModel, batch: dict[str, np.ndarray]) -> np.ndarray:
-    """PyTorch eval output for a runtime-format batch: the reference ONNX is held to."""
-    wrapper = ExportWrapper(model).eval()
-    with torch.no_grad():
-        return wrapper(*(torch.from_numpy(batch[name]) for name, _ in model_io.INPUTS)).numpy()
 
 
 def export_onnx(model: GradeModel, example: dict[str, np.ndarray], opset: int) -> bytes:
@@ -184,12 +180,10 @@ def export_run(
     for required in ("best.pt", "run.json", "tokenizer.json", "split.json", "grades.json"):
         if not (run_dir / required).is_file():
             raise TrainError(f"{run_dir} is not a finished cg-train run ({required} missing)")
-    run_info = json.loads((run_dir / "run.json").read_text())
-    config = TrainConfig.from_dict(run_info["config"])
-    if databases:
-        config = TrainConfig.from_dict(config.to_dict() | {"databases": tuple(databases)})
+    run_info = read_run_info(run_dir)
+    config = read_config(run_dir, {"databases": tuple(databases)} if databases else None)
     model = load_checkpoint(run_dir / "best.pt")
-    tokenizer = Tokenizer.from_dict(json.loads((run_dir / "tokenizer.json").read_text()))
+    tokenizer = read_tokenizer(run_dir)
     if len(tokenizer.vocab) != model.config.vocab_size or tokenizer.max_len != model.config.max_len:
         raise TrainError(f"{run_dir}: tokenizer.json does not belong to best.pt (vocab size or max_len differ)")
     sets = prepare_run(config, run_dir, resume=True).sets
@@ -260,8 +254,9 @@ def export_int8(fp32: bytes, fp32_sidecar: Sidecar, test: EncodedSet, path: Path
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "fp32.onnx").write_bytes(fp32)
         (Path(tmp) / "int8.onnx").write_bytes(int8)
-        fp32_pred = ort_predict(create_session(Path(tmp) / "fp32.onnx"), test)
-        int8_pred = ort_predict(create_session(Path(tmp) / "int8.onnx"), test)
+        fp32_session, int8_session = (create_session(Path(tmp) / name) for name in ("fp32.onnx", "int8.onnx"))
+        fp32_pred = test.predict_with(lambda batch: fp32_session.run([model_io.DIFFICULTY], batch)[0])
+        int8_pred = test.predict_with(lambda batch: int8_session.run([model_io.DIFFICULTY], batch)[0])
     grades = fp32_sidecar.grades
     fp32_metrics = regression_metrics(test.targets, fp32_pred, grades)
     test_metrics = metrics_by_board(test.boards, test.targets, int8_pred, grades)
@@ -293,11 +288,6 @@ def export_int8(fp32: bytes, fp32_sidecar: Sidecar, test: EncodedSet, path: Path
     atomic_write_bytes(path, int8)
     sidecar.save(sidecar_path(path))
     logger.info("wrote %s and %s", path, sidecar_path(path))
-
-
-def ort_predict(session: Any, data: EncodedSet) -> np.ndarray:
-    """onnxruntime predictions for a whole split, in the split's order."""
-    return data.predict_with(lambda batch: session.run([model_io.DIFFICULTY], batch)[0])
 
 
 def _versions() -> dict[str, str]:

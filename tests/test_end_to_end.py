@@ -6,13 +6,14 @@ import json
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from climbgrade_runtime.model_io import INPUTS, pad_batch
 from climbgrade_runtime.routes import parse_route
+from climbgrade_runtime.session import create_session
 from climbgrade_runtime.sidecar import Sidecar, file_sha256
-from climbgrade_train.export import torch_predict
-from climbgrade_train.train import load_checkpoint
+from climbgrade_train.checkpoints import load_checkpoint
+from climbgrade_train.predict import torch_predict
+
 from conftest import run_script
 from test_parity import route_dicts
 
@@ -68,7 +69,7 @@ def test_export_files(pipeline):
 def test_every_sequence_length_runs(fake_pipeline):
     """Lengths 1..max_len and several batch sizes all run (nothing baked in at the example's length)."""
     sidecar = Sidecar.load(f"{fake_pipeline.model}.json")
-    session = ort.InferenceSession(str(fake_pipeline.model), providers=["CPUExecutionProvider"])
+    session = create_session(fake_pipeline.model)
     rng = np.random.default_rng(0)
     vocab = len(sidecar.tokenizer.vocab)
     for length in range(1, sidecar.tokenizer.max_len + 1):

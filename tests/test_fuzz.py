@@ -310,8 +310,13 @@ def is_json(line: str) -> bool:
 @given(data=UNDECODABLE)
 @example(data=b"\xff{}\n")
 def test_cg_infer_on_undecodable_stdin(fake_pipeline: Pipeline, data: bytes) -> None:
-    """Bytes that are not UTF-8 on a strict stdin (CliRunner's, or a UTF-8 locale's) are a clean error."""
-    run_cg_infer(fake_pipeline.model, ["-", "--format", "json"], data)
+    """Bytes that are not UTF-8 on a strict stdin (CliRunner's, or a UTF-8 locale's) are a clean error
+    that says so (for the whole input, or for the line that holds them)."""
+    result, stderr = run_cg_infer(fake_pipeline.model, ["-", "--format", "json"], data)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        assert result.exit_code == 2 and any("not UTF-8 text" in line for line in stderr), stderr
 
 
 @settings(FUZZ, max_examples=150)
@@ -327,3 +332,59 @@ def test_cg_infer_on_files(fake_pipeline: Pipeline, routes_dir: Path, content: b
     path = routes_dir / f"routes{suffix}"
     path.write_bytes(content)
     run_cg_infer(fake_pipeline.model, [str(path), "--format", output])
+
+
+# --- inputs known to be bad: refused, and said so in one line --------------------------------------
+# The explicit @example cases above may end either way (answered or refused); these must be refused.
+
+KNOWN_BAD_ROUTES = {
+    "NaN angle": ({**KILTER_ROUTE, "angle": math.nan, "frames": "p1073r12"}, "'angle' must be a whole number"),
+    "infinite angle": ({**KILTER_ROUTE, "angle": json.loads("1e400"), "frames": "p1073r12"}, "'angle' must be a whole number"),
+    "boolean layout": ({**KILTER_ROUTE, "layout_id": True, "frames": "p1073r12"}, "'layout_id' must be a whole number"),
+    "200,000-character frames": ({**KILTER_ROUTE, "frames": "p1073r12" * 25_000}, "'frames' is 200000 characters long"),
+    "12,500 holds": ({**KILTER_ROUTE, "frames": "p1073r12" * 12_500}, "route has 12500 holds"),
+    "holds nested 10,000 deep": ({**KILTER_ROUTE, "holds": NestedList(10_000)}, "holds[0] must be an object"),
+    "a list nested 10,000 deep": (NestedList(10_000), "a route must be a JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KNOWN_BAD_ROUTES))
+def test_known_bad_routes_are_refused_in_one_line(predictor: GradePredictor, case: str) -> None:
+    obj, problem = KNOWN_BAD_ROUTES[case]
+    with pytest.raises(RouteError) as caught:
+        predictor.tokenizer.encode(parse_route(obj))
+    assert_one_clear_line(str(caught.value))
+    assert str(caught.value).startswith(problem)
+
+
+KNOWN_BAD_FILES = {
+    "nested 100,000 deep": (b"[" * 100_000 + b"]" * 100_000, "is JSON nested too deeply to hold routes"),
+    "a 4,301-digit integer": (b"1" * 4_301, "is not valid JSON: Exceeds the limit (4300 digits)"),
+    "a list of a 4,301-digit integer": (b"[" + b"1" * 4_301 + b"]", "is not valid JSON: Exceeds the limit (4300 digits)"),
+    "not UTF-8": (b"\xff\xfe{}", "is not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KNOWN_BAD_FILES))
+def test_cg_infer_refuses_an_unreadable_file_in_one_line(fake_pipeline: Pipeline, routes_dir: Path, case: str) -> None:
+    """Exit 2, nothing on stdout, and one stderr line naming the file and what is wrong with it."""
+    content, problem = KNOWN_BAD_FILES[case]
+    path = routes_dir / "bad.json"
+    path.write_bytes(content)
+    result, stderr = run_cg_infer(fake_pipeline.model, [str(path), "--format", "json"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert len(stderr) == 1 and stderr[0].startswith(f"error: {path} {problem}"), stderr
+    assert_one_clear_line(stderr[0])
+
+
+def test_cg_infer_refuses_only_the_line_that_is_not_utf8(fake_pipeline: Pipeline, routes_dir: Path) -> None:
+    """A stream that turns undecodable past the first 8 KiB: every good route answered, the bad line
+    refused in one stderr line naming it, exit 2."""
+    good = (json.dumps({**KILTER_ROUTE, "frames": "p1073r12p1080r14"}) + "\n").encode()
+    path = routes_dir / "late.json"
+    path.write_bytes(good * 400 + b"\xff\n")
+    result, stderr = run_cg_infer(fake_pipeline.model, [str(path), "--format", "json"])
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.exit_code == 2 and [a["index"] for a in answers] == list(range(401))
+    assert all("difficulty" in a for a in answers[:400]) and "error" in answers[400]
+    assert [line for line in stderr if line.startswith("error:")] == ["error: route 400: line 401: not UTF-8 text (byte 0)"]

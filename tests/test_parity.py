@@ -13,8 +13,8 @@ import torch
 from climbgrade_runtime import GradePredictor, Prediction
 from climbgrade_runtime.model_io import pad_batch
 from climbgrade_runtime.routes import parse_route
-from climbgrade_train.export import torch_predict
-from climbgrade_train.train import load_checkpoint
+from climbgrade_train.checkpoints import load_checkpoint
+from climbgrade_train.predict import torch_predict
 
 TOLERANCE = 1e-4
 

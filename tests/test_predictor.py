@@ -37,11 +37,13 @@ def test_route_objects_and_failures(predictor):
 
 
 def test_shared_between_threads(predictor, fake_pipeline):
+    """A 2-intra-op-thread session shared by 4 threads; bit-for-bit is only promised at 1 intra-op
+    thread (next test), so this one allows float noise."""
     routes = route_dicts(fake_pipeline.databases, 200)
     expected = [predictor.predict(r).difficulty for r in routes]
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(lambda r: predictor.predict(r).difficulty, routes * 4))
-    assert got == expected * 4
+    assert got == pytest.approx(expected * 4, abs=1e-5)
 
 
 def test_eight_threads_of_a_thousand_predictions_match_one_thread(fake_pipeline):

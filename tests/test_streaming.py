@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import threading
 
 import pytest
 
 from climbgrade_runtime.inputs import read_routes
+from climbgrade_runtime.predictor import STREAM_CHUNK_ROUTES
 from climbgrade_runtime.sidecar import Sidecar
+
 from conftest import BIN
 
 
@@ -70,9 +73,42 @@ def test_input_shapes(tmp_path, text, shape, count):
 
 
 def test_json_lines_file_is_read_lazily(tmp_path):
+    """Lines are read as records are asked for: a line added to the file after the first record was
+    taken still comes out, where a reader that read (or decoded) everything up front would miss it."""
     path = tmp_path / "in.jsonl"
     path.write_text('{"a": 1}\n' * 10 + "{broken\n")
     records = iter(read_routes(str(path), stdin=None).records)
-    assert next(records) == {"a": 1}  # nothing past the first lines has been decoded yet
+    assert next(records) == {"a": 1}
+    with path.open("a") as handle:
+        handle.write('{"late": 1}\n')
     rest = list(records)
-    assert len(rest) == 10 and str(rest[-1]).startswith("line 11: invalid JSON")
+    assert len(rest) == 11 and str(rest[-2]).startswith("line 11: invalid JSON") and rest[-1] == {"late": 1}
+
+
+def test_cg_infer_answers_the_first_chunk_before_stdin_ends(fake_pipeline):
+    """The first STREAM_CHUNK_ROUTES routes are graded and written while stdin is still open: output
+    does not wait for the end of the input."""
+    lines = routes_jsonl(fake_pipeline.model, STREAM_CHUNK_ROUTES + 5).splitlines(keepends=True)
+    proc = subprocess.Popen([str(BIN / "cg-infer"), "-", "--model", str(fake_pipeline.model), "--format", "json"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    stdin, stdout = proc.stdin, proc.stdout
+    assert stdin is not None and stdout is not None
+    answers: queue.Queue[bytes] = queue.Queue()
+
+    def read_answers() -> None:
+        for line in stdout:
+            answers.put(line)
+
+    threading.Thread(target=read_answers, daemon=True).start()
+    try:
+        stdin.write(b"".join(lines[:STREAM_CHUNK_ROUTES]))
+        stdin.flush()
+        first = [json.loads(answers.get(timeout=120)) for _ in range(STREAM_CHUNK_ROUTES)]
+        assert proc.poll() is None  # still waiting for the rest of its input
+        stdin.write(b"".join(lines[STREAM_CHUNK_ROUTES:]))
+        stdin.close()
+        assert proc.wait(timeout=120) == 0
+        rest = [json.loads(answers.get(timeout=10)) for _ in range(5)]
+    finally:
+        proc.kill()
+    assert [a["index"] for a in first + rest] == list(range(STREAM_CHUNK_ROUTES + 5)) and answers.empty()

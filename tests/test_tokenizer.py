@@ -12,7 +12,8 @@ from climbgrade_runtime.errors import RouteError
 from climbgrade_runtime.routes import Route, parse_route
 from climbgrade_runtime.sidecar import Sidecar
 from climbgrade_runtime.tokenizer import CLS, SPECIALS, UNK_ID, Tokenizer
-from climbgrade_train.train import TrainConfig, prepare_run
+from climbgrade_train.config import TrainConfig
+from climbgrade_train.run_folder import prepare_run
 
 
 def test_runtime_tokens_equal_training_tokens_for_every_route(pipeline):

@@ -6,11 +6,13 @@ import csv
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from climbgrade_train.export import ExportValidationError, export_run
+
 from conftest import TINY_MODEL, run_script
 
 EPOCH_ARGS = ["--batch-size", "128", *TINY_MODEL, "--patience", "10"]
@@ -63,7 +65,7 @@ def test_refit_trains_on_train_and_val_and_keeps_the_last_epoch(fake_dbs, fake_p
 
 
 def test_train_fraction_trains_on_a_nested_seeded_share_of_the_training_climbs(fake_dbs, fake_pipeline, tmp_path):
-    from climbgrade_train.train import training_subset
+    from climbgrade_train.run_folder import training_subset
 
     run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "half"), "--epochs", "1", *EPOCH_ARGS,
                      "--train-fraction", "0.5")
@@ -127,6 +129,7 @@ def test_int8_export_writes_a_second_pair_the_runtime_runs(fake_pipeline, tmp_pa
     run_script("cg-export", str(fake_pipeline.run_dir), "--out", str(tmp_path), "--name", "q", "--quantize", "int8",
                "--int8-max-drop", "100")
     from climbgrade_runtime import GradePredictor
+
     from test_parity import route_dicts
 
     fp32, int8 = GradePredictor.load(tmp_path / "q.onnx"), GradePredictor.load(tmp_path / "q.int8.onnx")
@@ -161,7 +164,9 @@ def test_ema_run_keeps_and_exports_the_averaged_weights(fake_dbs, tmp_path):
 
 def test_bins_head_trains_and_exports(fake_dbs, tmp_path):
     """A bins-head run exports through the same parity check, and predicts inside its bins."""
-    from climbgrade_runtime import GradePredictor
+    from climbgrade_runtime import GradePredictor, Prediction
+
+    from test_parity import route_dicts
 
     run = tmp_path / "bins"
     run_script("cg-train", *db_args(fake_dbs), "--out", str(run), "--epochs", "1", *EPOCH_ARGS, "--head", "bins", "--members", "2",
@@ -172,17 +177,20 @@ def test_bins_head_trains_and_exports(fake_dbs, tmp_path):
     fit = metrics["val_best_shrink"]  # fitted on the model's own validation predictions, shrink 0.9 included
     assert 0.8 <= fit["shrink"] <= 1.0 and fit["mae_before"] == pytest.approx(metrics["val"]["all"]["mae"], abs=1e-6)
     predictor = GradePredictor.load(export_run(run, tmp_path / "exports"))
-    assert predictor.sidecar.training["export_parity_max_abs_diff"] <= 1e-4
     test = json.loads((run / "split.json").read_text())["test"]
     low, high = config["bin_low"], config["bin_low"] + config["bins"] - 1
     with open(run / "test_predictions.csv") as handle:
-        predicted = [float(row["predicted"]) for row in csv.DictReader(handle)]
-    assert len(predicted) >= len(test) and all(low <= p <= high for p in predicted)
-    assert len(set(predicted)) > 1
+        predicted = {(row["uuid"], int(row["angle"])): float(row["predicted"]) for row in csv.DictReader(handle)}
+    assert len(predicted) >= len(test) and all(low <= p <= high for p in predicted.values())
+    assert len(set(predicted.values())) > 1
+    routes = [r for r in route_dicts(fake_dbs, 10_000) if (r["id"], r["angle"]) in predicted]
+    # the ONNX graph against PyTorch's test rows (a route it failed would leave the lists of unequal length)
+    exported = [p.difficulty for p in predictor.predict_many(routes) if isinstance(p, Prediction)]
+    assert len(routes) > 20 and exported == pytest.approx([predicted[(r["id"], r["angle"])] for r in routes], abs=1e-4)
 
 
 def test_two_hot_targets_keep_their_mean():
-    from climbgrade_train.train import two_hot
+    from climbgrade_train.objective import two_hot
 
     centres = torch.arange(5.0) + 10
     targets = torch.tensor([10.0, 10.3, 12.5, 13.9, 14.0])
@@ -193,7 +201,7 @@ def test_two_hot_targets_keep_their_mean():
 
 
 def test_gaussian_bin_targets_spread_around_the_grade():
-    from climbgrade_train.train import bin_targets, two_hot
+    from climbgrade_train.objective import bin_targets, two_hot
 
     centres = torch.arange(24.0) + 10
     targets = torch.tensor([15.0, 21.3, 26.5])
@@ -237,7 +245,8 @@ def test_shrink_pulls_predictions_toward_the_training_mean():
 def test_learning_rate_schedule_and_ascent_weights():
     import numpy as np
 
-    from climbgrade_train.train import TrainConfig, ascent_weights, learning_rate
+    from climbgrade_train.config import TrainConfig
+    from climbgrade_train.objective import ascent_weights, learning_rate
 
     cosine = TrainConfig(databases=("x",), lr=1e-3, epochs=10, schedule="cosine", warmup_epochs=1)
     steps = [learning_rate(cosine, step, 100) for step in range(1000)]
@@ -270,11 +279,11 @@ def test_bad_training_options_are_refused_in_one_line(fake_dbs, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_recorded_command_trains_the_same_configuration():
+def test_recorded_command_trains_the_same_configuration(monkeypatch):
+    """The command line in the sidecar, run through cg-train's option parsing, builds the same TrainConfig."""
     from climbgrade_runtime.route_features import ROUTE_FEATURES
-    from climbgrade_runtime.tokenizer import expand_features
-    from climbgrade_train.cli import train_command
-    from climbgrade_train.train import TrainConfig
+    from climbgrade_train import cli
+    from climbgrade_train.config import TrainConfig
 
     config = TrainConfig(databases=("a.db", "b.db"), epochs=12, schedule="cosine", warmup_epochs=1.0, members=3,
                          layouts=(1, 8), features=("x", "y", "is_hold", "angle") + ROUTE_FEATURES, n_heads=2,
@@ -282,10 +291,8 @@ def test_recorded_command_trains_the_same_configuration():
                          shrink=0.94)
     words = config.command("runs/x").split()
     assert words[:5] == ["cg-train", "--db", "a.db", "--db", "b.db"] and "--members" in words and "--lr" not in words
-    ctx = train_command.make_context("cg-train", words[1:])
-    params = ctx.params
-    assert params["databases"] == ("a.db", "b.db") and params["members"] == 3 and params["layouts"] == (1, 8)
-    assert params["features"] == "x,y,is_hold,angle,route" and params["heads"] == 2 and params["schedule"] == "cosine"
-    assert params["member_holds"] == "token,placement" and params["workers"] == 2 and params["refit"] is True
-    assert params["head"] == "bins" and params["bin_sigma"] == 0.75 and params["shrink"] == 0.94
-    assert expand_features(params["features"].split(",")) == config.features
+    assert "--features" in words and words[words.index("--features") + 1] == "x,y,is_hold,angle,route"  # compact
+    trained = []
+    monkeypatch.setattr(cli, "train_run", lambda config, out: trained.append((config, out)))
+    cli.train_command.main(words[1:], standalone_mode=False)
+    assert trained == [(config, Path("runs/x"))]

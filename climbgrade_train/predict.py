@@ -1,0 +1,31 @@
+"""PyTorch predictions on the runtime's batches: the one helper validation, export checks and tests use.
+
+A batch is what `climbgrade_runtime.model_io.pad_batch` makes, the very feeds onnxruntime gets, so
+PyTorch and the exported graph are always compared on the same input. A whole split goes through
+`EncodedSet.predict_with(lambda batch: torch_predict(model, batch, device))`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from climbgrade_runtime.model_io import ATTENTION_MASK, COORDS, TOKEN_IDS
+
+from .model import GradeModel
+
+
+def to_tensors(batch: dict[str, np.ndarray],
+               device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Runtime batch (model_io names) -> model arguments (ids, coords, padding mask)."""
+    ids = torch.from_numpy(batch[TOKEN_IDS]).to(device)
+    coords = torch.from_numpy(batch[COORDS]).to(device)
+    padding = torch.from_numpy(batch[ATTENTION_MASK] == 0).to(device)
+    return ids, coords, padding
+
+
+@torch.no_grad()
+def torch_predict(model: GradeModel, batch: dict[str, np.ndarray], device: torch.device | str = "cpu") -> np.ndarray:
+    """Eval-mode difficulty of each route of a runtime-format batch: the reference ONNX is held to."""
+    model.eval()
+    return model(*to_tensors(batch, device)).float().cpu().numpy()
