@@ -49,12 +49,35 @@ from climbgrade_train.train import resume_run, train_run
 
 MIN_ASCENTS = 5
 REFERENCE: dict[str, Any] = {  # the end-to-end issue's design, spelt out so new defaults never change it
-    "hold_tokens": PLACEMENT_ROLE, "features": BASE_FEATURES, "loss": "mse", "schedule": "constant",
-    "warmup_epochs": 0.0, "ascent_weight_floor": 1.0, "mirror_prob": 0.0, "epochs": 30, "patience": 5,
-    "batch_size": 64, "lr": 3e-4, "weight_decay": 1e-2, "unk_prob": 0.01,
-    "d_model": 128, "n_heads": 4, "n_layers": 4, "d_ff": 256, "dropout": 0.1, "readout": "cls", "head": "value",
-    "bin_sigma": 0.0, "shrink": 1.0, "members": 1, "member_holds": (), "coord_encoding": "linear", "ema_decay": 0.0,
-    "workers": 1, "refit": False, "train_fraction": 1.0,
+    "hold_tokens": PLACEMENT_ROLE,
+    "features": BASE_FEATURES,
+    "loss": "mse",
+    "schedule": "constant",
+    "warmup_epochs": 0.0,
+    "ascent_weight_floor": 1.0,
+    "mirror_prob": 0.0,
+    "epochs": 30,
+    "patience": 5,
+    "batch_size": 64,
+    "lr": 3e-4,
+    "weight_decay": 1e-2,
+    "unk_prob": 0.01,
+    "d_model": 128,
+    "n_heads": 4,
+    "n_layers": 4,
+    "d_ff": 256,
+    "dropout": 0.1,
+    "readout": "cls",
+    "head": "value",
+    "bin_sigma": 0.0,
+    "shrink": 1.0,
+    "members": 1,
+    "member_holds": (),
+    "coord_encoding": "linear",
+    "ema_decay": 0.0,
+    "workers": 1,
+    "refit": False,
+    "train_fraction": 1.0,
 }
 ROLE_ANGLE_DISTANCE = tuple(f for f in FEATURES if f not in MOVE_FEATURES + ALL_ROUTE_FEATURES)
 PLACEMENT_RAD = {"hold_tokens": PLACEMENT, "features": ROLE_ANGLE_DISTANCE}
@@ -77,18 +100,28 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "base + L1 loss": {"loss": "l1"},
     "base + sum readout": {"readout": "cls+sum"},
     "base + learning rate 1e-3": {"lr": 1e-3},
-    "base + placement tokens, role/angle/distance features, EMA, 8 epochs": PLACEMENT_RAD | {"ema_decay": 0.998, "epochs": 8},
+    "base + placement tokens, role/angle/distance features, EMA, 8 epochs": PLACEMENT_RAD
+    | {"ema_decay": 0.998, "epochs": 8},
     "base + role/angle/distance features, 2 networks": {"features": ROLE_ANGLE_DISTANCE, "members": 2},
     "base + role/angle/distance features, 2 networks, token + placement": {
-        "features": ROLE_ANGLE_DISTANCE, "members": 2, "member_holds": ("token", "placement"),
+        "features": ROLE_ANGLE_DISTANCE,
+        "members": 2,
+        "member_holds": ("token", "placement"),
     },
     "base + role/angle/distance features, lr 1e-3, 4 networks (previous shipped recipe, unmixed)": {
-        "features": ROLE_ANGLE_DISTANCE, "lr": 1e-3, "members": 4,
+        "features": ROLE_ANGLE_DISTANCE,
+        "lr": 1e-3,
+        "members": 4,
     },
     # Route geometry on <CLS> (climbgrade_runtime.route_features): one network each, lr 1e-3.
     "base + lr 1e-3, role/angle/distance features": {"lr": 1e-3, "features": ROLE_ANGLE_DISTANCE},
     "base + lr 1e-3, role/angle/distance + route features": {"lr": 1e-3, "features": ROUTE},
-    "route features, 8 epochs, placement tokens": {"lr": 1e-3, "features": ROUTE, "epochs": 8, "hold_tokens": PLACEMENT},
+    "route features, 8 epochs, placement tokens": {
+        "lr": 1e-3,
+        "features": ROUTE,
+        "epochs": 8,
+        "hold_tokens": PLACEMENT,
+    },
     "route features, 8 epochs, dropout 0.2": {"lr": 1e-3, "features": ROUTE, "epochs": 8, "dropout": 0.2},
     "route + move features, 8 epochs": {"lr": 1e-3, "features": MOVE_ROUTE, "epochs": 8},
     "route + move features, 8 epochs, dropout 0.2 (the shipped member recipe)": SHIPPED_MEMBER,
@@ -103,7 +136,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "shape member recipe + 6 layers": SHAPE_MEMBER | {"n_layers": 6},
     # Ensembles without --refit: trained on train only and selected on val, like the LightGBM row.
     "previous release's recipe (value head), train split only: 8 networks in 2 workers": SHAPE_MEMBER | ENSEMBLE,
-    "previous release's recipe (value head), train split only: 8 networks in 2 workers, 4 epochs": SHAPE_MEMBER | ENSEMBLE | {
+    "previous release's recipe (value head), train split only: 8 networks in 2 workers, 4 epochs": SHAPE_MEMBER
+    | ENSEMBLE
+    | {
         "epochs": 4,
     },
     "shipped recipe (bins head), train split only: 8 networks in 2 workers": SHAPE_MEMBER | ENSEMBLE | {"head": "bins"},
@@ -113,9 +148,15 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "shape member recipe + bins head, Gaussian targets (sigma 1)": SHAPE_MEMBER | {"head": "bins", "bin_sigma": 1.0},
     # placement tokens, role/angle/distance features, Huber, ascent weights, mirrors, sum readout,
     # 10% UNK, dropout 0.15, 14 epochs
-    "base + new levers bundle": PLACEMENT_RAD | {
-        "epochs": 14, "loss": "huber", "ascent_weight_floor": 0.5, "mirror_prob": 0.5, "readout": "cls+sum",
-        "unk_prob": 0.1, "dropout": 0.15,
+    "base + new levers bundle": PLACEMENT_RAD
+    | {
+        "epochs": 14,
+        "loss": "huber",
+        "ascent_weight_floor": 0.5,
+        "mirror_prob": 0.5,
+        "readout": "cls+sum",
+        "unk_prob": 0.1,
+        "dropout": 0.15,
     },
 }
 
@@ -123,8 +164,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 # Rows that score a finished ablation row's run with the --shrink chosen on its own validation climbs
 # (climbgrade_train.calibration); the run is trained first if it is not there.
 SHRUNK_ROWS = {
-    "shipped recipe (bins head), train split only, + shrink chosen on its validation climbs":
-        "shipped recipe (bins head), train split only: 8 networks in 2 workers",
+    "shipped recipe (bins head), train split only, + shrink chosen on its validation climbs": "shipped recipe (bins head), train split only: 8 networks in 2 workers",
 }
 
 
@@ -175,12 +215,17 @@ def shrunk_test_predictions(config: TrainConfig, run_dir: Path, test: list[Examp
     model = load_checkpoint(run_dir / "best.pt")
     val = run.sets["val"]
     fit = fit_shrink(val.predict_with(lambda batch: torch_predict(model, batch)), val.targets, model.config)
-    click.echo(f"{run_dir.name}: validation-best --shrink {fit.shrink:.2f} (val MAE {fit.mae_before:.4f} -> "
-               f"{fit.mae_after:.4f})", err=True)
+    click.echo(
+        f"{run_dir.name}: validation-best --shrink {fit.shrink:.2f} (val MAE {fit.mae_before:.4f} -> "
+        f"{fit.mae_after:.4f})",
+        err=True,
+    )
     return shrunk(predicted, fit.shrink, model.config)
 
 
-def split_parts(databases: tuple[str, ...], model_path: Path) -> tuple[GradePredictor, TrainConfig, dict[str, list[Example]]]:
+def split_parts(
+    databases: tuple[str, ...], model_path: Path
+) -> tuple[GradePredictor, TrainConfig, dict[str, list[Example]]]:
     """The shipped model, its training options (on `databases`) and the rows of each split it was trained with."""
     predictor = GradePredictor.load(model_path, intra_op_threads=2)
     shipped = TrainConfig.from_dict(predictor.sidecar.training["config"] | {"databases": databases})
@@ -188,8 +233,11 @@ def split_parts(databases: tuple[str, ...], model_path: Path) -> tuple[GradePred
     parts: dict[str, list[Example]] = defaultdict(list)
     for e in load_examples(databases, ClimbFilter()).examples:
         parts[rule.assign(e.uuid)].append(e)
-    click.echo(f"split: {rule.to_dict()['rule']} (seed {rule.seed}); train {len(parts['train'])}, "
-               f"val {len(parts['val'])}, test {len(parts['test'])} rows", err=True)
+    click.echo(
+        f"split: {rule.to_dict()['rule']} (seed {rule.seed}); train {len(parts['train'])}, "
+        f"val {len(parts['val'])}, test {len(parts['test'])} rows",
+        err=True,
+    )
     return predictor, shipped, parts
 
 
@@ -202,22 +250,48 @@ def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
         click.echo(f"{'model':<{width}} {'MAE':>6} {'RMSE':>6} {'R2':>6} {'<=1 V':>7} {'<=2 V':>7} {'exact V':>8}")
         for name, metrics in results.items():
             m = metrics[subset]
-            click.echo(f"{name:<{width}} {m['mae']:6.3f} {m['rmse']:6.3f} {m['r2']:6.3f} {100 * m['within_1_vgrade']:6.1f}% "
-                       f"{100 * m['within_2_vgrades']:6.1f}% {100 * m['exact_grouped_v']:7.1f}%")
+            click.echo(
+                f"{name:<{width}} {m['mae']:6.3f} {m['rmse']:6.3f} {m['r2']:6.3f} {100 * m['within_1_vgrade']:6.1f}% "
+                f"{100 * m['within_2_vgrades']:6.1f}% {100 * m['exact_grouped_v']:7.1f}%"
+            )
 
 
 @click.command()
 @click.option("--db", "databases", multiple=True, required=True, metavar="PATH")
-@click.option("--runs", "runs_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/bench"), show_default=True)
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("exports/climbgrade.onnx"),
-              show_default=True, help="The shipped model, scored through the runtime.")
+@click.option(
+    "--runs",
+    "runs_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/bench"),
+    show_default=True,
+)
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("exports/climbgrade.onnx"),
+    show_default=True,
+    help="The shipped model, scored through the runtime.",
+)
 @click.option("--ablations", is_flag=True, help="Also train one network with one lever changed at a time (ABLATIONS).")
-@click.option("--ablation", "only", multiple=True, metavar="TEXT",
-              help="Only the ablation rows whose name contains TEXT (repeatable; implies --ablations).")
+@click.option(
+    "--ablation",
+    "only",
+    multiple=True,
+    metavar="TEXT",
+    help="Only the ablation rows whose name contains TEXT (repeatable; implies --ablations).",
+)
 @click.option("--skip", multiple=True, type=click.Choice(["reference", "lightgbm"]), help="Leave out a baseline row.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def main(databases: tuple[str, ...], runs_dir: Path, model_path: Path, ablations: bool, only: tuple[str, ...], skip: tuple[str, ...],
-         json_path: Path | None) -> None:
+def main(
+    databases: tuple[str, ...],
+    runs_dir: Path,
+    model_path: Path,
+    ablations: bool,
+    only: tuple[str, ...],
+    skip: tuple[str, ...],
+    json_path: Path | None,
+) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     predictor, shipped, parts = split_parts(databases, model_path)
     test, grades = parts["test"], predictor.grades
@@ -226,7 +300,9 @@ def main(databases: tuple[str, ...], runs_dir: Path, model_path: Path, ablations
     results["per-(board, angle) mean"] = score(test, board_angle_mean(parts["train"], test), grades)
     if "reference" not in skip:
         config = TrainConfig.from_dict(shipped.to_dict() | REFERENCE)
-        results["reference transformer"] = score(test, transformer_predictions(config, runs_dir / "reference", test), grades)
+        results["reference transformer"] = score(
+            test, transformer_predictions(config, runs_dir / "reference", test), grades
+        )
     if "lightgbm" not in skip:
         from gbm import fit_predict  # bench-only dependency, imported only when its row runs
 
@@ -239,7 +315,9 @@ def main(databases: tuple[str, ...], runs_dir: Path, model_path: Path, ablations
             results["LightGBM + one-hot holds, refit on train + val"] = score(test, predicted, grades)
     recorded = predictor.sidecar.data["split"].get("test_climbs_sha256")
     if recorded != uuid_digest(e.uuid for e in test):
-        raise click.ClickException(f"{model_path} was tested on other climbs than this split's: pass the databases it was trained on")
+        raise click.ClickException(
+            f"{model_path} was tested on other climbs than this split's: pass the databases it was trained on"
+        )
     graded = predictor.predict_many([Route(e.board, e.layout_id, e.angle, e.route.holds) for e in test])
     results[f"shipped ({model_path.name})"] = score(test, np.array([p.difficulty for p in graded]), grades)
     if ablations or only:

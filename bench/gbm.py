@@ -21,9 +21,17 @@ from climbgrade_runtime.graded import Example
 from climbgrade_runtime.route_features import RouteGeometry, all_route_features
 
 PARAMS = {
-    "objective": "regression_l1", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 20,
-    "feature_fraction": 0.5, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
-    "num_threads": 2, "verbose": -1, "seed": 0,
+    "objective": "regression_l1",
+    "learning_rate": 0.05,
+    "num_leaves": 63,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 0.5,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "num_threads": 2,
+    "verbose": -1,
+    "seed": 0,
 }
 
 
@@ -38,11 +46,15 @@ class Featurizer:
 
     def __init__(self, train: Sequence[Example]) -> None:
         self.boards = sorted({(e.board, e.layout_id) for e in train})
-        self.columns = {key: i for i, key in enumerate(sorted(
-            {(e.board, e.layout_id, pid) for e in train for pid, _ in e.route.holds}))}
+        self.columns = {
+            key: i
+            for i, key in enumerate(sorted({(e.board, e.layout_id, pid) for e in train for pid, _ in e.route.holds}))
+        }
 
     def transform(self, examples: Sequence[Example]) -> sparse.csr_matrix:
-        dense = np.array([dense_features(e) + [float((e.board, e.layout_id) == b) for b in self.boards] for e in examples])
+        dense = np.array(
+            [dense_features(e) + [float((e.board, e.layout_id) == b) for b in self.boards] for e in examples]
+        )
         rows, cols = [], []
         for row, e in enumerate(examples):
             for pid, _ in e.route.holds:
@@ -54,8 +66,9 @@ class Featurizer:
         return sparse.hstack([sparse.csr_matrix(dense), holds], format="csr")
 
 
-def fit_predict(train: Sequence[Example], val: Sequence[Example], test: Sequence[Example],
-                refit: bool = False) -> tuple[np.ndarray, int]:
+def fit_predict(
+    train: Sequence[Example], val: Sequence[Example], test: Sequence[Example], refit: bool = False
+) -> tuple[np.ndarray, int]:
     """Fit on train, early-stop on val (MAE), predict test; returns predictions and the rounds kept.
 
     With `refit`, fit once more on train + val for the early-stopped rounds scaled by the growth of
@@ -64,8 +77,13 @@ def fit_predict(train: Sequence[Example], val: Sequence[Example], test: Sequence
     featurizer = Featurizer(train)
     train_set = lightgbm.Dataset(featurizer.transform(train), target(train))
     val_set = lightgbm.Dataset(featurizer.transform(val), target(val), reference=train_set)
-    booster = lightgbm.train(PARAMS, train_set, num_boost_round=5000, valid_sets=[val_set],
-                             callbacks=[lightgbm.early_stopping(100, verbose=False)])
+    booster = lightgbm.train(
+        PARAMS,
+        train_set,
+        num_boost_round=5000,
+        valid_sets=[val_set],
+        callbacks=[lightgbm.early_stopping(100, verbose=False)],
+    )
     if not refit:
         return booster.predict(featurizer.transform(test), num_iteration=booster.best_iteration), booster.best_iteration
     both = [*train, *val]

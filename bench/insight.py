@@ -79,9 +79,13 @@ def explain_rows(predictor: GradePredictor, pairs: Sequence[Pair]) -> list[tuple
             rows.append((f"explain, {label}", "0 pairs", ""))
             continue
         signs = np.mean(np.sign(p) == np.sign(c))
-        rows.append((f"explain, {label}: pairs / sign agrees",
-                     f"{len(p)} / {100 * signs:.1f}%",
-                     f"MAE {np.mean(np.abs(p - c)):.2f} (no-change MAE {np.mean(np.abs(c)):.2f})"))
+        rows.append(
+            (
+                f"explain, {label}: pairs / sign agrees",
+                f"{len(p)} / {100 * signs:.1f}%",
+                f"MAE {np.mean(np.abs(p - c)):.2f} (no-change MAE {np.mean(np.abs(c)):.2f})",
+            )
+        )
     return rows
 
 
@@ -104,16 +108,28 @@ def sweep_rows(predictor: GradePredictor, examples: Sequence[Example]) -> list[t
             pairs += 1
             agree += np.sign(predicted[high.angle] - predicted[low.angle]) == community
             steeper += community > 0
-    return [(f"sweep, {len(multi)} test climbs at >= 2 angles: angle pairs / order agrees",
-             f"{pairs} / {100 * agree / max(pairs, 1):.1f}%",
-             f"steeper-is-harder {100 * steeper / max(pairs, 1):.1f}%; {ties} tied pairs left out")]
+    return [
+        (
+            f"sweep, {len(multi)} test climbs at >= 2 angles: angle pairs / order agrees",
+            f"{pairs} / {100 * agree / max(pairs, 1):.1f}%",
+            f"steeper-is-harder {100 * steeper / max(pairs, 1):.1f}%; {ties} tied pairs left out",
+        )
+    ]
 
 
 @click.command()
-@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=lambda: os.environ.get("CLIMBGRADE_DATA", str(ROOT.parent / "shared" / "data")))
-@click.option("--model", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Model .onnx. Default: the shipped model.")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=lambda: os.environ.get("CLIMBGRADE_DATA", str(ROOT.parent / "shared" / "data")),
+)
+@click.option(
+    "--model",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Model .onnx. Default: the shipped model.",
+)
 def main(data_dir: Path, model: Path | None) -> None:
     predictor = GradePredictor.load(model)
     examples = load_examples([str(p) for p in sorted(data_dir.glob("*.db"))], ClimbFilter()).examples

@@ -123,10 +123,12 @@ def insight_route(model: Path, routes: list[dict[str, Any]]) -> dict[str, float]
     predictor = GradePredictor.load(model, intra_op_threads=1)
     predictor.warm_up()
     several = [r for r in routes if r["frames"].count("p") >= 2]  # explain needs 2 holds
-    return {"sweep": percentiles(time_each(predictor.sweep, several, warmup=20))[0],
-            "explain": percentiles(time_each(predictor.explain, several, warmup=20))[0],
-            "angles": statistics.mean(len(predictor.tokenizer.resolve(parse_route(r)).layout.angles) for r in several),
-            "holds": statistics.mean(r["frames"].count("p") for r in several)}
+    return {
+        "sweep": percentiles(time_each(predictor.sweep, several, warmup=20))[0],
+        "explain": percentiles(time_each(predictor.explain, several, warmup=20))[0],
+        "angles": statistics.mean(len(predictor.tokenizer.resolve(parse_route(r)).layout.angles) for r in several),
+        "holds": statistics.mean(r["frames"].count("p") for r in several),
+    }
 
 
 def eval_throughput(model: Path, data_dir: Path) -> tuple[int, float]:
@@ -144,8 +146,9 @@ def run_process(args: list[str]) -> tuple[float, int]:
 
     Not os.wait4: a child forked from this process (torch loaded) inherits its RSS high-water mark.
     """
-    result = subprocess.run(["/usr/bin/time", "-f", "%e %M", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    result = subprocess.run(
+        ["/usr/bin/time", "-f", "%e %M", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
     if result.returncode != 0:
         raise click.ClickException(f"{' '.join(args)} failed: {result.stderr[-500:]}")
     seconds, peak_kb = result.stderr.split()[-2:]
@@ -174,8 +177,9 @@ def runtime_venv_size() -> tuple[float, list[str]]:
         venv = Path(tmp) / "venv"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(venv / "bin/pip"), "install", "-q", str(ROOT)], check=True, capture_output=True)
-        listing = subprocess.run([str(venv / "bin/pip"), "list", "--format", "json"], check=True,
-                                 capture_output=True, text=True).stdout
+        listing = subprocess.run(
+            [str(venv / "bin/pip"), "list", "--format", "json"], check=True, capture_output=True, text=True
+        ).stdout
         size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink())
         return size / 1e6, sorted(p["name"].lower() for p in json.loads(listing))
 
@@ -189,8 +193,11 @@ def predict_rows(
     return [
         ("predict, fp32, 1 thread: p50 / p99", f"{fp32['p50']:.3f} / {fp32['p99']:.3f} ms", "<= 0.5 / <= 1 ms"),
         ("  share of it outside onnxruntime", f"{100 * fp32['outside_share']:.1f}%", "<= 15%"),
-        ("  PyTorch eval p50 (same routes) and ratio", f"{torch_p50:.3f} ms, {torch_p50 / fp32['p50']:.1f}x slower",
-         ">= 2x"),
+        (
+            "  PyTorch eval p50 (same routes) and ratio",
+            f"{torch_p50:.3f} ms, {torch_p50 / fp32['p50']:.1f}x slower",
+            ">= 2x",
+        ),
         ("predict, int8, 1 thread: p50 / p99", f"{int8['p50']:.3f} / {int8['p99']:.3f} ms", ""),
     ]
 
@@ -200,10 +207,15 @@ def throughput_rows(model: Path, int8_model: Path, routes: list[dict[str, Any]])
     for label, path in (("fp32", model), ("int8", int8_model)):
         rates = throughput(path, routes, threads=2)
         best = max(rates, key=lambda b: rates[b])
-        rows.append((f"predict_many, 10,000 real routes, 2 threads, {label}",
-                     f"{rates[best]:,.0f} routes/s at batch {best} ("
-                     + ", ".join(f"{b}: {r:,.0f}" for b, r in rates.items()) + ")",
-                     ">= 5,000 routes/s" if label == "fp32" else ""))
+        rows.append(
+            (
+                f"predict_many, 10,000 real routes, 2 threads, {label}",
+                f"{rates[best]:,.0f} routes/s at batch {best} ("
+                + ", ".join(f"{b}: {r:,.0f}" for b, r in rates.items())
+                + ")",
+                ">= 5,000 routes/s" if label == "fp32" else "",
+            )
+        )
     return rows
 
 
@@ -212,9 +224,12 @@ def process_rows() -> list[tuple[str, str, str]]:
     torch_import = [run_process([sys.executable, "-c", "import torch"])[0] for _ in range(5)]
     wall = statistics.median(t for t, _ in infer)
     return [
-        ("cg-infer examples/routes.json, fresh process, wall (median of 10)",
-         f"{wall:.3f} s; import torch alone {statistics.median(torch_import):.3f} s "
-         f"({statistics.median(torch_import) / wall:.1f}x)", "<= 0.35 s, >= 4x"),
+        (
+            "cg-infer examples/routes.json, fresh process, wall (median of 10)",
+            f"{wall:.3f} s; import torch alone {statistics.median(torch_import):.3f} s "
+            f"({statistics.median(torch_import) / wall:.1f}x)",
+            "<= 0.35 s, >= 4x",
+        ),
         ("  its peak RSS", f"{max(rss for _, rss in infer) / 1024:.0f} MB", "<= 120 MB"),
     ]
 
@@ -223,26 +238,50 @@ def int8_rows(int8_model: Path) -> list[tuple[str, str, str]]:
     quant = json.loads(Path(f"{int8_model}.json").read_text())["training"]["quantization"]
     return [
         ("int8 model size (fp32)", f"{quant['size_bytes'] / 1e6:.2f} MB ({quant['fp32_size_bytes'] / 1e6:.2f} MB)", ""),
-        (f"int8 vs fp32 on the {quant['test_rows']:,} test routes: max / mean |diff|",
-         f"{quant['test_max_abs_diff_vs_fp32']:.3f} / {quant['test_mean_abs_diff_vs_fp32']:.4f}", ""),
-        ("  within-1-V-grade fp32 -> int8", f"{100 * quant['test_within_1_vgrade_fp32']:.2f}% -> "
-         f"{100 * quant['test_within_1_vgrade_int8']:.2f}% ({quant['test_within_1_vgrade_change_points']:+.2f} points)",
-         "change < 0.5 points to ship"),
+        (
+            f"int8 vs fp32 on the {quant['test_rows']:,} test routes: max / mean |diff|",
+            f"{quant['test_max_abs_diff_vs_fp32']:.3f} / {quant['test_mean_abs_diff_vs_fp32']:.4f}",
+            "",
+        ),
+        (
+            "  within-1-V-grade fp32 -> int8",
+            f"{100 * quant['test_within_1_vgrade_fp32']:.2f}% -> "
+            f"{100 * quant['test_within_1_vgrade_int8']:.2f}% ({quant['test_within_1_vgrade_change_points']:+.2f} points)",
+            "change < 0.5 points to ship",
+        ),
     ]
 
 
 @click.command()
-@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=lambda: os.environ.get("CLIMBGRADE_DATA", str(ROOT.parent / "shared" / "data")))
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=lambda: os.environ.get("CLIMBGRADE_DATA", str(ROOT.parent / "shared" / "data")),
+)
 @click.option("--model", type=click.Path(exists=True, path_type=Path), default=ROOT / "exports/climbgrade.onnx")
-@click.option("--int8-model", type=click.Path(exists=True, path_type=Path), default=ROOT / "exports/climbgrade.int8.onnx")
+@click.option(
+    "--int8-model", type=click.Path(exists=True, path_type=Path), default=ROOT / "exports/climbgrade.int8.onnx"
+)
 @click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), default=ROOT / "exports/climbgrade.pt")
 @click.option("--soak-predictions", type=int, default=100_000, show_default=True)
 @click.option("--skip-venv", is_flag=True, help="Skip building a fresh runtime venv (needs PyPI, ~30 s).")
-@click.option("--section", "sections", type=click.Choice(SECTIONS), multiple=True,
-              help="Measure only this part (repeatable). Default: every part.")
-def main(data_dir: Path, model: Path, int8_model: Path, checkpoint: Path, soak_predictions: int, skip_venv: bool,
-         sections: tuple[str, ...]) -> None:
+@click.option(
+    "--section",
+    "sections",
+    type=click.Choice(SECTIONS),
+    multiple=True,
+    help="Measure only this part (repeatable). Default: every part.",
+)
+def main(
+    data_dir: Path,
+    model: Path,
+    int8_model: Path,
+    checkpoint: Path,
+    soak_predictions: int,
+    skip_venv: bool,
+    sections: tuple[str, ...],
+) -> None:
     wanted = set(sections or SECTIONS) - ({"venv"} if skip_venv else set())
     routes = real_routes(data_dir, 10_000) if wanted & {"predict", "throughput", "soak", "insight"} else []
     single_routes = routes[:3000]
@@ -256,33 +295,53 @@ def main(data_dir: Path, model: Path, int8_model: Path, checkpoint: Path, soak_p
         rows += process_rows()
     if "soak" in wanted:
         before, after = soak(model, routes, soak_predictions)
-        rows.append((f"soak: {soak_predictions:,} predictions in one process", f"RSS {before:.1f} -> {after:.1f} MB "
-                     f"({after - before:+.1f} MB)", "flat"))
+        rows.append(
+            (
+                f"soak: {soak_predictions:,} predictions in one process",
+                f"RSS {before:.1f} -> {after:.1f} MB ({after - before:+.1f} MB)",
+                "flat",
+            )
+        )
     if "int8" in wanted:
         rows += int8_rows(int8_model)
     if "insight" in wanted:
         timings = insight_route(model, routes[:300])
         rows += [
-            (f"sweep, every angle (~{timings['angles']:.0f}) of one route, fp32, 1 thread: p50",
-             f"{timings['sweep']:.2f} ms", ""),
-            (f"explain, one route (~{timings['holds']:.0f} holds: a batch of n+1), fp32, 1 thread: p50",
-             f"{timings['explain']:.2f} ms", ""),
+            (
+                f"sweep, every angle (~{timings['angles']:.0f}) of one route, fp32, 1 thread: p50",
+                f"{timings['sweep']:.2f} ms",
+                "",
+            ),
+            (
+                f"explain, one route (~{timings['holds']:.0f} holds: a batch of n+1), fp32, 1 thread: p50",
+                f"{timings['explain']:.2f} ms",
+                "",
+            ),
         ]
     if "eval" in wanted:
         count, rate = eval_throughput(model, data_dir)
-        rows.append((f"cg-eval --predictions, all of {data_dir.name}/ ({count:,} rows), fresh process, 2 threads",
-                     f"{rate:,.0f} rows/s (wall, reading the databases included)", ""))
+        rows.append(
+            (
+                f"cg-eval --predictions, all of {data_dir.name}/ ({count:,} rows), fresh process, 2 threads",
+                f"{rate:,.0f} rows/s (wall, reading the databases included)",
+                "",
+            )
+        )
     if "venv" in wanted:
         size, packages = runtime_venv_size()
         heavy = sorted(set(packages) & {"torch", "pandas", "onnx", "onnxscript"})
-        rows.append(("runtime-only venv (pip install .)", f"{size:.0f} MB; {', '.join(packages)}",
-                     f"<= 200 MB, no torch/pandas/onnx{'' if not heavy else ' -- FOUND ' + ', '.join(heavy)}"))
+        rows.append(
+            (
+                "runtime-only venv (pip install .)",
+                f"{size:.0f} MB; {', '.join(packages)}",
+                f"<= 200 MB, no torch/pandas/onnx{'' if not heavy else ' -- FOUND ' + ', '.join(heavy)}",
+            )
+        )
 
     width = max(len(r[0]) for r in rows)
     click.echo(f"climbgrade runtime benchmark ({os.cpu_count()} CPUs, onnxruntime model {model.name})")
     for name, value, target in rows:
         click.echo(f"{name.ljust(width)}  {value}" + (f"   [target {target}]" if target else ""))
-
 
 
 if __name__ == "__main__":

@@ -106,7 +106,8 @@ class BoardDatabase:
                 )
             )
             angles = tuple(
-                a for (a,) in self.connection.execute(
+                a
+                for (a,) in self.connection.execute(
                     "SELECT angle FROM products_angles WHERE product_id = ? ORDER BY angle", (product_id,)
                 )
             )

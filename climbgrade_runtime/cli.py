@@ -35,29 +35,62 @@ EXIT_BAD_INPUT = 2
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("source", metavar="ROUTES")
-@click.option("--model", "model_path", type=click.Path(dir_okay=True), default=None,
-              help="Model .onnx (its .onnx.json sidecar beside it). Default: the model shipped with climbgrade.")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=True),
+    default=None,
+    help="Model .onnx (its .onnx.json sidecar beside it). Default: the model shipped with climbgrade.",
+)
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="onnxruntime intra-op threads.")
-@click.option("--provider", "providers", multiple=True, help="onnxruntime execution provider (repeatable). Default: CPU.")
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=1, show_default=True, help="onnxruntime intra-op threads."
+)
+@click.option(
+    "--provider", "providers", multiple=True, help="onnxruntime execution provider (repeatable). Default: CPU."
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
-@click.option("--angles", "angle_spec", callback=lambda _ctx, _param, value: _angle_spec(value), metavar="SPEC",
-              help=f"Also grade each route at these angles of its board: {ANGLE_SPEC_FORMS}.")
-@click.option("--explain", is_flag=True, help="Also show what each hold does: the grade change without it (crux marked).")
+@click.option(
+    "--angles",
+    "angle_spec",
+    callback=lambda _ctx, _param, value: _angle_spec(value),
+    metavar="SPEC",
+    help=f"Also grade each route at these angles of its board: {ANGLE_SPEC_FORMS}.",
+)
+@click.option(
+    "--explain", is_flag=True, help="Also show what each hold does: the grade change without it (crux marked)."
+)
 @click.option("--mirror", is_flag=True, help="Also grade each route's left-right mirror (layouts with mirrored holes).")
-@click.option("--svg", "svg_dir", type=click.Path(file_okay=False), default=None,
-              help="Write a picture (SVG) of each graded route into this folder.")
+@click.option(
+    "--svg",
+    "svg_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write a picture (SVG) of each graded route into this folder.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what the runtime does.")
-def main(source: str, model_path: str | None, output_format: str, threads: int, providers: tuple[str, ...],
-         batch_size: int, angle_spec: AngleSpec | None, explain: bool, mirror: bool, svg_dir: str | None,
-         verbose: bool) -> None:
+def main(
+    source: str,
+    model_path: str | None,
+    output_format: str,
+    threads: int,
+    providers: tuple[str, ...],
+    batch_size: int,
+    angle_spec: AngleSpec | None,
+    explain: bool,
+    mirror: bool,
+    svg_dir: str | None,
+    verbose: bool,
+) -> None:
     """Predict the grade of the routes in ROUTES (a .json or .jsonl file, or - for stdin: the same shapes).
 
     A route is {"board": "kilter", "layout_id": 1, "angle": 40, "frames": "p1145r12p1200r13..."}
     or the same with "holds": [{"placement_id": 1145, "role": "start"}, ...].
     Exit code 2 when any route could not be graded (the others are still answered).
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     request = InsightRequest(angle_spec, explain, mirror)
     pictures = None if svg_dir is None else Path(svg_dir)
     try:
@@ -110,26 +143,71 @@ def _make_folder(folder: Path) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", "model_path", type=click.Path(dir_okay=True), default=None,
-              help="Model .onnx (its .onnx.json sidecar beside it). Default: the model shipped with climbgrade.")
-@click.option("--db", "databases", multiple=True, metavar="[BOARD=]PATH",
-              help="boardlib database (repeatable). Default: every .db in $CLIMBGRADE_DATA.")
-@click.option("--min-ascents", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Only climb x angle rows with at least this many ascents.")
-@click.option("--split", type=click.Choice(SPLITS), default=None,
-              help="Only the climbs of this split of the model's own training run (test: what it never trained or selected on).")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=True),
+    default=None,
+    help="Model .onnx (its .onnx.json sidecar beside it). Default: the model shipped with climbgrade.",
+)
+@click.option(
+    "--db",
+    "databases",
+    multiple=True,
+    metavar="[BOARD=]PATH",
+    help="boardlib database (repeatable). Default: every .db in $CLIMBGRADE_DATA.",
+)
+@click.option(
+    "--min-ascents",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Only climb x angle rows with at least this many ascents.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(SPLITS),
+    default=None,
+    help="Only the climbs of this split of the model's own training run (test: what it never trained or selected on).",
+)
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False), default=None,
-              help="Write every graded climb x angle row (community and predicted grades, residual) to .csv/.jsonl.")
-@click.option("--outliers", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Show the N rows the community grades furthest above the model and the N furthest below.")
-@click.option("--svg", "svg_dir", type=click.Path(file_okay=False), default=None,
-              help="With --outliers: write a picture of each outlier (SVG) into this folder.")
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="onnxruntime intra-op threads.")
+@click.option(
+    "--predictions",
+    "predictions_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write every graded climb x angle row (community and predicted grades, residual) to .csv/.jsonl.",
+)
+@click.option(
+    "--outliers",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Show the N rows the community grades furthest above the model and the N furthest below.",
+)
+@click.option(
+    "--svg",
+    "svg_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="With --outliers: write a picture of each outlier (SVG) into this folder.",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=2, show_default=True, help="onnxruntime intra-op threads."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what the runtime does.")
-def eval_command(model_path: str | None, databases: tuple[str, ...], min_ascents: int, split: str | None,
-                 output_format: str, predictions_path: str | None, outliers: int | None, svg_dir: str | None,
-                 threads: int, verbose: bool) -> None:
+def eval_command(
+    model_path: str | None,
+    databases: tuple[str, ...],
+    min_ascents: int,
+    split: str | None,
+    output_format: str,
+    predictions_path: str | None,
+    outliers: int | None,
+    svg_dir: str | None,
+    threads: int,
+    verbose: bool,
+) -> None:
     """Score a model on every usable route of boardlib databases: the eight metrics, overall and per board.
 
     With --outliers N, also the rows graded furthest from the model: community harder than predicted
@@ -142,8 +220,13 @@ def eval_command(model_path: str | None, databases: tuple[str, ...], min_ascents
         if svg_dir is not None and outliers is None:
             raise ClimbgradeError("--svg draws the outliers: give --outliers N too")
         predictor = GradePredictor.load(model_path, intra_op_threads=threads)
-        result = evaluate(predictor, databases or databases_from_env(), min_ascents=min_ascents, split=split,
-                          progress=_progress_bar if sys.stderr.isatty() else None)
+        result = evaluate(
+            predictor,
+            databases or databases_from_env(),
+            min_ascents=min_ascents,
+            split=split,
+            progress=_progress_bar if sys.stderr.isatty() else None,
+        )
         above, below = find_outliers(result.rows, outliers or 0)
         if predictions_path is not None:
             write_predictions(result.rows, predictions_path)
@@ -152,16 +235,22 @@ def eval_command(model_path: str | None, databases: tuple[str, ...], min_ascents
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     if output_format == "json":
-        extra = {} if outliers is None else {"outliers": {"above": [r.to_dict() for r in above],
-                                                          "below": [r.to_dict() for r in below]}}
+        extra = (
+            {}
+            if outliers is None
+            else {"outliers": {"above": [r.to_dict() for r in above], "below": [r.to_dict() for r in below]}}
+        )
         click.echo(json.dumps(result.to_dict() | extra, indent=1))
     else:
         click.echo(result.table())
         if outliers is not None:
-            click.echo(f"\ngraded above the model (community harder than predicted: likely sandbags)\n"
-                       f"{outlier_table(above)}")
-            click.echo(f"\ngraded below the model (community easier than predicted: likely soft touches)\n"
-                       f"{outlier_table(below)}")
+            click.echo(
+                f"\ngraded above the model (community harder than predicted: likely sandbags)\n{outlier_table(above)}"
+            )
+            click.echo(
+                f"\ngraded below the model (community easier than predicted: likely soft touches)\n"
+                f"{outlier_table(below)}"
+            )
     if predictions_path is not None:
         click.echo(f"note: wrote {len(result.rows)} graded rows to {predictions_path}", err=True)
     if pictures:

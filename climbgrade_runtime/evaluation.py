@@ -30,9 +30,21 @@ from .tokenizer import UNSEEN_HOLDS
 
 _HEADERS = ("board", "rows", "MAE", "RMSE", "R2", "<=1 diff", "<=2 diff", "exact V", "<=1 V", "<=2 V")
 # Columns of `cg-eval --predictions`, in order (GradedRow.to_dict's keys).
-PREDICTION_COLUMNS = ("uuid", "name", "board", "layout_id", "angle", "ascents", "community_difficulty",
-                      "predicted_difficulty", "residual", "community_font", "community_v_grade", "predicted_font",
-                      "predicted_v_grade")
+PREDICTION_COLUMNS = (
+    "uuid",
+    "name",
+    "board",
+    "layout_id",
+    "angle",
+    "ascents",
+    "community_difficulty",
+    "predicted_difficulty",
+    "residual",
+    "community_font",
+    "community_v_grade",
+    "predicted_font",
+    "predicted_v_grade",
+)
 PREDICTION_FORMATS = (".csv", ".jsonl")
 
 
@@ -59,11 +71,19 @@ class GradedRow:
     def to_dict(self) -> dict[str, Any]:
         e, p = self.example, self.prediction
         return {
-            "uuid": e.uuid, "name": e.name, "board": e.board, "layout_id": e.layout_id, "angle": e.angle,
-            "ascents": e.ascents, "community_difficulty": round(e.difficulty, 4),
-            "predicted_difficulty": round(p.difficulty, 4), "residual": round(self.residual, 4),
-            "community_font": self.community_font, "community_v_grade": self.community_v_grade,
-            "predicted_font": p.font, "predicted_v_grade": p.v_grade,
+            "uuid": e.uuid,
+            "name": e.name,
+            "board": e.board,
+            "layout_id": e.layout_id,
+            "angle": e.angle,
+            "ascents": e.ascents,
+            "community_difficulty": round(e.difficulty, 4),
+            "predicted_difficulty": round(p.difficulty, 4),
+            "residual": round(self.residual, 4),
+            "community_font": self.community_font,
+            "community_v_grade": self.community_v_grade,
+            "predicted_font": p.font,
+            "predicted_v_grade": p.v_grade,
         }
 
 
@@ -80,12 +100,20 @@ class Evaluation:
     rows: tuple[GradedRow, ...] = field(default=(), repr=False, compare=False)  # in database order
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "split": self.split, "min_ascents": self.min_ascents, "metrics": self.metrics,
-                "not_graded": self.not_graded, "notes": list(self.notes)}
+        return {
+            "model": self.model,
+            "split": self.split,
+            "min_ascents": self.min_ascents,
+            "metrics": self.metrics,
+            "not_graded": self.not_graded,
+            "notes": list(self.notes),
+        }
 
     def table(self) -> str:
-        lines = [f"model {self.model}  split {self.split}  min ascents {self.min_ascents}",
-                 "  ".join(f"{h:>8}" for h in _HEADERS)]
+        lines = [
+            f"model {self.model}  split {self.split}  min ascents {self.min_ascents}",
+            "  ".join(f"{h:>8}" for h in _HEADERS),
+        ]
         for board, m in self.metrics.items():
             cells = [board, f"{m['count']:,}", f"{m['mae']:.3f}", f"{m['rmse']:.3f}", f"{m['r2']:.3f}"]
             cells += [f"{100 * m[name]:.1f}%" for name in METRIC_NAMES[3:]]
@@ -127,8 +155,10 @@ def evaluate(
     graded = [(e, r) for e, r in zip(examples, results) if isinstance(r, Prediction)]
     not_graded = Counter(skip_reason(r.error) for r in results if isinstance(r, RouteFailure))
     if not graded:
-        raise ModelError(f"this model could grade none of the {len(examples)} rows selected: "
-                         + (", ".join(f"{n} where {why}" for why, n in not_graded.items()) or "the selection is empty"))
+        raise ModelError(
+            f"this model could grade none of the {len(examples)} rows selected: "
+            + (", ".join(f"{n} where {why}" for why, n in not_graded.items()) or "the selection is empty")
+        )
     unseen = sum(any(UNSEEN_HOLDS in w for w in r.warnings) for _, r in graded)
     if unseen:
         notes.append(f"{unseen} of {len(graded)} rows have holds the model never saw in training")
@@ -140,8 +170,9 @@ def evaluate(
     )
     community = [predictor.grades.grade(e.difficulty) for e, _ in graded]
     rows = tuple(GradedRow(e, r, g.font, g.v) for (e, r), g in zip(graded, community))
-    return Evaluation(str(predictor.model_path), split or "all", min_ascents, metrics, dict(not_graded), tuple(notes),
-                      rows)
+    return Evaluation(
+        str(predictor.model_path), split or "all", min_ascents, metrics, dict(not_graded), tuple(notes), rows
+    )
 
 
 def check_predictions_path(path: str | Path) -> None:
@@ -181,8 +212,10 @@ def outlier_table(rows: Sequence[GradedRow]) -> str:
         e, p = r.example, r.prediction
         community = f"{e.difficulty:5.1f} {r.community_font}/{r.community_v_grade}"
         predicted = f"{p.difficulty:5.1f} {p.font}/{p.v_grade}"
-        lines.append(f"{e.name[:28]:<28}  {e.uuid:<32}  {e.board:<8}  {e.angle:>5}  {e.ascents:>7}  "
-                     f"{community:<15}  {predicted:<15}  {r.residual:+8.2f}")
+        lines.append(
+            f"{e.name[:28]:<28}  {e.uuid:<32}  {e.board:<8}  {e.angle:>5}  {e.ascents:>7}  "
+            f"{community:<15}  {predicted:<15}  {r.residual:+8.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -191,8 +224,10 @@ def write_pictures(rows: Sequence[GradedRow], folder: str | Path, stem: str) -> 
     paths = []
     for rank, row in enumerate(rows, start=1):
         e, p = row.example, row.prediction
-        title = (f"{e.name or e.uuid} at {e.angle}\u00b0: community {row.community_font}/{row.community_v_grade}, "
-                 f"predicted {p.font}/{p.v_grade} ({row.residual:+.1f})")
+        title = (
+            f"{e.name or e.uuid} at {e.angle}\u00b0: community {row.community_font}/{row.community_v_grade}, "
+            f"predicted {p.font}/{p.v_grade} ({row.residual:+.1f})"
+        )
         path = Path(folder) / svg_file_name(f"{stem}-{rank}", e.name or e.uuid)
         atomic_write_text(path, render_route_svg(e.route.layout, e.route.holds, title))
         paths.append(path)
@@ -204,5 +239,7 @@ def _test_split_note(recorded: dict[str, Any], found: set[str]) -> str:
     expected = recorded.get("test_climbs")
     if recorded.get("test_climbs_sha256") == uuid_digest(found):
         return f"test climbs: the same {len(found)} climbs the model was tested on"
-    return (f"test climbs: {len(found)} found here, {expected} in the model's test split (other databases or "
-            "filters): these figures are not the sidecar's")
+    return (
+        f"test climbs: {len(found)} found here, {expected} in the model's test split (other databases or "
+        "filters): these figures are not the sidecar's"
+    )

@@ -36,7 +36,10 @@ class LayoutGeometry:
         object.__setattr__(
             self,
             "normalised",
-            {pid: (_scale(x, min(xs), max(xs)), _scale(y, min(ys), max(ys))) for pid, (x, y) in self.placements.items()},
+            {
+                pid: (_scale(x, min(xs), max(xs)), _scale(y, min(ys), max(ys)))
+                for pid, (x, y) in self.placements.items()
+            },
         )
         # Looked up for every hold of every route: computed once here, not per call.
         object.__setattr__(self, "role_ids", {name: rid for rid, name in sorted(self.roles.items(), reverse=True)})
@@ -58,7 +61,7 @@ class LayoutGeometry:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LayoutGeometry":
+    def from_dict(cls, data: dict[str, Any]) -> LayoutGeometry:
         return cls(
             board=str(data["board"]),
             layout_id=int(data["layout_id"]),

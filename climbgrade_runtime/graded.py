@@ -61,7 +61,9 @@ def load_examples(db_specs: Sequence[str], where: ClimbFilter) -> LoadedData:
         rows = db.read_climbs(where)
         for layout in db.read_layouts({r.layout_id for r in rows}).values():
             if layouts.setdefault(layout.key, layout) != layout:
-                raise DatabaseError(f"{db.path}: layout {layout.board}/{layout.layout_id} differs from another database's")
+                raise DatabaseError(
+                    f"{db.path}: layout {layout.board}/{layout.layout_id} differs from another database's"
+                )
         table = db.read_grades()
         if grades is not None and table != grades:
             raise DatabaseError(f"{db.path}: its difficulty_grades table differs from the first database's")
@@ -78,8 +80,9 @@ def load_examples(db_specs: Sequence[str], where: ClimbFilter) -> LoadedData:
                 skipped[reason] += 1
                 first_skip.setdefault(reason, f"climb {row.uuid} at {row.angle} deg: {exc}")
                 continue
-            examples.append(Example(row.uuid, row.board, row.layout_id, row.angle, row.difficulty, row.ascents, resolved,
-                                    row.name))
+            examples.append(
+                Example(row.uuid, row.board, row.layout_id, row.angle, row.difficulty, row.ascents, resolved, row.name)
+            )
             kept += 1
         for reason, count in skipped.items():
             logger.warning("%s: skipped %d row(s) where %s (e.g. %s)", db.path, count, reason, first_skip[reason])
@@ -89,8 +92,12 @@ def load_examples(db_specs: Sequence[str], where: ClimbFilter) -> LoadedData:
         raise DatabaseError("no usable climbs in the given database(s) with these filters")
     summary = {
         "databases": db_summaries,
-        "filter": {"min_ascents": where.min_ascents, "layouts": list(where.layouts),
-                   "min_angle": where.min_angle, "max_angle": where.max_angle},
+        "filter": {
+            "min_ascents": where.min_ascents,
+            "layouts": list(where.layouts),
+            "min_angle": where.min_angle,
+            "max_angle": where.max_angle,
+        },
         "rows": len(examples),
         "climbs": len({e.uuid for e in examples}),
         "rows_by_board": dict(sorted(Counter(e.board for e in examples).items())),

@@ -52,7 +52,7 @@ class GradeTable:
         object.__setattr__(self, "_v_numbers", np.array([g.v_number for g in self.grades], dtype=np.int64))
 
     @classmethod
-    def from_rows(cls, rows: list[tuple[int, str, int]]) -> "GradeTable":
+    def from_rows(cls, rows: list[tuple[int, str, int]]) -> GradeTable:
         """Build from `difficulty_grades` rows (difficulty, boulder_name like '6b+/V4', is_listed)."""
         grades = []
         for difficulty, boulder_name, is_listed in sorted(rows):
@@ -60,7 +60,9 @@ class GradeTable:
                 continue
             font, sep, v = str(boulder_name).partition("/")
             if not sep:
-                raise DatabaseError(f"difficulty_grades row {difficulty}: boulder_name {boulder_name!r} is not 'FONT/V'")
+                raise DatabaseError(
+                    f"difficulty_grades row {difficulty}: boulder_name {boulder_name!r} is not 'FONT/V'"
+                )
             grades.append(Grade(int(difficulty), font, v))
         return cls(tuple(grades))
 
@@ -92,5 +94,5 @@ class GradeTable:
         return [{"difficulty": g.difficulty, "font": g.font, "v": g.v} for g in self.grades]
 
     @classmethod
-    def from_dict(cls, data: list[dict[str, Any]]) -> "GradeTable":
+    def from_dict(cls, data: list[dict[str, Any]]) -> GradeTable:
         return cls(tuple(Grade(int(g["difficulty"]), str(g["font"]), str(g["v"])) for g in data))

@@ -63,7 +63,7 @@ def read_routes(source: str, stdin: IO[bytes]) -> RouteInput:
         handle = stdin
     else:
         try:
-            handle = Path(source).open("rb")
+            handle = Path(source).open("rb")  # noqa: SIM115 (a JSON Lines file is closed by the stream reading it)
         except OSError as exc:
             raise ClimbgradeError(f"cannot read {source}: {exc.strerror}") from exc
     try:

@@ -38,8 +38,10 @@ class AngleSpec:
             low, high = self.span
             found = tuple(a for a in layout.angles if low <= a <= high)
             if not found:
-                raise RouteError(f"angle range {self.text} holds no angle of {layout.board} layout {layout.layout_id} "
-                                 f"(angles: {', '.join(map(str, layout.angles))})")
+                raise RouteError(
+                    f"angle range {self.text} holds no angle of {layout.board} layout {layout.layout_id} "
+                    f"(angles: {', '.join(map(str, layout.angles))})"
+                )
             return found
         for angle in self.listed:
             check_angle(layout, angle)

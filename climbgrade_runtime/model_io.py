@@ -28,7 +28,7 @@ META_OPSET = "climbgrade.opset"
 META_FEATURES = "climbgrade.features"  # width of the coords input
 
 
-def pad_batch(encoded: Sequence["Encoded"]) -> dict[str, np.ndarray]:
+def pad_batch(encoded: Sequence[Encoded]) -> dict[str, np.ndarray]:
     """Stack encoded routes, padding only to the longest in this batch."""
     if not encoded:
         raise ValueError("pad_batch needs at least one route")

@@ -15,7 +15,15 @@ import numpy as np
 from . import model_io
 from .errors import ModelError, RouteError
 from .insight import (
-    AngleGrade, Explanation, HoldEffect, InsightRequest, Mirror, RouteInsight, Sweep, frames_of, no_mirror_reason,
+    AngleGrade,
+    Explanation,
+    HoldEffect,
+    InsightRequest,
+    Mirror,
+    RouteInsight,
+    Sweep,
+    frames_of,
+    no_mirror_reason,
 )
 from .routes import Route, parse_route, route_labels, unknown_keys
 from .session import create_session
@@ -121,13 +129,15 @@ class GradePredictor:
         intra_op_threads: int = 1,
         inter_op_threads: int = 1,
         providers: Sequence[str] | None = None,
-    ) -> "GradePredictor":
+    ) -> GradePredictor:
         """Load `path` (a .onnx file, or a folder holding climbgrade.onnx); default: the shipped model."""
         model_path = Path(path) if path is not None else default_model_path()
         if model_path.is_dir():
             model_path = model_path / DEFAULT_MODEL_FILE
         if not model_path.is_file():
-            raise ModelError(f"model {model_path} does not exist: pass --model PATH to a .onnx file written by cg-export")
+            raise ModelError(
+                f"model {model_path} does not exist: pass --model PATH to a .onnx file written by cg-export"
+            )
         sidecar = Sidecar.load(sidecar_path(model_path))
         if file_sha256(model_path) != sidecar.model_sha256:
             raise ModelError(
@@ -245,8 +255,14 @@ class GradePredictor:
             notes = tuple(f"mirror: {w}" for w in mirror.warnings if w not in prediction.warnings)
         return RouteInsight(prediction, resolved, sweep, explanation, mirror, request.mirror, notes)
 
-    def _sweep(self, parsed: Route, resolved: ResolvedRoute, labels: dict[str, Any], warnings: tuple[str, ...],
-               angles: Sequence[int]) -> Sweep:
+    def _sweep(
+        self,
+        parsed: Route,
+        resolved: ResolvedRoute,
+        labels: dict[str, Any],
+        warnings: tuple[str, ...],
+        angles: Sequence[int],
+    ) -> Sweep:
         wanted = tuple(dict.fromkeys(angles))
         for angle in wanted:
             check_angle(resolved.layout, angle)
@@ -288,7 +304,13 @@ class GradePredictor:
         return self._session.run([model_io.DIFFICULTY], model_io.pad_batch(encoded))[0]
 
     def _prediction(
-        self, index: int, route: Route, encoded: Encoded, difficulty: float, labels: dict[str, Any], warnings: tuple[str, ...]
+        self,
+        index: int,
+        route: Route,
+        encoded: Encoded,
+        difficulty: float,
+        labels: dict[str, Any],
+        warnings: tuple[str, ...],
     ) -> Prediction:
         grade = self.grades.grade(difficulty)
         return Prediction(
@@ -342,4 +364,6 @@ def _check_pair(model_path: Path, sidecar: Sidecar, session: Any) -> None:
     if outputs != tuple(n for n, _ in model_io.OUTPUTS) or outputs != tuple(n for n, _ in sidecar.outputs):
         problems.append(f"outputs: model {outputs}, sidecar {tuple(n for n, _ in sidecar.outputs)}")
     if problems:
-        raise ModelError(f"model {model_path} and its sidecar do not match ({'; '.join(problems)}): re-export both with cg-export")
+        raise ModelError(
+            f"model {model_path} and its sidecar do not match ({'; '.join(problems)}): re-export both with cg-export"
+        )

@@ -21,7 +21,16 @@ from .svg import render_route_svg, svg_file_name
 
 Result = Prediction | RouteFailure | RouteInsight
 # Fixed widths, so rows printed chunk by chunk line up; a longer value just widens its own row.
-_COLUMNS = (("#", 5), ("route", 16), ("board", 8), ("layout", 6), ("angle", 5), ("difficulty", 10), ("font", 4), ("V", 4))
+_COLUMNS = (
+    ("#", 5),
+    ("route", 16),
+    ("board", 8),
+    ("layout", 6),
+    ("angle", 5),
+    ("difficulty", 10),
+    ("font", 4),
+    ("V", 4),
+)
 
 
 class ResultWriter:
@@ -73,8 +82,15 @@ def _cells(result: Result) -> list[str]:
     # A RouteInsight's hold warnings go on its hold rows (_insight_rows), not here.
     p, notes = (result.prediction, result.mirror_notes) if isinstance(result, RouteInsight) else (result, ())
     return [
-        str(p.index), route_label(p), p.board, str(p.layout_id), str(p.angle),
-        f"{p.difficulty:.1f}", p.font, p.v_grade, "; ".join(p.warnings + notes),
+        str(p.index),
+        route_label(p),
+        p.board,
+        str(p.layout_id),
+        str(p.angle),
+        f"{p.difficulty:.1f}",
+        p.font,
+        p.v_grade,
+        "; ".join(p.warnings + notes),
     ]
 
 

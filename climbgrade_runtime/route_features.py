@@ -25,19 +25,47 @@ DISTANCE_SCALE = 48.0  # board units -> about one unit per 4 feet
 COUNT_SCALE = 10.0
 ROLES = ("start", "middle", "finish", "foot")
 ROUTE_FEATURES = (
-    ("route_holds",) + tuple(f"route_{role}" for role in ROLES)
-    + tuple(f"route_{who}_{axis}_{stat}" for who in ("all", "hand") for axis in "xy" for stat in ("min", "max", "mean", "std"))
-    + ("route_start_y", "route_finish_y", "route_height_gain", "route_move_mean", "route_move_max", "route_move_sum",
-       "route_nearest_mean", "route_nearest_max", "route_foot_hand")
+    ("route_holds",)
+    + tuple(f"route_{role}" for role in ROLES)
+    + tuple(
+        f"route_{who}_{axis}_{stat}"
+        for who in ("all", "hand")
+        for axis in "xy"
+        for stat in ("min", "max", "mean", "std")
+    )
+    + (
+        "route_start_y",
+        "route_finish_y",
+        "route_height_gain",
+        "route_move_mean",
+        "route_move_max",
+        "route_move_sum",
+        "route_nearest_mean",
+        "route_nearest_max",
+        "route_foot_hand",
+    )
 )
 # The finer reading of a route's moves and support, a setter's second glance (group "shape").
 BIG_MOVE, HUGE_MOVE = 0.75, 1.0  # hand moves longer than these (the real data's 75th and 93rd percentile)
 SUPPORT_BELOW = (0.25, 1.0)  # holds this far below a hand hold (DISTANCE_SCALE units) can carry the feet
 SHAPE_FEATURES = (
-    "route_move_first", "route_move_last", "route_move_second", "route_move_std", "route_move_dy_max",
-    "route_move_dx_sum", "route_move_lateral", "route_turns", "route_big_moves", "route_huge_moves",
-    "route_start_span", "route_hand_nearest_mean", "route_hand_nearest_max", "route_support",
-    "route_support_min", "route_y_gap_max", "route_foot_top",
+    "route_move_first",
+    "route_move_last",
+    "route_move_second",
+    "route_move_std",
+    "route_move_dy_max",
+    "route_move_dx_sum",
+    "route_move_lateral",
+    "route_turns",
+    "route_big_moves",
+    "route_huge_moves",
+    "route_start_span",
+    "route_hand_nearest_mean",
+    "route_hand_nearest_max",
+    "route_support",
+    "route_support_min",
+    "route_y_gap_max",
+    "route_foot_top",
 )
 ALL_ROUTE_FEATURES = ROUTE_FEATURES + SHAPE_FEATURES  # what all_route_features returns, in this order
 
@@ -105,15 +133,29 @@ def route_features(geometry: RouteGeometry) -> np.ndarray:
     nearest = geometry.gaps[:, 0] if len(xy) > 1 else np.zeros(1)
     feet = np.flatnonzero(roles == "foot")
     # A route of feet only is its own hands: each foot is then 0 from the nearest "hand".
-    foot_hand = geometry.distance[np.ix_(feet, geometry.hands)].min(1).mean() if len(feet) and len(geometry.hands) else 0.0
+    foot_hand = (
+        geometry.distance[np.ix_(feet, geometry.hands)].min(1).mean() if len(feet) and len(geometry.hands) else 0.0
+    )
     start_y = geometry.start_y
     finish_y = xy[roles == "finish", 1].mean() if (roles == "finish").any() else hand[-1, 1]
     counts = [len(xy)] + [float((roles == r).sum()) for r in ROLES]
     values = (
         [c / COUNT_SCALE for c in counts]
-        + _stats(xy[:, 0]) + _stats(xy[:, 1]) + _stats(hand[:, 0]) + _stats(hand[:, 1])
-        + [start_y, finish_y, finish_y - start_y, moves.mean(), moves.max(), moves.sum(), nearest.mean(), nearest.max(),
-           foot_hand]
+        + _stats(xy[:, 0])
+        + _stats(xy[:, 1])
+        + _stats(hand[:, 0])
+        + _stats(hand[:, 1])
+        + [
+            start_y,
+            finish_y,
+            finish_y - start_y,
+            moves.mean(),
+            moves.max(),
+            moves.sum(),
+            nearest.mean(),
+            nearest.max(),
+            foot_hand,
+        ]
     )
     return np.array(values, dtype=np.float64)
 
@@ -134,16 +176,32 @@ def shape_features(geometry: RouteGeometry) -> np.ndarray:
     between = geometry.distance[np.ix_(geometry.hand_index, geometry.hand_index)]  # inf on the diagonal
     hand_nearest = between.min(1) if len(hand) > 1 else np.zeros(1)
     drop = hand[:, None, 1] - xy[None, :, 1]  # [hands, holds]: how far each hold sits below each hand hold
-    support = ((drop >= SUPPORT_BELOW[0]) & (drop <= SUPPORT_BELOW[1])
-               & (np.abs(hand[:, None, 0] - xy[None, :, 0]) <= SUPPORT_BELOW[1])).sum(1)[1:]  # not the lowest hand
+    support = (
+        (drop >= SUPPORT_BELOW[0])
+        & (drop <= SUPPORT_BELOW[1])
+        & (np.abs(hand[:, None, 0] - xy[None, :, 0]) <= SUPPORT_BELOW[1])
+    ).sum(1)[1:]  # not the lowest hand
     support = support if len(support) else np.zeros(1)
     heights = np.sort(xy[:, 1])
     feet = xy[geometry.roles == "foot", 1]
     values = [
-        moves[0], moves[-1], second, moves.std(), step[:, 1].max(), np.abs(step[:, 0]).sum(), lateral.mean(),
-        turns / COUNT_SCALE, (moves > BIG_MOVE).sum() / COUNT_SCALE, (moves > HUGE_MOVE).sum() / COUNT_SCALE,
-        start_span, hand_nearest.mean(), hand_nearest.max(), support.mean() / COUNT_SCALE, support.min() / COUNT_SCALE,
-        np.diff(heights).max() if len(heights) > 1 else 0.0, feet.max() - geometry.start_y if len(feet) else 0.0,
+        moves[0],
+        moves[-1],
+        second,
+        moves.std(),
+        step[:, 1].max(),
+        np.abs(step[:, 0]).sum(),
+        lateral.mean(),
+        turns / COUNT_SCALE,
+        (moves > BIG_MOVE).sum() / COUNT_SCALE,
+        (moves > HUGE_MOVE).sum() / COUNT_SCALE,
+        start_span,
+        hand_nearest.mean(),
+        hand_nearest.max(),
+        support.mean() / COUNT_SCALE,
+        support.min() / COUNT_SCALE,
+        np.diff(heights).max() if len(heights) > 1 else 0.0,
+        feet.max() - geometry.start_y if len(feet) else 0.0,
     ]
     return np.array(values, dtype=np.float64)
 

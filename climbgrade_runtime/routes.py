@@ -48,7 +48,9 @@ def parse_frames(frames: str) -> tuple[tuple[int, int], ...]:
 def parse_route(obj: Any) -> Route:
     """Check a decoded JSON route and turn it into a Route."""
     if not isinstance(obj, dict):
-        raise RouteError(f"a route must be a JSON object with board, layout_id, angle and frames or holds, got {_kind(obj)}")
+        raise RouteError(
+            f"a route must be a JSON object with board, layout_id, angle and frames or holds, got {_kind(obj)}"
+        )
     for key in ("board", "layout_id", "angle"):
         if key not in obj:
             raise RouteError(f"route is missing '{key}'")
@@ -75,12 +77,16 @@ def route_labels(obj: Any) -> dict[str, Any]:
     """The identifying fields a user gave (id, uuid, name), to echo next to the answer."""
     if not isinstance(obj, dict) or not obj.keys() & _LABEL_SET:
         return {}
-    return {k: obj[k] for k in LABEL_KEYS if k in obj and isinstance(obj[k], (str, int, float)) and not isinstance(obj[k], bool)}
+    return {
+        k: obj[k]
+        for k in LABEL_KEYS
+        if k in obj and isinstance(obj[k], (str, int, float)) and not isinstance(obj[k], bool)
+    }
 
 
 def _parse_holds(holds: Any) -> tuple[tuple[int, str | int], ...]:
     if not isinstance(holds, list):
-        raise RouteError(f"'holds' must be a list of {{\"placement_id\": N, \"role\": \"start\"}}, got {_kind(holds)}")
+        raise RouteError(f'\'holds\' must be a list of {{"placement_id": N, "role": "start"}}, got {_kind(holds)}')
     out: list[tuple[int, str | int]] = []
     for i, hold in enumerate(holds):
         if not isinstance(hold, dict) or "placement_id" not in hold or "role" not in hold:
@@ -90,12 +96,12 @@ def _parse_holds(holds: Any) -> tuple[tuple[int, str | int], ...]:
             raise RouteError(f"holds[{i}] has unknown field(s) {', '.join(sorted(map(shown, extra)))}")
         placement = _integer(hold["placement_id"], f"holds[{i}].placement_id")
         role = hold["role"]
-        if isinstance(role, str) and role:
-            out.append((placement, role))
-        elif isinstance(role, int) and not isinstance(role, bool):
+        if (isinstance(role, str) and role) or (isinstance(role, int) and not isinstance(role, bool)):
             out.append((placement, role))
         else:
-            raise RouteError(f"holds[{i}].role must be a role name such as 'start' or an Aurora role id, got {_kind(role)}")
+            raise RouteError(
+                f"holds[{i}].role must be a role name such as 'start' or an Aurora role id, got {_kind(role)}"
+            )
     return tuple(out)
 
 

@@ -23,7 +23,7 @@ def create_session(
     intra_op_threads: int = 1,
     inter_op_threads: int = 1,
     providers: Sequence[str] | None = None,
-) -> "onnxruntime.InferenceSession":
+) -> onnxruntime.InferenceSession:
     """Open an ONNX model. One intra-op thread is fastest for single routes; 2 help big batches."""
     import onnxruntime as ort  # imported here so `import climbgrade_runtime` stays cheap
 
@@ -45,11 +45,19 @@ def create_session(
     options.add_session_config_entry("session.intra_op.allow_spinning", "0" if intra_op_threads > 1 else "1")
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-    load_errors = (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail, ort_errors.NoSuchFile,
-                   ort_errors.InvalidArgument, ort_errors.RuntimeException)
+    load_errors = (
+        ort_errors.InvalidProtobuf,
+        ort_errors.InvalidGraph,
+        ort_errors.Fail,
+        ort_errors.NoSuchFile,
+        ort_errors.InvalidArgument,
+        ort_errors.RuntimeException,
+    )
     try:
         session = ort.InferenceSession(str(model_path), sess_options=options, providers=wanted)
     except load_errors as exc:
-        raise ModelError(f"cannot load model {model_path}: {str(exc).splitlines()[0]}; re-export it with cg-export") from exc
+        raise ModelError(
+            f"cannot load model {model_path}: {str(exc).splitlines()[0]}; re-export it with cg-export"
+        ) from exc
     logger.debug("session for %s on %s, %d intra-op thread(s)", model_path, session.get_providers(), intra_op_threads)
     return session

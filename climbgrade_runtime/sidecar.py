@@ -68,9 +68,9 @@ class Sidecar:
         }
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "sidecar") -> "Sidecar":
+    def from_dict(cls, data: Any, source: str = "sidecar") -> Sidecar:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ModelError(f"{source} is not a climbgrade sidecar (no \"format\": \"{FORMAT}\")")
+            raise ModelError(f'{source} is not a climbgrade sidecar (no "format": "{FORMAT}")')
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise ModelError(
@@ -98,7 +98,7 @@ class Sidecar:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Sidecar":
+    def load(cls, path: str | Path) -> Sidecar:
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"sidecar {path} is missing: a model and its sidecar are a pair; copy both, or re-export")

@@ -32,7 +32,9 @@ class SplitRule:
     test_fraction: float = 0.1
 
     def __post_init__(self) -> None:
-        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+        if not (
+            0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1
+        ):
             raise ValueError("val and test fractions must be in (0, 1) and sum below 1")
 
     def assign(self, uuid: str) -> str:
@@ -52,10 +54,12 @@ class SplitRule:
         return {"rule": RULE, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: Any) -> "SplitRule":
+    def from_dict(cls, data: Any) -> SplitRule:
         if not isinstance(data, dict) or data.get("rule") != RULE:
-            raise ModelError("this model's sidecar records no split this climbgrade can reproduce; "
-                             "evaluate on all rows (no --split), or re-export the model")
+            raise ModelError(
+                "this model's sidecar records no split this climbgrade can reproduce; "
+                "evaluate on all rows (no --split), or re-export the model"
+            )
         return cls(int(data["seed"]), float(data["val_fraction"]), float(data["test_fraction"]))
 
 

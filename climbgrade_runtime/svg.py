@@ -57,12 +57,16 @@ def render_route_svg(
         return (x - left) * SCALE, (top - y) * SCALE + TITLE_HEIGHT  # y up on the board, down on screen
 
     lines = [
-        (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:g} {height:g}" width="{width:g}" '
-         f'height="{height:g}" font-family="sans-serif">'),
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:g} {height:g}" width="{width:g}" '
+            f'height="{height:g}" font-family="sans-serif">'
+        ),
         f"<title>{escape(title)}</title>",
         f'<rect width="{width:g}" height="{height:g}" fill="#1b1b1b"/>',
-        (f'<text x="{width / 2:g}" y="{TITLE_HEIGHT * 0.7:g}" fill="#ffffff" font-size="16" '
-         f'text-anchor="middle">{escape(title)}</text>'),
+        (
+            f'<text x="{width / 2:g}" y="{TITLE_HEIGHT * 0.7:g}" fill="#ffffff" font-size="16" '
+            f'text-anchor="middle">{escape(title)}</text>'
+        ),
         '<g class="holes" fill="#5a5a5a">',
     ]
     for pid in sorted(layout.placements):
@@ -80,7 +84,7 @@ def render_route_svg(
         colour = ROLE_COLOURS.get(role, OTHER_ROLE_COLOUR)
         lines.append(
             f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{RING_RADIUS:g}" stroke="{colour}" stroke-width="{stroke:.2f}" '
-            f"data-placement-id=\"{pid}\" data-role={quoteattr(role)}/>"
+            f'data-placement-id="{pid}" data-role={quoteattr(role)}/>'
         )
         if effect is not None:
             labels.append(

@@ -25,7 +25,12 @@ import numpy as np
 from .errors import ModelError, RouteError
 from .geometry import LayoutGeometry
 from .route_features import (
-    ALL_ROUTE_FEATURES, CLS_FEATURE_GROUPS, DISTANCE_SCALE, ROUTE_FEATURES, SHAPE_FEATURES, RouteGeometry,
+    ALL_ROUTE_FEATURES,
+    CLS_FEATURE_GROUPS,
+    DISTANCE_SCALE,
+    ROUTE_FEATURES,
+    SHAPE_FEATURES,
+    RouteGeometry,
 )
 from .routes import Route, shown
 
@@ -57,7 +62,10 @@ ANGLE_SCALE = 90.0  # "angle": wall angle / 90 on every token
 MOVE_FEATURES = ("move_dx", "move_dy")
 FEATURES = BASE_FEATURES + tuple(ROLE_FEATURES) + ("angle", "nearest", "nearest2") + MOVE_FEATURES + ALL_ROUTE_FEATURES
 GEOMETRY_FEATURES = frozenset(("nearest", "nearest2") + MOVE_FEATURES + ALL_ROUTE_FEATURES)  # read from a RouteGeometry
-FEATURE_GROUPS = {"route": ROUTE_FEATURES, "shape": SHAPE_FEATURES}  # a name that stands for several features on a command line
+FEATURE_GROUPS = {
+    "route": ROUTE_FEATURES,
+    "shape": SHAPE_FEATURES,
+}  # a name that stands for several features on a command line
 UNSEEN_HOLDS = "never appeared in the training data"  # in the warning for holds mapped to <UNK>
 
 
@@ -105,7 +113,7 @@ class ResolvedRoute:
             hold_token(board, layout_id, pid, role if scheme == PLACEMENT_ROLE else None) for pid, role in self.holds
         ]
 
-    def mirrored(self) -> "ResolvedRoute | None":
+    def mirrored(self) -> ResolvedRoute | None:
         """The left-right mirror through holes.mirrored_hole_id, or None if a hold has no mirror."""
         mirrors = self.layout.mirrors
         if not all(pid in mirrors for pid, _ in self.holds):
@@ -151,10 +159,14 @@ def resolve_route(
         seen.add(pid)
         if isinstance(role, int):
             if role not in layout.roles:
-                raise RouteError(f"role id {shown(role)} of placement {pid} is not a role of {where} (roles: {', '.join(layout.role_names)})")
+                raise RouteError(
+                    f"role id {shown(role)} of placement {pid} is not a role of {where} (roles: {', '.join(layout.role_names)})"
+                )
             role = layout.roles[role]
         elif role not in role_ids:
-            raise RouteError(f"role {shown(role)} of placement {pid} is not a role of {where} (roles: {', '.join(layout.role_names)})")
+            raise RouteError(
+                f"role {shown(role)} of placement {pid} is not a role of {where} (roles: {', '.join(layout.role_names)})"
+            )
         holds.append((pid, role))
     return resolved_from_holds(layout, route.angle, holds)
 
@@ -202,7 +214,8 @@ class Tokenizer:
     columns: dict[str, int] = field(init=False, repr=False, compare=False)
     uses_geometry: bool = field(init=False, repr=False, compare=False)
     cls_groups: tuple[tuple[np.ndarray, np.ndarray, Callable[[RouteGeometry], np.ndarray]], ...] = field(
-        init=False, repr=False, compare=False)
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.vocab[: len(SPECIALS)] != SPECIALS:
@@ -212,11 +225,19 @@ class Tokenizer:
         if self.max_len <= PREFIX_TOKENS:
             raise ModelError(f"max_len must exceed {PREFIX_TOKENS}, got {self.max_len}")
         if self.hold_tokens not in HOLD_TOKEN_SCHEMES:
-            raise ModelError(f"unknown hold-token scheme {self.hold_tokens!r}; this climbgrade knows {', '.join(HOLD_TOKEN_SCHEMES)}")
+            raise ModelError(
+                f"unknown hold-token scheme {self.hold_tokens!r}; this climbgrade knows {', '.join(HOLD_TOKEN_SCHEMES)}"
+            )
         unknown = [f for f in self.features if f not in FEATURES]
-        if self.features[: len(BASE_FEATURES)] != BASE_FEATURES or unknown or len(set(self.features)) != len(self.features):
-            raise ModelError(f"features must start with {', '.join(BASE_FEATURES)} and come from {', '.join(FEATURES)}; "
-                             f"got {', '.join(self.features)}: upgrade climbgrade or re-export the model")
+        if (
+            self.features[: len(BASE_FEATURES)] != BASE_FEATURES
+            or unknown
+            or len(set(self.features)) != len(self.features)
+        ):
+            raise ModelError(
+                f"features must start with {', '.join(BASE_FEATURES)} and come from {', '.join(FEATURES)}; "
+                f"got {', '.join(self.features)}: upgrade climbgrade or re-export the model"
+            )
         object.__setattr__(self, "index", {tok: i for i, tok in enumerate(self.vocab)})
         object.__setattr__(self, "columns", {name: i for i, name in enumerate(self.features)})
         object.__setattr__(self, "uses_geometry", not GEOMETRY_FEATURES.isdisjoint(self.features))
@@ -249,13 +270,15 @@ class Tokenizer:
         max_len: int,
         hold_tokens: str = PLACEMENT_ROLE,
         features: tuple[str, ...] = BASE_FEATURES,
-    ) -> "Tokenizer":
+    ) -> Tokenizer:
         """Vocabulary: specials, every layout's board token, every valid angle, holds seen in training."""
         by_key = {layout.key: layout for layout in layouts}
         angles = sorted({a for layout in by_key.values() for a in layout.angles})
         holds = sorted({tok for route in train_routes for tok in route.tokens(hold_tokens)[PREFIX_TOKENS:]})
         vocab = SPECIALS + tuple(board_token(*key) for key in sorted(by_key)) + tuple(map(angle_token, angles))
-        return cls(vocab=vocab + tuple(holds), layouts=by_key, max_len=max_len, hold_tokens=hold_tokens, features=features)
+        return cls(
+            vocab=vocab + tuple(holds), layouts=by_key, max_len=max_len, hold_tokens=hold_tokens, features=features
+        )
 
     def resolve(self, route: Route) -> ResolvedRoute:
         return resolve_route(route, self.layouts, self.max_holds)
@@ -281,8 +304,11 @@ class Tokenizer:
             self._extra_features(resolved, coords)
         warnings = resolved.warnings
         if UNK_ID in hold_ids:
-            unknown = [f"p{pid}" + (f" as {role}" if self.hold_tokens == PLACEMENT_ROLE else "")
-                       for (pid, role), i in zip(resolved.holds, hold_ids) if i == UNK_ID]
+            unknown = [
+                f"p{pid}" + (f" as {role}" if self.hold_tokens == PLACEMENT_ROLE else "")
+                for (pid, role), i in zip(resolved.holds, hold_ids)
+                if i == UNK_ID
+            ]
             warnings += (f"hold(s) {', '.join(unknown)} {UNSEEN_HOLDS}; graded as unknown holds",)
         return Encoded(ids=ids, coords=coords, warnings=warnings)
 
@@ -347,13 +373,17 @@ class Tokenizer:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Tokenizer":
+    def from_dict(cls, data: dict[str, Any]) -> Tokenizer:
         layouts = [LayoutGeometry.from_dict(d) for d in data["layouts"]]
         tokenizer = cls(
-            vocab=tuple(data["vocab"]), layouts={l.key: l for l in layouts}, max_len=int(data["max_len"]),
+            vocab=tuple(data["vocab"]),
+            layouts={layout.key: layout for layout in layouts},
+            max_len=int(data["max_len"]),
             hold_tokens=str(data.get("hold_tokens", PLACEMENT_ROLE)),
             features=tuple(data.get("features", BASE_FEATURES)),
         )
         if "token_features" in data and data["token_features"] != tokenizer.token_features():
-            raise ModelError("the sidecar's token_features disagree with its geometry: the sidecar was edited; re-export it")
+            raise ModelError(
+                "the sidecar's token_features disagree with its geometry: the sidecar was edited; re-export it"
+            )
         return tokenizer

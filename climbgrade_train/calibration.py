@@ -44,5 +44,6 @@ def fit_shrink(predicted: np.ndarray, targets: np.ndarray, config: ModelConfig) 
     targets = np.asarray(targets, dtype=np.float64)
     maes = [float(np.abs(shrunk(predicted, s, config) - targets).mean()) for s in SHRINK_GRID]
     best = int(np.argmin(maes))
-    return ShrinkFit(shrink=float(SHRINK_GRID[best]), mae_before=float(np.abs(predicted - targets).mean()),
-                     mae_after=maes[best])
+    return ShrinkFit(
+        shrink=float(SHRINK_GRID[best]), mae_before=float(np.abs(predicted - targets).mean()), mae_after=maes[best]
+    )

@@ -71,30 +71,42 @@ class TrainConfig:
     def __post_init__(self) -> None:
         bad = [f for f in self.features if f not in FEATURES]
         if bad or self.features[: len(BASE_FEATURES)] != BASE_FEATURES:
-            raise TrainError(f"--features must start with {','.join(BASE_FEATURES)} and name only {','.join(compact_features(FEATURES))}"
-                             + (f" (unknown: {', '.join(bad)})" if bad else ""))
+            raise TrainError(
+                f"--features must start with {','.join(BASE_FEATURES)} and name only {','.join(compact_features(FEATURES))}"
+                + (f" (unknown: {', '.join(bad)})" if bad else "")
+            )
         bad_holds = [h for h in self.member_holds if h not in MEMBER_HOLDS]
         if bad_holds:
             raise TrainError(f"--member-holds takes {', '.join(MEMBER_HOLDS)}, not {', '.join(bad_holds)}")
         if PLACEMENT_HOLDS in self.member_holds and self.hold_tokens != PLACEMENT_ROLE:
-            raise TrainError(f"--member-holds {PLACEMENT_HOLDS} merges the roles of --hold-tokens {PLACEMENT_ROLE}; "
-                             f"with --hold-tokens {self.hold_tokens} every member already embeds placements")
-        for name, value, allowed in (("loss", self.loss, LOSSES), ("schedule", self.schedule, SCHEDULES),
-                                     ("readout", self.readout, READOUTS), ("head", self.head, HEADS),
-                                     ("coord-encoding", self.coord_encoding, COORD_ENCODINGS)):
+            raise TrainError(
+                f"--member-holds {PLACEMENT_HOLDS} merges the roles of --hold-tokens {PLACEMENT_ROLE}; "
+                f"with --hold-tokens {self.hold_tokens} every member already embeds placements"
+            )
+        for name, value, allowed in (
+            ("loss", self.loss, LOSSES),
+            ("schedule", self.schedule, SCHEDULES),
+            ("readout", self.readout, READOUTS),
+            ("head", self.head, HEADS),
+            ("coord-encoding", self.coord_encoding, COORD_ENCODINGS),
+        ):
             if value not in allowed:
                 raise TrainError(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
         if self.head == BINS_HEAD and self.loss != "mse":
             raise TrainError(f"--head {BINS_HEAD} is trained with cross-entropy over the bins: drop --loss {self.loss}")
         if self.bin_sigma < 0 or (self.bin_sigma > 0 and self.head != BINS_HEAD):
-            raise TrainError(f"--bin-sigma shapes the target of --head {BINS_HEAD}: it needs that head and a width >= 0, "
-                             f"not {self.bin_sigma}")
+            raise TrainError(
+                f"--bin-sigma shapes the target of --head {BINS_HEAD}: it needs that head and a width >= 0, "
+                f"not {self.bin_sigma}"
+            )
         if not 0 < self.shrink <= 1:
             raise TrainError(f"--shrink must be above 0 and at most 1, not {self.shrink}")
         if self.workers < 1:
             raise TrainError(f"--workers must be at least 1, not {self.workers}")
         if not 0 < self.train_fraction <= 1 or (self.refit and self.train_fraction < 1):
-            raise TrainError(f"--train-fraction must be above 0 and at most 1 (and 1 with --refit), not {self.train_fraction}")
+            raise TrainError(
+                f"--train-fraction must be above 0 and at most 1 (and 1 with --refit), not {self.train_fraction}"
+            )
 
     @property
     def climb_filter(self) -> ClimbFilter:
@@ -114,7 +126,13 @@ class TrainConfig:
 
     def command(self, out: str | Path) -> str:
         """The cg-train command line that trains this configuration (options left at their defaults omitted)."""
-        flags = {"databases": "--db", "layouts": "--layout", "n_heads": "--heads", "n_layers": "--layers", "d_ff": "--ff"}
+        flags = {
+            "databases": "--db",
+            "layouts": "--layout",
+            "n_heads": "--heads",
+            "n_layers": "--layers",
+            "d_ff": "--ff",
+        }
         words = ["cg-train"] + [w for db in self.databases for w in ("--db", db)] + ["--out", str(out)]
         defaults = TrainConfig(databases=())
         for name, value in self.to_dict().items():

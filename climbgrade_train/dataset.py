@@ -24,11 +24,13 @@ class EncodedSet:
     mirrored: list[Encoded | None] | None = None  # for mirror augmentation (training set only)
 
     @classmethod
-    def build(cls, examples: list[Example], tokenizer: Tokenizer, mirrors: bool = False) -> "EncodedSet":
+    def build(cls, examples: list[Example], tokenizer: Tokenizer, mirrors: bool = False) -> EncodedSet:
         encoded = [tokenizer.encode_resolved(e.route) for e in examples]
         mirrored = None
         if mirrors:
-            mirrored = [None if m is None else tokenizer.encode_resolved(m) for m in (e.route.mirrored() for e in examples)]
+            mirrored = [
+                None if m is None else tokenizer.encode_resolved(m) for m in (e.route.mirrored() for e in examples)
+            ]
         return cls(
             examples=examples,
             encoded=encoded,
@@ -52,7 +54,9 @@ class EncodedSet:
     def boards(self) -> list[str]:
         return [e.board for e in self.examples]
 
-    def predict_with(self, run_batch: Callable[[dict[str, np.ndarray]], np.ndarray], batch_size: int = 256) -> np.ndarray:
+    def predict_with(
+        self, run_batch: Callable[[dict[str, np.ndarray]], np.ndarray], batch_size: int = 256
+    ) -> np.ndarray:
         """Predictions for the whole split in its own order, from length-grouped runtime batches.
 
         `run_batch` is PyTorch (training) or onnxruntime (export checks): one loop serves both.

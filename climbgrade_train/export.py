@@ -88,21 +88,35 @@ def export_onnx(model: GradeModel, example: dict[str, np.ndarray], opset: int) -
     args = tuple(torch.from_numpy(example[name]) for name, _ in model_io.INPUTS)
     dynamic = {name: {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC} for name, _ in model_io.INPUTS}
     noise = io.StringIO()  # the exporter prints its progress to stdout
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(noise), warnings.catch_warnings(), \
-            _quiet_loggers("torch.onnx", "onnxscript"):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        contextlib.redirect_stdout(noise),
+        warnings.catch_warnings(),
+        _quiet_loggers("torch.onnx", "onnxscript"),
+    ):
         warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecations, not ours to fix
         path = Path(tmp) / "model.onnx"
         torch.onnx.export(
-            wrapper, args, str(path), dynamo=True, opset_version=opset, dynamic_shapes=dynamic,
-            input_names=[n for n, _ in model_io.INPUTS], output_names=[n for n, _ in model_io.OUTPUTS],
-            external_data=False, verbose=False,
+            wrapper,
+            args,
+            str(path),
+            dynamo=True,
+            opset_version=opset,
+            dynamic_shapes=dynamic,
+            input_names=[n for n, _ in model_io.INPUTS],
+            output_names=[n for n, _ in model_io.OUTPUTS],
+            external_data=False,
+            verbose=False,
         )
         proto = onnx.load(str(path))
     logger.debug("exporter output:\n%s", noise.getvalue())
     _check_graph(proto, opset)
-    meta = {model_io.META_VOCAB_SIZE: str(model.config.vocab_size), model_io.META_MAX_LEN: str(model.config.max_len),
-            model_io.META_FEATURES: str(model.config.n_features),
-            model_io.META_OPSET: str(opset)}
+    meta = {
+        model_io.META_VOCAB_SIZE: str(model.config.vocab_size),
+        model_io.META_MAX_LEN: str(model.config.max_len),
+        model_io.META_FEATURES: str(model.config.n_features),
+        model_io.META_OPSET: str(opset),
+    }
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -128,9 +142,13 @@ def _quiet_loggers(*names: str) -> Iterator[None]:
 def _check_graph(proto: onnx.ModelProto, opset: int) -> None:
     found = {o.domain: o.version for o in proto.opset_import}
     if found.get("", found.get("ai.onnx")) != opset:
-        raise ExportError(f"exported opset_import is {found}, not {opset}: this torch/onnxscript cannot write opset {opset}")
+        raise ExportError(
+            f"exported opset_import is {found}, not {opset}: this torch/onnxscript cannot write opset {opset}"
+        )
     names = [i.name for i in proto.graph.input]
-    if names != [n for n, _ in model_io.INPUTS] or [o.name for o in proto.graph.output] != [n for n, _ in model_io.OUTPUTS]:
+    if names != [n for n, _ in model_io.INPUTS] or [o.name for o in proto.graph.output] != [
+        n for n, _ in model_io.OUTPUTS
+    ]:
         raise ExportError(f"exported graph has inputs {names}, expected {[n for n, _ in model_io.INPUTS]}")
     for tensor in proto.graph.input:
         dims = tensor.type.tensor_type.shape.dim[:2]
@@ -152,7 +170,9 @@ def validation_batches(data: EncodedSet, limit: int = VALIDATION_ROUTES) -> list
     return batches
 
 
-def compare_with_torch(session: Any, model: GradeModel, batches: Sequence[Sequence[Encoded]]) -> list[tuple[str, float]]:
+def compare_with_torch(
+    session: Any, model: GradeModel, batches: Sequence[Sequence[Encoded]]
+) -> list[tuple[str, float]]:
     """Max |onnxruntime - PyTorch| of each batch, with a description naming its size and padded length."""
     out = []
     for n, batch in enumerate(batches):
@@ -211,12 +231,22 @@ def export_run(
         tokenizer=tokenizer,
         grades=read_grades(run_dir),
         metrics=json.loads(metrics_path.read_text()) if metrics_path.is_file() else {},
-        data=run_info["data"] | {"split": config.split_rule.to_dict() | {
-            "test_climbs": len({e.uuid for e in sets["test"].examples}),
-            "test_rows": len(sets["test"]),
-            "test_climbs_sha256": uuid_digest(e.uuid for e in sets["test"].examples)}},
-        training={"command": config.command(run_dir), "config": config.to_dict(), "model_config": model.config.to_dict(),
-                  "export_parity_max_abs_diff": worst, "export_parity_batches": len(report)},
+        data=run_info["data"]
+        | {
+            "split": config.split_rule.to_dict()
+            | {
+                "test_climbs": len({e.uuid for e in sets["test"].examples}),
+                "test_rows": len(sets["test"]),
+                "test_climbs_sha256": uuid_digest(e.uuid for e in sets["test"].examples),
+            }
+        },
+        training={
+            "command": config.command(run_dir),
+            "config": config.to_dict(),
+            "model_config": model.config.to_dict(),
+            "export_parity_max_abs_diff": worst,
+            "export_parity_batches": len(report),
+        },
         versions=_versions(),
     )
     model_path = Path(out_dir) / f"{name or run_dir.name}.onnx"
@@ -274,11 +304,19 @@ def export_int8(fp32: bytes, fp32_sidecar: Sidecar, test: EncodedSet, path: Path
         "test_within_1_vgrade_int8": test_metrics["all"]["within_1_vgrade"],
         "test_within_1_vgrade_change_points": change,
     }
-    logger.info("int8 vs fp32 on %d test routes: max |diff| %.3f, mean %.4f, within-1-V %+.2f points, %.1f MB",
-                len(test), diff.max(), diff.mean(), change, len(int8) / 1e6)
+    logger.info(
+        "int8 vs fp32 on %d test routes: max |diff| %.3f, mean %.4f, within-1-V %+.2f points, %.1f MB",
+        len(test),
+        diff.max(),
+        diff.mean(),
+        change,
+        len(int8) / 1e6,
+    )
     if change < -max_drop_points:
-        raise ExportError(f"the int8 model loses {-change:.2f} points of within-1-V-grade on the test split "
-                          f"(limit {max_drop_points}); the fp32 model was written, the int8 one was not")
+        raise ExportError(
+            f"the int8 model loses {-change:.2f} points of within-1-V-grade on the test split "
+            f"(limit {max_drop_points}); the fp32 model was written, the int8 one was not"
+        )
     sidecar = dataclasses.replace(
         fp32_sidecar,
         model_sha256=hashlib.sha256(int8).hexdigest(),

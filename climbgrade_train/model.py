@@ -60,7 +60,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         values["member_holds"] = tuple(values.get("member_holds", ()))
@@ -179,7 +179,9 @@ class GradeModel(nn.Module):
             if member.token_groups is not None:
                 member.token_groups.copy_(torch.tensor(groups, dtype=torch.long))
 
-    def member_head_outputs(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> list[torch.Tensor]:
+    def member_head_outputs(
+        self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor
+    ) -> list[torch.Tensor]:
         """Each member's head output (GradeTransformer.head_output); training gives each member its own loss."""
         return [member.head_output(token_ids, coords, padding_mask) for member in self.transformers]
 

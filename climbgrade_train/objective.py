@@ -52,8 +52,9 @@ def bin_targets(target: torch.Tensor, centres: torch.Tensor, sigma: float) -> to
     return (-0.5 * ((centres[None, :] - target[:, None]) / sigma) ** 2).softmax(dim=-1)
 
 
-def member_loss(config: TrainConfig, member: GradeTransformer, head_output: torch.Tensor, target: torch.Tensor,
-                weight: torch.Tensor) -> torch.Tensor:
+def member_loss(
+    config: TrainConfig, member: GradeTransformer, head_output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
     """Weighted mean loss of one member: cross-entropy against bin_targets for a bins head; else
     --loss on standardised difficulty (difficulty / std; MSE is the reference design's)."""
     if member.bin_centres is not None:

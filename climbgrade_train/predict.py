@@ -15,8 +15,9 @@ from climbgrade_runtime.model_io import ATTENTION_MASK, COORDS, TOKEN_IDS
 from .model import GradeModel
 
 
-def to_tensors(batch: dict[str, np.ndarray],
-               device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def to_tensors(
+    batch: dict[str, np.ndarray], device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Runtime batch (model_io names) -> model arguments (ids, coords, padding mask)."""
     ids = torch.from_numpy(batch[TOKEN_IDS]).to(device)
     coords = torch.from_numpy(batch[COORDS]).to(device)

@@ -54,19 +54,31 @@ def prepare_run(config: TrainConfig, out: Path, resume: bool) -> PreparedRun:
         train_routes = [e.route for e in data.examples if e.uuid in members]
         if config.mirror_prob > 0:  # mirrored holds are trained on too, so they need tokens
             train_routes += [m for m in (r.mirrored() for r in train_routes) if m is not None]
-        tokenizer = Tokenizer.build(data.layouts.values(), train_routes, max_len=data.max_len,
-                                    hold_tokens=config.hold_tokens, features=config.features)
+        tokenizer = Tokenizer.build(
+            data.layouts.values(),
+            train_routes,
+            max_len=data.max_len,
+            hold_tokens=config.hold_tokens,
+            features=config.features,
+        )
     where = {uuid: name for name in SPLITS for uuid in split[name]}
     sets = {
-        name: EncodedSet.build([e for e in data.examples if where.get(e.uuid) in (trained_on if name == "train" else (name,))],
-                               tokenizer, mirrors=name == "train" and config.mirror_prob > 0)
+        name: EncodedSet.build(
+            [e for e in data.examples if where.get(e.uuid) in (trained_on if name == "train" else (name,))],
+            tokenizer,
+            mirrors=name == "train" and config.mirror_prob > 0,
+        )
         for name in SPLITS
     }
     for name in SPLITS:
         if not len(sets[name]):
             raise TrainError(f"the {name} split is empty: load more climbs or change the split fractions")
-    logger.info("split (seed %d): %s rows%s", config.seed, ", ".join(f"{n} {len(sets[n])}" for n in SPLITS),
-                " (--refit: train holds the val rows too; nothing is selected on val)" if config.refit else "")
+    logger.info(
+        "split (seed %d): %s rows%s",
+        config.seed,
+        ", ".join(f"{n} {len(sets[n])}" for n in SPLITS),
+        " (--refit: train holds the val rows too; nothing is selected on val)" if config.refit else "",
+    )
     return PreparedRun(config, data, tokenizer, split, sets)
 
 
@@ -80,8 +92,12 @@ def training_subset(uuids: list[str], fraction: float, seed: int) -> list[str]:
 def write_run_files(out: Path, run: PreparedRun, model_config: ModelConfig) -> None:
     """What a fresh run writes before its first epoch: run.json, tokenizer.json, grades.json, split.json."""
     out.mkdir(parents=True, exist_ok=True)
-    run_info = {"config": run.config.to_dict(), "data": run.data.summary, "model_config": model_config.to_dict(),
-                "versions": {"torch": torch.__version__}}
+    run_info = {
+        "config": run.config.to_dict(),
+        "data": run.data.summary,
+        "model_config": model_config.to_dict(),
+        "versions": {"torch": torch.__version__},
+    }
     atomic_write_text(out / "run.json", json.dumps(run_info, indent=1) + "\n")
     atomic_write_text(out / "tokenizer.json", json.dumps(run.tokenizer.to_dict()) + "\n")
     atomic_write_text(out / "grades.json", json.dumps(run.data.grades.to_dict(), indent=1) + "\n")

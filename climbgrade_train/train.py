@@ -101,9 +101,13 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
         logger.info("resuming %s after epoch %d (best val MAE %.3f)", out, state.epoch, state.best_val_mae)
     else:
         write_run_files(out, run, model_config)
-    logger.info("model: %d parameters on %s; members trained in %d group(s)%s",
-                sum(p.numel() for p in model.parameters()), device, len(member_sets),
-                f" {member_sets}" if len(member_sets) > 1 else "")
+    logger.info(
+        "model: %d parameters on %s; members trained in %d group(s)%s",
+        sum(p.numel() for p in model.parameters()),
+        device,
+        len(member_sets),
+        f" {member_sets}" if len(member_sets) > 1 else "",
+    )
 
     with GroupRunner(train_group_epoch, run.sets["train"], member_sets, device) as runner:
         while state.epoch < config.epochs and (config.refit or state.bad_epochs < config.patience):
@@ -121,7 +125,11 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
             if not config.refit:
                 val_pred = run.sets["val"].predict_with(lambda batch: torch_predict(kept, batch, device))
                 val = regression_metrics(run.sets["val"].targets, val_pred, run.data.grades)
-                record |= {"val_mse": val["rmse"] ** 2, "val_mae": val["mae"], "val_within_1_vgrade": val["within_1_vgrade"]}
+                record |= {
+                    "val_mse": val["rmse"] ** 2,
+                    "val_mae": val["mae"],
+                    "val_within_1_vgrade": val["within_1_vgrade"],
+                }
                 is_best = val["mae"] < state.best_val_mae
                 if is_best:
                     state.best_val_mae, state.bad_epochs = val["mae"], 0
@@ -129,18 +137,34 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
                     state.bad_epochs += 1
             if is_best:
                 state.best_epoch = epoch
-                save_checkpoint(out / "best.pt",
-                                {"model_config": model_config.to_dict(), "model": kept.state_dict(), "epoch": epoch})
+                save_checkpoint(
+                    out / "best.pt",
+                    {"model_config": model_config.to_dict(), "model": kept.state_dict(), "epoch": epoch},
+                )
             record["seconds"] = time.perf_counter() - started
             state.history.append(record)
-            save_checkpoint(last_path, {"model_config": model_config.to_dict(), "model": model.state_dict(),
-                                        "groups": [asdict(g) for g in group_states], "state": asdict(state)})
+            save_checkpoint(
+                last_path,
+                {
+                    "model_config": model_config.to_dict(),
+                    "model": model.state_dict(),
+                    "groups": [asdict(g) for g in group_states],
+                    "state": asdict(state),
+                },
+            )
             write_csv(out / "history.csv", pd.DataFrame(state.history))
-            logger.info("epoch %d/%d  train loss %.3f  %s  %.1fs%s", epoch, config.epochs, train_loss,
-                        "(refit: no validation)" if config.refit else
-                        f"val MSE {record['val_mse']:.3f}  val MAE {record['val_mae']:.3f}  "
-                        f"val within-1-V {100 * record['val_within_1_vgrade']:.1f}%",
-                        record["seconds"], "  *best" if state.best_epoch == epoch and not config.refit else "")
+            logger.info(
+                "epoch %d/%d  train loss %.3f  %s  %.1fs%s",
+                epoch,
+                config.epochs,
+                train_loss,
+                "(refit: no validation)"
+                if config.refit
+                else f"val MSE {record['val_mse']:.3f}  val MAE {record['val_mae']:.3f}  "
+                f"val within-1-V {100 * record['val_within_1_vgrade']:.1f}%",
+                record["seconds"],
+                "  *best" if state.best_epoch == epoch and not config.refit else "",
+            )
     if state.bad_epochs >= config.patience:
         logger.info("early stop: no val MAE gain for %d epochs; best epoch %d", config.patience, state.best_epoch)
     return _final_evaluation(out, run, device, state)
@@ -150,12 +174,22 @@ def new_model_config(config: TrainConfig, run: PreparedRun, placement_groups: li
     """A fresh run's network: the options' sizes, the tokenizer's vocabulary and the training targets' scale."""
     tokenizer, train_targets = run.tokenizer, run.sets["train"].targets
     return ModelConfig(
-        vocab_size=len(tokenizer.vocab), max_len=tokenizer.max_len, n_features=tokenizer.n_features,
-        d_model=config.d_model, n_heads=config.n_heads, n_layers=config.n_layers, d_ff=config.d_ff,
-        dropout=config.dropout, readout=config.readout, coord_encoding=config.coord_encoding,
-        members=config.members, member_holds=config.member_holds,
+        vocab_size=len(tokenizer.vocab),
+        max_len=tokenizer.max_len,
+        n_features=tokenizer.n_features,
+        d_model=config.d_model,
+        n_heads=config.n_heads,
+        n_layers=config.n_layers,
+        d_ff=config.d_ff,
+        dropout=config.dropout,
+        readout=config.readout,
+        coord_encoding=config.coord_encoding,
+        members=config.members,
+        member_holds=config.member_holds,
         placement_groups=max(placement_groups) + 1 if PLACEMENT_HOLDS in config.member_holds else 0,
-        target_mean=float(train_targets.mean()), target_std=float(train_targets.std()), head=config.head,
+        target_mean=float(train_targets.mean()),
+        target_std=float(train_targets.std()),
+        head=config.head,
         shrink=config.shrink,
         **(_bin_range(train_targets) if config.head == BINS_HEAD else {}),
     )
@@ -167,9 +201,19 @@ def _bin_range(targets: np.ndarray) -> dict[str, Any]:
     return {"bin_low": float(low), "bins": max(2, high - low + 1)}
 
 
-def train_group_epoch(*, train_config: TrainConfig, model_config: ModelConfig, placement_groups: list[int],
-                      data: EncodedSet, device: torch.device, members: list[int], group: int, epoch: int,
-                      state: GroupState, weights: list[dict[str, torch.Tensor]]) -> GroupEpoch:
+def train_group_epoch(
+    *,
+    train_config: TrainConfig,
+    model_config: ModelConfig,
+    placement_groups: list[int],
+    data: EncodedSet,
+    device: torch.device,
+    members: list[int],
+    group: int,
+    epoch: int,
+    state: GroupState,
+    weights: list[dict[str, torch.Tensor]],
+) -> GroupEpoch:
     """One epoch of one member group, from its weights and state (what GroupRunner runs, here or in a worker)."""
     config = train_config
     model = GradeModel(model_config, members).to(device)
@@ -185,12 +229,24 @@ def train_group_epoch(*, train_config: TrainConfig, model_config: ModelConfig, p
     torch.manual_seed(torch_seed)
     loss = _train_epoch(model, optimizer, data, config, device, epoch, ema, rng)
     kept = model if ema is None else cast(GradeModel, ema.module)
-    return GroupEpoch(weights=[m.state_dict() for m in model.members], kept=[m.state_dict() for m in kept.members],
-                      state=GroupState(optimizer.state_dict(), None if ema is None else ema.state_dict()), loss=loss)
+    return GroupEpoch(
+        weights=[m.state_dict() for m in model.members],
+        kept=[m.state_dict() for m in kept.members],
+        state=GroupState(optimizer.state_dict(), None if ema is None else ema.state_dict()),
+        loss=loss,
+    )
 
 
-def _train_epoch(model: GradeModel, optimizer: torch.optim.Optimizer, data: EncodedSet, config: TrainConfig,
-                 device: torch.device, epoch: int, ema: AveragedModel | None, rng: np.random.Generator) -> float:
+def _train_epoch(
+    model: GradeModel,
+    optimizer: torch.optim.Optimizer,
+    data: EncodedSet,
+    config: TrainConfig,
+    device: torch.device,
+    epoch: int,
+    ema: AveragedModel | None,
+    rng: np.random.Generator,
+) -> float:
     """One pass over the training set; returns its mean training loss."""
     model.train()
     batches = length_batches(data.lengths, config.batch_size, rng)
@@ -206,8 +262,10 @@ def _train_epoch(model: GradeModel, optimizer: torch.optim.Optimizer, data: Enco
             ids = torch.where(holds & (torch.rand(ids.shape, device=device) < config.unk_prob), UNK_ID, ids)
         rows = torch.from_numpy(idx).to(device)
         outputs = model.member_head_outputs(ids, coords, padding)
-        member_losses = (member_loss(config, member, out, targets[rows], weights[rows])
-                         for member, out in zip(model.transformers, outputs))
+        member_losses = (
+            member_loss(config, member, out, targets[rows], weights[rows])
+            for member, out in zip(model.transformers, outputs)
+        )
         loss = cast(torch.Tensor, sum(member_losses)) / len(outputs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -234,19 +292,34 @@ def _final_evaluation(out: Path, run: PreparedRun, device: torch.device, state: 
         if name == "val":
             fit = fit_shrink(pred, data.targets, model.config)
             metrics["val_best_shrink"] = fit.to_dict()
-            logger.info("validation-best --shrink %.2f (val MAE %.3f -> %.3f): give it to a --refit of this recipe",
-                        fit.shrink, fit.mae_before, fit.mae_after)
+            logger.info(
+                "validation-best --shrink %.2f (val MAE %.3f -> %.3f): give it to a --refit of this recipe",
+                fit.shrink,
+                fit.mae_before,
+                fit.mae_after,
+            )
         if name == "test":
-            frame = pd.DataFrame({
-                "uuid": [e.uuid for e in data.examples], "board": data.boards,
-                "layout_id": [e.layout_id for e in data.examples], "angle": [e.angle for e in data.examples],
-                "ascents": [e.ascents for e in data.examples], "difficulty": data.targets, "predicted": pred,
-                "grade": [grades.grade(d).name for d in data.targets],
-                "predicted_grade": [grades.grade(p).name for p in pred],
-            })
+            frame = pd.DataFrame(
+                {
+                    "uuid": [e.uuid for e in data.examples],
+                    "board": data.boards,
+                    "layout_id": [e.layout_id for e in data.examples],
+                    "angle": [e.angle for e in data.examples],
+                    "ascents": [e.ascents for e in data.examples],
+                    "difficulty": data.targets,
+                    "predicted": pred,
+                    "grade": [grades.grade(d).name for d in data.targets],
+                    "predicted_grade": [grades.grade(p).name for p in pred],
+                }
+            )
             write_csv(out / "test_predictions.csv", frame)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     test = metrics["test"]["all"]
-    logger.info("test (never trained or selected on): MAE %.3f  within-1-V %.1f%%  within-2-V %.1f%%  (%d rows)",
-                test["mae"], 100 * test["within_1_vgrade"], 100 * test["within_2_vgrades"], test["count"])
+    logger.info(
+        "test (never trained or selected on): MAE %.3f  within-1-V %.1f%%  within-2-V %.1f%%  (%d rows)",
+        test["mae"],
+        100 * test["within_1_vgrade"],
+        100 * test["within_2_vgrades"],
+        test["count"],
+    )
     return metrics

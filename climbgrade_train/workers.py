@@ -62,8 +62,13 @@ class GroupRunner:
     """Runs each member group's epoch: in worker processes (on the CPU, with more than one group)
     or one group after another in this process. Use as a context manager."""
 
-    def __init__(self, train_epoch: Callable[..., GroupEpoch], data: EncodedSet, groups: Sequence[Sequence[int]],
-                 device: torch.device) -> None:
+    def __init__(
+        self,
+        train_epoch: Callable[..., GroupEpoch],
+        data: EncodedSet,
+        groups: Sequence[Sequence[int]],
+        device: torch.device,
+    ) -> None:
         self.train_epoch = train_epoch
         self.data = data
         self.groups = [list(g) for g in groups]
@@ -71,12 +76,16 @@ class GroupRunner:
         self.device = device
         self.pool: Executor | None = None
 
-    def __enter__(self) -> "GroupRunner":
+    def __enter__(self) -> GroupRunner:
         if self.parallel:
             threads = max(1, torch.get_num_threads() // len(self.groups))  # this process's share of the cores, split
             # spawn, not fork: a forked torch with live OpenMP threads can deadlock
-            self.pool = ProcessPoolExecutor(len(self.groups), mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_start_worker, initargs=(self.train_epoch, self.data, threads))
+            self.pool = ProcessPoolExecutor(
+                len(self.groups),
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(self.train_epoch, self.data, threads),
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -85,8 +94,18 @@ class GroupRunner:
 
     def run(self, model: GradeModel, states: Sequence[GroupState], epoch: int, **options: Any) -> list[GroupEpoch]:
         """Train every group for epoch `epoch` from `model`'s current weights."""
-        jobs = [dict(options, model_config=model.config, members=group, group=g, epoch=epoch, state=states[g],
-                     weights=[model.members[i].state_dict() for i in group]) for g, group in enumerate(self.groups)]
+        jobs = [
+            dict(
+                options,
+                model_config=model.config,
+                members=group,
+                group=g,
+                epoch=epoch,
+                state=states[g],
+                weights=[model.members[i].state_dict() for i in group],
+            )
+            for g, group in enumerate(self.groups)
+        ]
         if self.pool is None:
             return [self.train_epoch(data=self.data, device=self.device, **job) for job in jobs]
         return list(self.pool.map(_run_in_worker, jobs))
@@ -109,4 +128,3 @@ def load_group_weights(model: GradeModel, members: Sequence[int], weights: Seque
     """Put a group's per-member weights into `model`'s members at indices `members`."""
     for i, state in zip(members, weights):
         model.members[i].load_state_dict(state)
-

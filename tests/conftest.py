@@ -26,7 +26,10 @@ def real_data_dir() -> Path | None:
 REAL_DATA = real_data_dir()
 TINY_MODEL = ["--d-model", "32", "--heads", "2", "--layers", "2", "--ff", "64"]
 # The shipped model's features, so the pipelines cover every feature the tokenizer computes.
-SHIPPED_FEATURES = ["--features", "x,y,is_hold,role_start,role_middle,role_finish,role_foot,angle,nearest,nearest2,move_dx,move_dy,route,shape"]
+SHIPPED_FEATURES = [
+    "--features",
+    "x,y,is_hold,role_start,role_middle,role_finish,role_foot,angle,nearest,nearest2,move_dx,move_dy,route,shape",
+]
 
 
 def run_script(name: str, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -62,8 +65,18 @@ def fake_dbs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 
 def _pipeline(tmp: Path, source: str, databases: tuple[str, ...], epochs: str) -> Pipeline:
     db_args = [arg for db in databases for arg in ("--db", db)]
-    run_script("cg-train", *db_args, "--out", str(tmp / "run"), "--epochs", epochs, "--batch-size", "128", *TINY_MODEL,
-               *SHIPPED_FEATURES)
+    run_script(
+        "cg-train",
+        *db_args,
+        "--out",
+        str(tmp / "run"),
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "128",
+        *TINY_MODEL,
+        *SHIPPED_FEATURES,
+    )
     out = run_script("cg-export", str(tmp / "run"), "--opset", "17", "--out", str(tmp / "exports"), "--name", "tiny")
     model = Path(out.stdout.strip().splitlines()[-1])
     return Pipeline(source, databases, tmp / "run", model)

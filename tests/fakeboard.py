@@ -42,11 +42,40 @@ CREATE TABLE climb_stats (climb_uuid TEXT, angle INT, display_difficulty DOUBLE,
 """
 
 GRADES = [
-    (1, "1a/V0"), (2, "1b/V0"), (3, "1c/V0"), (4, "2a/V0"), (5, "2b/V0"), (6, "2c/V0"), (7, "3a/V0"), (8, "3b/V0"),
-    (9, "3c/V0"), (10, "4a/V0"), (11, "4b/V0"), (12, "4c/V0"), (13, "5a/V1"), (14, "5b/V1"), (15, "5c/V2"),
-    (16, "6a/V3"), (17, "6a+/V3"), (18, "6b/V4"), (19, "6b+/V4"), (20, "6c/V5"), (21, "6c+/V5"), (22, "7a/V6"),
-    (23, "7a+/V7"), (24, "7b/V8"), (25, "7b+/V8"), (26, "7c/V9"), (27, "7c+/V10"), (28, "8a/V11"), (29, "8a+/V12"),
-    (30, "8b/V13"), (31, "8b+/V14"), (32, "8c/V15"), (33, "8c+/V16"), (34, "9a/V17"),
+    (1, "1a/V0"),
+    (2, "1b/V0"),
+    (3, "1c/V0"),
+    (4, "2a/V0"),
+    (5, "2b/V0"),
+    (6, "2c/V0"),
+    (7, "3a/V0"),
+    (8, "3b/V0"),
+    (9, "3c/V0"),
+    (10, "4a/V0"),
+    (11, "4b/V0"),
+    (12, "4c/V0"),
+    (13, "5a/V1"),
+    (14, "5b/V1"),
+    (15, "5c/V2"),
+    (16, "6a/V3"),
+    (17, "6a+/V3"),
+    (18, "6b/V4"),
+    (19, "6b+/V4"),
+    (20, "6c/V5"),
+    (21, "6c+/V5"),
+    (22, "7a/V6"),
+    (23, "7a+/V7"),
+    (24, "7b/V8"),
+    (25, "7b+/V8"),
+    (26, "7c/V9"),
+    (27, "7c+/V10"),
+    (28, "8a/V11"),
+    (29, "8a+/V12"),
+    (30, "8b/V13"),
+    (31, "8b+/V14"),
+    (32, "8c/V15"),
+    (33, "8c+/V16"),
+    (34, "9a/V17"),
 ]
 
 
@@ -65,7 +94,9 @@ class FakeBoard:
     rows: int = 12
 
 
-KILTER = FakeBoard(1, "Kilter Board Original", 1, "Kilter Board Original", (12, 13, 14, 15), 1073, tuple(range(0, 75, 5)))
+KILTER = FakeBoard(
+    1, "Kilter Board Original", 1, "Kilter Board Original", (12, 13, 14, 15), 1073, tuple(range(0, 75, 5))
+)
 TENSION = FakeBoard(5, "Tension Board 2", 11, "Tension Board 2 Spray", (5, 6, 7, 8), 802, tuple(range(0, 70, 5)))
 
 
@@ -89,24 +120,35 @@ def make_database(path: Path, board: FakeBoard, climbs: int, seed: int, *, defec
     con = sqlite3.connect(path)
     con.executescript(SCHEMA)
     con.execute("INSERT INTO products VALUES (?, ?, 1, NULL, 2, 35)", (board.product_id, board.product_name))
-    con.execute("INSERT INTO product_sizes VALUES (?, ?, -40, 40, 0, 100, 'Full', '', '', 0, 1)",
-                (board.product_id * 10, board.product_id))
-    con.execute("INSERT INTO layouts VALUES (?, ?, ?, '', 0, 1, NULL, '2020-01-01')",
-                (board.layout_id, board.product_id, board.layout_name))
+    con.execute(
+        "INSERT INTO product_sizes VALUES (?, ?, -40, 40, 0, 100, 'Full', '', '', 0, 1)",
+        (board.product_id * 10, board.product_id),
+    )
+    con.execute(
+        "INSERT INTO layouts VALUES (?, ?, ?, '', 0, 1, NULL, '2020-01-01')",
+        (board.layout_id, board.product_id, board.layout_name),
+    )
     con.execute("INSERT INTO sets VALUES (1, 'Holds', 1)")
-    con.execute("INSERT INTO product_sizes_layouts_sets VALUES (1, ?, ?, 1, '', 1)", (board.product_id * 10, board.layout_id))
+    con.execute(
+        "INSERT INTO product_sizes_layouts_sets VALUES (1, ?, ?, 1, '', 1)", (board.product_id * 10, board.layout_id)
+    )
     places = placements_of(board)
     hole_of = {pid: 5000 + pid for pid in places}
     by_xy = {xy: pid for pid, xy in places.items()}
     for pid, (x, y) in places.items():
         mirror = hole_of[by_xy[(-x, y)]]
-        con.execute("INSERT INTO holes VALUES (?, ?, ?, ?, ?, ?, 0)", (hole_of[pid], board.product_id, f"h{pid}", x, y, mirror))
+        con.execute(
+            "INSERT INTO holes VALUES (?, ?, ?, ?, ?, ?, 0)", (hole_of[pid], board.product_id, f"h{pid}", x, y, mirror)
+        )
         con.execute("INSERT INTO placements VALUES (?, ?, ?, 1, NULL)", (pid, board.layout_id, hole_of[pid]))
     for position, (rid, name) in enumerate(zip(board.role_ids, ("start", "middle", "finish", "foot")), start=1):
-        con.execute("INSERT INTO placement_roles VALUES (?, ?, ?, ?, ?, '00FF00', '00FF00')",
-                    (rid, board.product_id, position, name, name.title()))
-    con.executemany("INSERT INTO difficulty_grades VALUES (?, ?, '', ?)",
-                    [(d, name, int(10 <= d <= 33)) for d, name in GRADES])
+        con.execute(
+            "INSERT INTO placement_roles VALUES (?, ?, ?, ?, ?, '00FF00', '00FF00')",
+            (rid, board.product_id, position, name, name.title()),
+        )
+    con.executemany(
+        "INSERT INTO difficulty_grades VALUES (?, ?, '', ?)", [(d, name, int(10 <= d <= 33)) for d, name in GRADES]
+    )
     con.executemany("INSERT INTO products_angles VALUES (?, ?)", [(board.product_id, a) for a in board.angles])
 
     pids = sorted(places)
@@ -138,9 +180,16 @@ def make_database(path: Path, board: FakeBoard, climbs: int, seed: int, *, defec
             "BADROLE": dict(frames=frames_of([(pids[0], start), (pids[3], 99)])),
         }
         for name, fields in bad.items():
-            _insert_climb(con, f"DEFECT{name}", board.layout_id, fields["frames"], name,
-                          is_draft=fields.get("is_draft", 0), is_listed=fields.get("is_listed", 1),
-                          frames_count=fields.get("frames_count", 1))
+            _insert_climb(
+                con,
+                f"DEFECT{name}",
+                board.layout_id,
+                fields["frames"],
+                name,
+                is_draft=fields.get("is_draft", 0),
+                is_listed=fields.get("is_listed", 1),
+                frames_count=fields.get("frames_count", 1),
+            )
             _insert_stats(con, f"DEFECT{name}", board.angles[0], 15.0, 5)
         _insert_climb(con, "DEFECTNOSTATS", board.layout_id, good, "no stats")
     con.commit()
@@ -148,8 +197,17 @@ def make_database(path: Path, board: FakeBoard, climbs: int, seed: int, *, defec
     return path
 
 
-def _insert_climb(con: sqlite3.Connection, uid: str, layout_id: int, frames: str, name: str, *,
-                  is_draft: int = 0, is_listed: int = 1, frames_count: int = 1) -> None:
+def _insert_climb(
+    con: sqlite3.Connection,
+    uid: str,
+    layout_id: int,
+    frames: str,
+    name: str,
+    *,
+    is_draft: int = 0,
+    is_listed: int = 1,
+    frames_count: int = 1,
+) -> None:
     con.execute(
         "INSERT INTO climbs (uuid, layout_id, name, frames_count, frames, is_draft, is_listed, angle) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, 40)",

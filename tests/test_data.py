@@ -12,11 +12,12 @@ import pytest
 
 from climbgrade_runtime.boardlib_db import ClimbFilter, open_database
 from climbgrade_runtime.errors import DatabaseError
+from climbgrade_runtime.graded import load_examples
 from climbgrade_runtime.grades import GradeTable
 from climbgrade_runtime.metrics import metrics_by_board, regression_metrics
-from climbgrade_runtime.graded import load_examples
 from climbgrade_runtime.split import SplitRule
 from climbgrade_train.dataset import length_batches
+
 from conftest import REAL_DATA
 from fakeboard import GRADES, KILTER, make_database
 
@@ -69,7 +70,10 @@ def test_board_is_told_from_products_or_given(fake_dbs, tmp_path):
     "damage, message",
     [
         ("DROP TABLE placements", "required table 'placements' is missing"),
-        ("ALTER TABLE climb_stats DROP COLUMN display_difficulty", "table 'climb_stats' lacks column(s) display_difficulty"),
+        (
+            "ALTER TABLE climb_stats DROP COLUMN display_difficulty",
+            "table 'climb_stats' lacks column(s) display_difficulty",
+        ),
     ],
 )
 def test_database_missing_table_or_column(fake_dbs, tmp_path, damage, message):

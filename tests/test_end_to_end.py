@@ -41,12 +41,23 @@ def test_table_output_for_one_route(fake_pipeline, tmp_path):
     route = route_dicts(fake_pipeline.databases, 1)[0]
     (tmp_path / "one.json").write_text(json.dumps(route))
     out = run_script("cg-infer", str(tmp_path / "one.json"), "--model", str(fake_pipeline.model))
-    as_json = json.loads(run_script("cg-infer", str(tmp_path / "one.json"), "--model", str(fake_pipeline.model),
-                                    "--format", "json").stdout)
+    as_json = json.loads(
+        run_script(
+            "cg-infer", str(tmp_path / "one.json"), "--model", str(fake_pipeline.model), "--format", "json"
+        ).stdout
+    )
     header, row = out.stdout.splitlines()
     assert header.split() == ["#", "route", "board", "layout", "angle", "difficulty", "font", "V", "notes"]
-    assert row.split()[:8] == ["0", route["id"], route["board"], str(route["layout_id"]), str(route["angle"]),
-                               f"{as_json['difficulty']:.1f}", as_json["font"], as_json["v_grade"]]
+    assert row.split()[:8] == [
+        "0",
+        route["id"],
+        route["board"],
+        str(route["layout_id"]),
+        str(route["angle"]),
+        f"{as_json['difficulty']:.1f}",
+        as_json["font"],
+        as_json["v_grade"],
+    ]
 
 
 def test_export_files(pipeline):
@@ -60,8 +71,16 @@ def test_export_files(pipeline):
     assert sidecar["model"]["opset"] == 17
     assert [i["name"] for i in sidecar["model"]["inputs"]] == [n for n, _ in INPUTS]
     assert len(sidecar["tokenizer"]["token_features"]) == len(sidecar["tokenizer"]["vocab"])
-    assert set(sidecar["metrics"]["test"]["all"]) >= {"mae", "rmse", "r2", "within_1_difficulty", "within_2_difficulty",
-                                                      "exact_grouped_v", "within_1_vgrade", "within_2_vgrades"}
+    assert set(sidecar["metrics"]["test"]["all"]) >= {
+        "mae",
+        "rmse",
+        "r2",
+        "within_1_difficulty",
+        "within_2_difficulty",
+        "exact_grouped_v",
+        "within_1_vgrade",
+        "within_2_vgrades",
+    }
     assert sidecar["data"]["rows"] > 0 and sidecar["data"]["split"]["seed"] == 0
     assert set(sidecar["versions"]) >= {"torch", "onnx", "onnxruntime"}
 
@@ -74,8 +93,10 @@ def test_every_sequence_length_runs(fake_pipeline):
     vocab = len(sidecar.tokenizer.vocab)
     for length in range(1, sidecar.tokenizer.max_len + 1):
         for batch in (1, 3):
-            feeds = {"token_ids": rng.integers(0, vocab, (batch, length)),
-                     "coords": rng.uniform(-1, 1, (batch, length, sidecar.tokenizer.n_features)).astype(np.float32),
-                     "attention_mask": np.ones((batch, length), dtype=np.int64)}
+            feeds = {
+                "token_ids": rng.integers(0, vocab, (batch, length)),
+                "coords": rng.uniform(-1, 1, (batch, length, sidecar.tokenizer.n_features)).astype(np.float32),
+                "attention_mask": np.ones((batch, length), dtype=np.int64),
+            }
             (out,) = session.run(None, feeds)
             assert out.shape == (batch,) and np.all(np.isfinite(out))

@@ -50,8 +50,14 @@ def test_predictions_file_has_every_graded_row(fake_pipeline, tmp_path):
         assert row == {k: str(v) for k, v in line.items()}  # the two formats hold the same rows
         community, predicted = float(row["community_difficulty"]), float(row["predicted_difficulty"])
         assert float(row["residual"]) == pytest.approx(predicted - community, abs=2e-4)
-        assert (row["community_font"], row["community_v_grade"]) == (grades.grade(community).font, grades.grade(community).v)
-        assert (row["predicted_font"], row["predicted_v_grade"]) == (grades.grade(predicted).font, grades.grade(predicted).v)
+        assert (row["community_font"], row["community_v_grade"]) == (
+            grades.grade(community).font,
+            grades.grade(community).v,
+        )
+        assert (row["predicted_font"], row["predicted_v_grade"]) == (
+            grades.grade(predicted).font,
+            grades.grade(predicted).v,
+        )
         assert row["name"].startswith("climb ")  # fakeboard names its climbs "climb <n>"
     assert len({(r["uuid"], r["angle"]) for r in rows}) == len(rows)
     assert f"wrote {len(rows)} graded rows" in out.stderr
@@ -59,8 +65,19 @@ def test_predictions_file_has_every_graded_row(fake_pipeline, tmp_path):
 
 
 def test_outliers_are_the_extremes_of_the_predictions(fake_pipeline, tmp_path):
-    out = cg_eval(fake_pipeline, "--min-ascents", "5", "--outliers", "3", "--format", "json",
-                  "--predictions", str(tmp_path / "p.jsonl"), "--svg", str(tmp_path / "svg"))
+    out = cg_eval(
+        fake_pipeline,
+        "--min-ascents",
+        "5",
+        "--outliers",
+        "3",
+        "--format",
+        "json",
+        "--predictions",
+        str(tmp_path / "p.jsonl"),
+        "--svg",
+        str(tmp_path / "svg"),
+    )
     rows = read_predictions(tmp_path / "p.jsonl")
     assert rows and min(r["ascents"] for r in rows) >= 5
     by_residual = sorted(rows, key=lambda r: r["residual"])
@@ -71,8 +88,14 @@ def test_outliers_are_the_extremes_of_the_predictions(fake_pipeline, tmp_path):
     assert all(r["residual"] < 0 for r in outliers["above"]) and all(r["residual"] > 0 for r in outliers["below"])
 
     pictures = sorted((tmp_path / "svg").iterdir())
-    assert [p.name.split("-")[:2] for p in pictures] == [["above", "1"], ["above", "2"], ["above", "3"],
-                                                          ["below", "1"], ["below", "2"], ["below", "3"]]
+    assert [p.name.split("-")[:2] for p in pictures] == [
+        ["above", "1"],
+        ["above", "2"],
+        ["above", "3"],
+        ["below", "1"],
+        ["below", "2"],
+        ["below", "3"],
+    ]
     for picture, row in zip(pictures, outliers["above"] + outliers["below"]):
         root = ET.parse(picture).getroot()
         assert row["name"] in (root.findtext("{http://www.w3.org/2000/svg}title") or "")
@@ -103,8 +126,17 @@ def test_a_database_without_climb_names_is_graded(fake_pipeline, tmp_path):
         with sqlite3.connect(tmp_path / Path(db).name) as con:
             con.execute("ALTER TABLE climbs DROP COLUMN name")
     dbs = [arg for db in fake_pipeline.databases for arg in ("--db", str(tmp_path / Path(db).name))]
-    result = run_script("cg-eval", "--model", str(fake_pipeline.model), *dbs, "--outliers", "2",
-                        "--predictions", str(tmp_path / "p.csv"), check=False)
+    result = run_script(
+        "cg-eval",
+        "--model",
+        str(fake_pipeline.model),
+        *dbs,
+        "--outliers",
+        "2",
+        "--predictions",
+        str(tmp_path / "p.csv"),
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     nameless = read_predictions(tmp_path / "p.csv")
     cg_eval(fake_pipeline, "--predictions", str(tmp_path / "named.csv"))
@@ -141,8 +173,9 @@ def test_evaluate_reports_the_progress_of_every_row(fake_pipeline):
 def test_progress_bar_shows_when_stderr_is_a_terminal(fake_pipeline):
     primary, secondary = pty.openpty()
     dbs = [arg for db in fake_pipeline.databases for arg in ("--db", db)]
-    with subprocess.Popen([str(BIN / "cg-eval"), "--model", str(fake_pipeline.model), *dbs],
-                          stdout=subprocess.PIPE, stderr=secondary) as process:
+    with subprocess.Popen(
+        [str(BIN / "cg-eval"), "--model", str(fake_pipeline.model), *dbs], stdout=subprocess.PIPE, stderr=secondary
+    ) as process:
         os.close(secondary)
         shown = b""
         while True:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from climbgrade_runtime.metrics import METRIC_NAMES
+
 from conftest import TINY_MODEL, run_script
 
 
@@ -16,8 +18,9 @@ def db_args(dbs):
 
 
 def test_cg_eval_split_test_reproduces_the_runs_test_metrics(pipeline):
-    out = run_script("cg-eval", "--model", str(pipeline.model), *db_args(pipeline.databases), "--split", "test",
-                     "--format", "json")
+    out = run_script(
+        "cg-eval", "--model", str(pipeline.model), *db_args(pipeline.databases), "--split", "test", "--format", "json"
+    )
     result = json.loads(out.stdout)
     expected = json.loads((pipeline.run_dir / "metrics.json").read_text())["test"]
     assert set(result["metrics"]) == set(expected) == {"all", "kilter", "tension"}
@@ -30,10 +33,23 @@ def test_cg_eval_split_test_reproduces_the_runs_test_metrics(pipeline):
 
 
 def test_cg_eval_filters_and_prints_a_table(fake_pipeline):
-    everything = json.loads(run_script("cg-eval", "--model", str(fake_pipeline.model),
-                                       *db_args(fake_pipeline.databases), "--format", "json").stdout)
-    trusted = json.loads(run_script("cg-eval", "--model", str(fake_pipeline.model), *db_args(fake_pipeline.databases),
-                                    "--min-ascents", "5", "--format", "json").stdout)
+    everything = json.loads(
+        run_script(
+            "cg-eval", "--model", str(fake_pipeline.model), *db_args(fake_pipeline.databases), "--format", "json"
+        ).stdout
+    )
+    trusted = json.loads(
+        run_script(
+            "cg-eval",
+            "--model",
+            str(fake_pipeline.model),
+            *db_args(fake_pipeline.databases),
+            "--min-ascents",
+            "5",
+            "--format",
+            "json",
+        ).stdout
+    )
     assert 0 < trusted["metrics"]["all"]["count"] < everything["metrics"]["all"]["count"]
     assert everything["split"] == "all" and trusted["min_ascents"] == 5
     table = run_script("cg-eval", "--model", str(fake_pipeline.model), "--db", fake_pipeline.databases[0]).stdout
@@ -56,9 +72,11 @@ def test_cg_eval_errors_are_one_line(fake_pipeline, tmp_path, monkeypatch):
 def export_and_evaluate(run, dbs, tmp_path) -> dict:
     """cg-export the run (its parity check must pass) and check cg-eval reproduces its test MAE; the sidecar."""
     model = run_script("cg-export", str(run), "--out", str(tmp_path / "exports")).stdout.strip().splitlines()[-1]
-    sidecar = json.loads(open(f"{model}.json").read())
+    sidecar = json.loads(Path(f"{model}.json").read_text())
     assert sidecar["training"]["export_parity_max_abs_diff"] < 1e-4
-    result = json.loads(run_script("cg-eval", "--model", model, *db_args(dbs), "--split", "test", "--format", "json").stdout)
+    result = json.loads(
+        run_script("cg-eval", "--model", model, *db_args(dbs), "--split", "test", "--format", "json").stdout
+    )
     expected = json.loads((run / "metrics.json").read_text())["test"]["all"]
     assert result["metrics"]["all"]["mae"] == pytest.approx(expected["mae"], abs=1e-4)
     return sidecar
@@ -69,11 +87,39 @@ def test_ensemble_with_every_lever_exports_and_evaluates(fake_dbs, tmp_path):
     coordinates, weight averaging: one ONNX graph that cg-export checked against PyTorch, and cg-eval
     scores like training did."""
     run = tmp_path / "run"
-    run_script("cg-train", *db_args(fake_dbs), "--out", str(run), "--epochs", "2", "--batch-size", "128", *TINY_MODEL,
-               "--members", "2", "--hold-tokens", "placement", "--readout", "cls+sum", "--loss", "huber",
-               "--schedule", "cosine", "--warmup-epochs", "0.5", "--ascent-weight-floor", "0.3", "--mirror-prob", "0.5",
-               "--coord-encoding", "fourier", "--ema-decay", "0.9",
-               "--features", "x,y,is_hold,role_start,role_middle,role_finish,role_foot,angle,nearest,nearest2,move_dx,move_dy,route")
+    run_script(
+        "cg-train",
+        *db_args(fake_dbs),
+        "--out",
+        str(run),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "128",
+        *TINY_MODEL,
+        "--members",
+        "2",
+        "--hold-tokens",
+        "placement",
+        "--readout",
+        "cls+sum",
+        "--loss",
+        "huber",
+        "--schedule",
+        "cosine",
+        "--warmup-epochs",
+        "0.5",
+        "--ascent-weight-floor",
+        "0.3",
+        "--mirror-prob",
+        "0.5",
+        "--coord-encoding",
+        "fourier",
+        "--ema-decay",
+        "0.9",
+        "--features",
+        "x,y,is_hold,role_start,role_middle,role_finish,role_foot,angle,nearest,nearest2,move_dx,move_dy,route",
+    )
     sidecar = export_and_evaluate(run, fake_dbs, tmp_path)
     assert sidecar["training"]["model_config"]["members"] == 2
 
@@ -81,9 +127,23 @@ def test_ensemble_with_every_lever_exports_and_evaluates(fake_dbs, tmp_path):
 def test_mixed_ensemble_exports_and_evaluates(fake_dbs, tmp_path):
     """Members that embed tokens and members that embed placements (roles merged) in one ONNX graph."""
     run = tmp_path / "run"
-    run_script("cg-train", *db_args(fake_dbs), "--out", str(run), "--epochs", "1", "--batch-size", "128", *TINY_MODEL,
-               "--members", "3", "--member-holds", "token,placement",
-               "--features", "x,y,is_hold,role_start,role_middle,role_finish,role_foot,route")
+    run_script(
+        "cg-train",
+        *db_args(fake_dbs),
+        "--out",
+        str(run),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        *TINY_MODEL,
+        "--members",
+        "3",
+        "--member-holds",
+        "token,placement",
+        "--features",
+        "x,y,is_hold,role_start,role_middle,role_finish,role_foot,route",
+    )
     checkpoint = torch.load(run / "best.pt", weights_only=True)
     assert tuple(checkpoint["model_config"]["member_holds"]) == ("token", "placement")
     groups = checkpoint["model"]["members.1.token_groups"]
@@ -94,7 +154,18 @@ def test_mixed_ensemble_exports_and_evaluates(fake_dbs, tmp_path):
 
 
 def test_placement_members_need_role_tokens(fake_dbs, tmp_path):
-    result = run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "run"), "--hold-tokens", "placement",
-                        "--members", "2", "--member-holds", "token,placement", check=False)
+    result = run_script(
+        "cg-train",
+        *db_args(fake_dbs),
+        "--out",
+        str(tmp_path / "run"),
+        "--hold-tokens",
+        "placement",
+        "--members",
+        "2",
+        "--member-holds",
+        "token,placement",
+        check=False,
+    )
     assert result.returncode == 2 and "already embeds placements" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

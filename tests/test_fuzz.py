@@ -39,6 +39,7 @@ from climbgrade_runtime.inputs import read_json_lines
 from climbgrade_runtime.predictor import GradePredictor, Prediction, RouteFailure
 from climbgrade_runtime.routes import parse_frames, parse_route
 from climbgrade_runtime.tokenizer import PREFIX_TOKENS, Tokenizer
+
 from conftest import Pipeline
 from fakeboard import KILTER, TENSION, FakeBoard, placements_of
 
@@ -50,13 +51,35 @@ FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, Heal
 
 HUGE_INTS = [10**30, -(10**30), 2**63, -(2**63) - 1, 2**64, 10**4299]  # 10**4299: the longest int JSON decodes
 NASTY = st.sampled_from(
-    [None, True, False, 0, -1, 0.5, 40.0, math.nan, math.inf, -math.inf, *HUGE_INTS,
-     "", " ", "\n", "kilter ", "ｋｉｌｔｅｒ", "\u0000", "\u2028", "🧗", "🧗" * 1_000, [], {}, [[]], [{}]]
+    [
+        None,
+        True,
+        False,
+        0,
+        -1,
+        0.5,
+        40.0,
+        math.nan,
+        math.inf,
+        -math.inf,
+        *HUGE_INTS,
+        "",
+        " ",
+        "\n",
+        "kilter ",
+        "ｋｉｌｔｅｒ",
+        "\u0000",
+        "\u2028",
+        "🧗",
+        "🧗" * 1_000,
+        [],
+        {},
+        [[]],
+        [{}],
+    ]
 )
 KEYS = st.sampled_from(["", " ", "\n", "a\nb", "x\r", "\u2028", "led", "🧗" * 100]) | st.text(max_size=8)
-SCALARS = (
-    st.none() | st.booleans() | st.integers() | st.sampled_from(HUGE_INTS) | st.floats() | st.text(max_size=40)
-)
+SCALARS = st.none() | st.booleans() | st.integers() | st.sampled_from(HUGE_INTS) | st.floats() | st.text(max_size=40)
 JSON_VALUES = st.recursive(
     SCALARS,
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(KEYS, inner, max_size=5),
@@ -106,7 +129,9 @@ def route_objects(name: str, board: FakeBoard) -> st.SearchStrategy[dict[str, An
     role_names = ["start", "middle", "finish", "foot"]
     placement = mostly(st.sampled_from(pids) | st.sampled_from(pids).map(float), st.integers() | JUNK)
     role = mostly(st.sampled_from(role_ids) | st.sampled_from(role_names), st.integers() | st.text(max_size=10) | JUNK)
-    pair = st.tuples(mostly(st.sampled_from(pids), st.integers(0, 10**6)), mostly(st.sampled_from(role_ids), st.integers(0, 99)))
+    pair = st.tuples(
+        mostly(st.sampled_from(pids), st.integers(0, 10**6)), mostly(st.sampled_from(role_ids), st.integers(0, 99))
+    )
     frames = mostly(
         st.lists(pair, min_size=1, max_size=16).map(lambda ps: "".join(f"p{p}r{r}" for p, r in ps)), FRAMES_TEXT | JUNK
     )
@@ -114,7 +139,9 @@ def route_objects(name: str, board: FakeBoard) -> st.SearchStrategy[dict[str, An
     holds = mostly(st.lists(mostly(hold, with_extra_keys(hold) | JUNK), min_size=1, max_size=16), JUNK)
     fields = {
         "board": mostly(st.just(name), st.sampled_from(["kilter", "tension", "Kilter", "moon"]) | JUNK),
-        "layout_id": mostly(st.sampled_from([board.layout_id, float(board.layout_id)]), st.sampled_from([1, 11, 5]) | JUNK),
+        "layout_id": mostly(
+            st.sampled_from([board.layout_id, float(board.layout_id)]), st.sampled_from([1, 11, 5]) | JUNK
+        ),
         "angle": mostly(st.sampled_from(board.angles), st.integers() | JUNK),
     }
     labels = {"id": JUNK, "uuid": JUNK, "name": JUNK}
@@ -136,10 +163,14 @@ INPUT_LINES = mostly(
     | st.integers(1, 100_000).map(lambda n: "[" * n + "]" * n)
     | st.integers(1, 100_000).map(lambda n: json.dumps(KILTER_ROUTE)[:-1] + ', "holds": ' + "[" * n + "]" * n + "}")
     | st.integers(4_000, 5_000).map(lambda n: "1" * n)
-    | st.sampled_from(["", "   ", "\t", "NaN", "Infinity", "-Infinity", "1e400", "-0", "null", "[]", "{}", '"kilter"', "\ufeff{}"]),
+    | st.sampled_from(
+        ["", "   ", "\t", "NaN", "Infinity", "-Infinity", "1e400", "-0", "null", "[]", "{}", '"kilter"', "\ufeff{}"]
+    ),
     odds=2,
 )
-INPUT_TEXT = st.tuples(st.lists(INPUT_LINES, max_size=6), st.sampled_from(["\n", "\r\n"])).map(lambda t: t[1].join(t[0]))
+INPUT_TEXT = st.tuples(st.lists(INPUT_LINES, max_size=6), st.sampled_from(["\n", "\r\n"])).map(
+    lambda t: t[1].join(t[0])
+)
 UNDECODABLE = st.tuples(INPUT_TEXT, st.binary(min_size=1, max_size=16), INPUT_TEXT).map(
     lambda t: t[0].encode() + t[1] + t[2].encode()
 )
@@ -320,12 +351,16 @@ def test_cg_infer_on_undecodable_stdin(fake_pipeline: Pipeline, data: bytes) -> 
 
 
 @settings(FUZZ, max_examples=150)
-@given(content=FILE_CONTENT, suffix=st.sampled_from([".json", ".jsonl", ".txt"]), output=st.sampled_from(["json", "table"]))
+@given(
+    content=FILE_CONTENT, suffix=st.sampled_from([".json", ".jsonl", ".txt"]), output=st.sampled_from(["json", "table"])
+)
 @example(content=b"[" * 100_000 + b"]" * 100_000, suffix=".json", output="json")
 @example(content=b"1" * 4_301, suffix=".json", output="json")
 @example(content=b"[" + b"1" * 4_301 + b"]", suffix=".json", output="json")
 @example(  # not UTF-8 past the first 8 KiB, which the reader decodes while the routes stream
-    content=(json.dumps({**KILTER_ROUTE, "frames": "p1073r12"}) + "\n").encode() * 400 + b"\xff\n", suffix=".json", output="json"
+    content=(json.dumps({**KILTER_ROUTE, "frames": "p1073r12"}) + "\n").encode() * 400 + b"\xff\n",
+    suffix=".json",
+    output="json",
 )
 def test_cg_infer_on_files(fake_pipeline: Pipeline, routes_dir: Path, content: bytes, suffix: str, output: str) -> None:
     """cg-infer on a file of any content (one JSON document, JSON Lines, not UTF-8): a clean exit."""
@@ -339,7 +374,10 @@ def test_cg_infer_on_files(fake_pipeline: Pipeline, routes_dir: Path, content: b
 
 KNOWN_BAD_ROUTES = {
     "NaN angle": ({**KILTER_ROUTE, "angle": math.nan, "frames": "p1073r12"}, "'angle' must be a whole number"),
-    "infinite angle": ({**KILTER_ROUTE, "angle": json.loads("1e400"), "frames": "p1073r12"}, "'angle' must be a whole number"),
+    "infinite angle": (
+        {**KILTER_ROUTE, "angle": json.loads("1e400"), "frames": "p1073r12"},
+        "'angle' must be a whole number",
+    ),
     "boolean layout": ({**KILTER_ROUTE, "layout_id": True, "frames": "p1073r12"}, "'layout_id' must be a whole number"),
     "200,000-character frames": ({**KILTER_ROUTE, "frames": "p1073r12" * 25_000}, "'frames' is 200000 characters long"),
     "12,500 holds": ({**KILTER_ROUTE, "frames": "p1073r12" * 12_500}, "route has 12500 holds"),
@@ -360,7 +398,10 @@ def test_known_bad_routes_are_refused_in_one_line(predictor: GradePredictor, cas
 KNOWN_BAD_FILES = {
     "nested 100,000 deep": (b"[" * 100_000 + b"]" * 100_000, "is JSON nested too deeply to hold routes"),
     "a 4,301-digit integer": (b"1" * 4_301, "is not valid JSON: Exceeds the limit (4300 digits)"),
-    "a list of a 4,301-digit integer": (b"[" + b"1" * 4_301 + b"]", "is not valid JSON: Exceeds the limit (4300 digits)"),
+    "a list of a 4,301-digit integer": (
+        b"[" + b"1" * 4_301 + b"]",
+        "is not valid JSON: Exceeds the limit (4300 digits)",
+    ),
     "not UTF-8": (b"\xff\xfe{}", "is not UTF-8 text"),
 }
 
@@ -387,4 +428,6 @@ def test_cg_infer_refuses_only_the_line_that_is_not_utf8(fake_pipeline: Pipeline
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.exit_code == 2 and [a["index"] for a in answers] == list(range(401))
     assert all("difficulty" in a for a in answers[:400]) and "error" in answers[400]
-    assert [line for line in stderr if line.startswith("error:")] == ["error: route 400: line 401: not UTF-8 text (byte 0)"]
+    assert [line for line in stderr if line.startswith("error:")] == [
+        "error: route 400: line 401: not UTF-8 text (byte 0)"
+    ]

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from climbgrade_runtime.sidecar import Sidecar
+
 from conftest import run_script
 
 
@@ -38,10 +39,16 @@ def assert_one_clean_error(result, *fragments):
 CASES = {
     "unknown board": (lambda b: dict(b["good"], board="kiltr"), ["route 0", "unknown board 'kiltr'", "kilter"]),
     "unknown layout": (lambda b: dict(b["good"], layout_id=5), ["route 0", "has no layout 5"]),
-    "unknown placement": (lambda b: dict(b["good"], frames="p999999r12"), ["placement 999999 is not on kilter layout 1"]),
+    "unknown placement": (
+        lambda b: dict(b["good"], frames="p999999r12"),
+        ["placement 999999 is not on kilter layout 1"],
+    ),
     "unknown role id": (lambda b: dict(b["good"], frames=f"p{b['pids'][0]}r99"), ["role id 99", "not a role"]),
     "unknown role name": (
-        lambda b: {k: v for k, v in b["good"].items() if k != "frames"} | {"holds": [{"placement_id": b["pids"][0], "role": "hand"}]},
+        lambda b: (
+            {k: v for k, v in b["good"].items() if k != "frames"}
+            | {"holds": [{"placement_id": b["pids"][0], "role": "hand"}]}
+        ),
         ["role 'hand'", "not a role"],
     ),
     "placement twice": (lambda b: dict(b["good"], frames=f"p{b['pids'][0]}r12p{b['pids'][0]}r14"), ["listed twice"]),
@@ -81,13 +88,19 @@ def test_batch_answers_good_routes_and_flags_bad_ones(fake_pipeline, tmp_path, b
     assert result.returncode == 2
     answers = json.loads(result.stdout)
     assert [("error" in a) for a in answers] == [False, True, False]
-    assert answers[1] == {"index": 1, "name": "bad one", "error": "unknown board 'moon': this model knows kilter, tension"}
+    assert answers[1] == {
+        "index": 1,
+        "name": "bad one",
+        "error": "unknown board 'moon': this model knows kilter, tension",
+    }
     assert result.stderr.count("error:") == 1 and "route 1" in result.stderr
 
 
 def test_json_lines_on_stdin_with_a_broken_line(fake_pipeline, board):
     lines = "\n".join([json.dumps(board["good"]), "{not json", json.dumps(dict(board["good"], angle=45))]) + "\n"
-    result = run_script("cg-infer", "-", "--model", str(fake_pipeline.model), "--format", "json", stdin=lines, check=False)
+    result = run_script(
+        "cg-infer", "-", "--model", str(fake_pipeline.model), "--format", "json", stdin=lines, check=False
+    )
     assert result.returncode == 2
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     assert "difficulty" in answers[0] and "difficulty" in answers[2]
@@ -113,6 +126,8 @@ def test_deeply_nested_json_is_a_clean_error(fake_pipeline, tmp_path, board):
     result = infer(fake_pipeline, tmp_path, "[" * 100_000 + "]" * 100_000)
     assert_one_clean_error(result, "nested too deeply")
     lines = json.dumps(board["good"]) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n"
-    result = run_script("cg-infer", "-", "--model", str(fake_pipeline.model), "--format", "json", stdin=lines, check=False)
+    result = run_script(
+        "cg-infer", "-", "--model", str(fake_pipeline.model), "--format", "json", stdin=lines, check=False
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "difficulty" in result.stdout.splitlines()[0] and "nested too deeply" in result.stdout.splitlines()[1]

@@ -12,6 +12,7 @@ import pytest
 
 from climbgrade_runtime import GradePredictor, RouteError, parse_angle_spec
 from climbgrade_runtime.routes import parse_route
+
 from conftest import REAL_DATA, ROOT, run_script
 from test_parity import route_dicts, usable
 
@@ -52,6 +53,7 @@ def with_holds(route: dict, holds) -> dict:
 
 
 # --- sweep -------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("route", ROUTES, ids=[r["name"] for r in ROUTES])
 def test_sweep_equals_predict_at_each_angle_in_one_run(predictor, runs, route):
@@ -106,6 +108,7 @@ def test_angle_specs(predictor):
 
 # --- explain -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("route", ROUTES, ids=[r["name"] for r in ROUTES])
 def test_explain_effects_equal_leave_one_out_predictions(predictor, runs, route):
     explanation = predictor.explain(route)
@@ -143,11 +146,12 @@ def test_explain_crux_is_none_when_no_hold_makes_the_route_easier(predictor, mon
 
 def test_explain_of_a_one_hold_route_is_a_route_error(predictor):
     pid, role = holds_of(predictor, KILTER)[0]
-    with pytest.raises(RouteError, match="^explain needs a route of at least 2 holds$"):
+    with pytest.raises(RouteError, match=r"^explain needs a route of at least 2 holds$"):
         predictor.explain(with_holds(KILTER, [(pid, role)]))
 
 
 # --- mirror ------------------------------------------------------------------------------------
+
 
 def test_mirror_of_a_tb2_route_equals_predict_of_its_frames_and_is_an_involution(predictor, runs):
     mirror = predictor.mirror(TB2)
@@ -155,8 +159,12 @@ def test_mirror_of_a_tb2_route_equals_predict_of_its_frames_and_is_an_involution
     assert mirror is not None
     layout = predictor.tokenizer.layouts[("tension", 11)]
     original = holds_of(predictor, TB2)
-    assert mirror.holds == tuple(sorted(((layout.mirrors[p], r) for p, r in original),
-                                        key=lambda h: (layout.placements[h[0]][1], layout.placements[h[0]][0], h[0])))
+    assert mirror.holds == tuple(
+        sorted(
+            ((layout.mirrors[p], r) for p, r in original),
+            key=lambda h: (layout.placements[h[0]][1], layout.placements[h[0]][0], h[0]),
+        )
+    )
     mirrored_route = dict(TB2, frames=mirror.frames)
     assert holds_of(predictor, mirrored_route) == mirror.holds
     assert mirror.difficulty == pytest.approx(predictor.predict(mirrored_route).difficulty, abs=TOL)
@@ -166,7 +174,9 @@ def test_mirror_of_a_tb2_route_equals_predict_of_its_frames_and_is_an_involution
     assert set(mirror.to_dict()) == {"difficulty", "font", "v_grade", "frames"}
     # Spelled in the route's own role ids (TB2's r5-r8), not another product's ids for the same roles.
     assert set(re.findall(r"r(\d+)", mirror.frames)) <= set(re.findall(r"r(\d+)", TB2["frames"]))
-    assert back.frames == TB2["frames"] or set(re.findall(r"p\d+r\d+", back.frames)) == set(re.findall(r"p\d+r\d+", TB2["frames"]))
+    assert back.frames == TB2["frames"] or set(re.findall(r"p\d+r\d+", back.frames)) == set(
+        re.findall(r"p\d+r\d+", TB2["frames"])
+    )
 
 
 def test_no_mirror_on_kilter_or_for_a_hold_without_one(predictor):
@@ -178,6 +188,7 @@ def test_no_mirror_on_kilter_or_for_a_hold_without_one(predictor):
 
 
 # --- cg-infer ----------------------------------------------------------------------------------
+
 
 def infer(*args: str, stdin: str | None = None):
     return run_script("cg-infer", *args, stdin=stdin, check=False)
@@ -194,15 +205,29 @@ def test_cg_infer_json_has_every_extra_in_the_contract_shape(predictor, all_extr
     assert result.returncode == 0, result.stderr
     assert len(answers) == len(ROUTES)
     for route, answer in zip(ROUTES, answers):
-        assert set(answer) == {"index", "name", "board", "layout_id", "angle", "difficulty", "font", "v_grade",
-                               "warnings", "angles", "holds", "crux", "mirror"}
+        assert set(answer) == {
+            "index",
+            "name",
+            "board",
+            "layout_id",
+            "angle",
+            "difficulty",
+            "font",
+            "v_grade",
+            "warnings",
+            "angles",
+            "holds",
+            "crux",
+            "mirror",
+        }
         sweep = predictor.sweep(route)
         assert len(answer["angles"]) == len(sweep.angles)
         for got, want in zip(answer["angles"], sweep.angles):
             assert got == pytest.approx(want.to_dict(), abs=TOL)
         explanation = predictor.explain(route)
-        assert [(h["placement_id"], h["role"]) for h in answer["holds"]] == [(h.placement_id, h.role)
-                                                                             for h in explanation.holds]
+        assert [(h["placement_id"], h["role"]) for h in answer["holds"]] == [
+            (h.placement_id, h.role) for h in explanation.holds
+        ]
         assert [h["effect"] for h in answer["holds"]] == pytest.approx([h.effect for h in explanation.holds], abs=TOL)
         assert answer["crux"] == explanation.crux
         for warning in explanation.warnings:
@@ -249,8 +274,17 @@ def test_cg_infer_plain_run_is_unchanged():
     result = infer(str(EXAMPLES), "--format", "json")
     assert result.returncode == 0
     for answer in json.loads(result.stdout):
-        assert set(answer) == {"index", "name", "board", "layout_id", "angle", "difficulty", "font", "v_grade",
-                               "warnings"}
+        assert set(answer) == {
+            "index",
+            "name",
+            "board",
+            "layout_id",
+            "angle",
+            "difficulty",
+            "font",
+            "v_grade",
+            "warnings",
+        }
 
 
 def test_cg_infer_angle_not_on_one_board_fails_that_route_only():
@@ -259,8 +293,10 @@ def test_cg_infer_angle_not_on_one_board_fails_that_route_only():
     answers = json.loads(result.stdout)
     tb2_index = ROUTES.index(TB2)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: route {tb2_index}: angle 70 is not an angle of tension layout 11 "
-                      "(angles: 0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65)"]
+    assert errors == [
+        f"error: route {tb2_index}: angle 70 is not an angle of tension layout 11 "
+        "(angles: 0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65)"
+    ]
     for i, answer in enumerate(answers):
         if i == tb2_index:
             assert set(answer) == {"index", "name", "error"}
@@ -313,8 +349,10 @@ def test_cg_infer_svg_writes_one_picture_per_graded_route(tmp_path, predictor):
         assert sorted((int(r.get("data-placement-id")), r.get("data-role")) for r in rings) == sorted(holds)
         title = svg.find("{http://www.w3.org/2000/svg}title").text
         prediction = predictor.predict(route)
-        assert title == (f"{route['name']} · {prediction.font}/{prediction.v_grade} · "
-                         f"{prediction.difficulty:.1f} at {route['angle']}°")
+        assert title == (
+            f"{route['name']} · {prediction.font}/{prediction.v_grade} · "
+            f"{prediction.difficulty:.1f} at {route['angle']}°"
+        )
         widths = {float(r.get("stroke-width")) for r in rings}
         assert len(widths) > 1  # --explain: ring weights follow the holds' effects
 
@@ -323,8 +361,9 @@ def test_cg_infer_svg_into_a_file_is_a_clean_error(tmp_path):
     (tmp_path / "file").write_text("")
     result = infer(str(EXAMPLES), "--svg", str(tmp_path / "file" / "pictures"))
     assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == [f"error: cannot make the picture folder {tmp_path}/file/pictures: "
-                                                  "Not a directory"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot make the picture folder {tmp_path}/file/pictures: Not a directory"
+    ]
 
 
 def test_on_real_climbs_sweep_explain_and_mirror_agree_with_predict(predictor):
@@ -348,5 +387,6 @@ def test_on_real_climbs_sweep_explain_and_mirror_agree_with_predict(predictor):
         if route["board"] == "kilter":
             assert mirror is None
         elif mirror is not None:
-            assert mirror.difficulty == pytest.approx(predictor.predict(dict(route, frames=mirror.frames)).difficulty,
-                                                      abs=TOL)
+            assert mirror.difficulty == pytest.approx(
+                predictor.predict(dict(route, frames=mirror.frames)).difficulty, abs=TOL
+            )

@@ -34,8 +34,12 @@ def installed_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     .pth file; .pth files inside that folder (the editable install's finder) are not processed.
     """
     tmp = tmp_path_factory.mktemp("install")
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp), str(ROOT)],
-                           capture_output=True, text=True, timeout=600)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     wheel = next(tmp.glob("climbgrade-*.whl"))
     venv = tmp / "venv"
@@ -57,9 +61,15 @@ def test_wheel_ships_the_model(installed_python: Path) -> None:
 def test_python_api_finds_the_shipped_model(installed_python: Path, tmp_path: Path, where: str) -> None:
     """`GradePredictor.load()` with no path works in the repository root and anywhere else."""
     cwd = ROOT if where == "repository root" else tmp_path
-    result = subprocess.run([str(installed_python), "-c", API_EXAMPLE], cwd=cwd, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [str(installed_python), "-c", API_EXAMPLE], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    expected = run_script("cg-infer", "-", "--format", "json", stdin=json.dumps(
-        {"board": "tension", "layout_id": 11, "angle": 40, "frames": "p899r5p1171r6p1212r6p925r7"}))
+    expected = run_script(
+        "cg-infer",
+        "-",
+        "--format",
+        "json",
+        stdin=json.dumps({"board": "tension", "layout_id": 11, "angle": 40, "frames": "p899r5p1171r6p1212r6p925r7"}),
+    )
     assert float(result.stdout) == pytest.approx(json.loads(expected.stdout)["difficulty"], abs=1e-6)

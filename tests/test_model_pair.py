@@ -43,27 +43,45 @@ def truncate_keeping_hash(model: Path) -> None:
 # Each refusal in full (a regular expression; {model} is the model's path): which file, what is wrong, the fix.
 MISMATCH = r"model {model} and its sidecar do not match \({what}\): re-export both with cg-export"
 CASES = {
-    "hash": (lambda m: edit_sidecar(m, lambda d: d["model"].update(sha256="0" * 64)),
-             r"model {model} does not match its sidecar {model}\.json \(sha256 differs\): "
-             r"use the pair cg-export wrote together, or re-export"),
-    "vocab size": (lambda m: edit_sidecar(m, add_token),
-                   MISMATCH.replace("{what}", r"vocab_size: model \d+, sidecar \d+")),
-    "max_len": (lambda m: edit_sidecar(m, lambda d: d["tokenizer"].update(max_len=d["tokenizer"]["max_len"] + 1)),
-                MISMATCH.replace("{what}", r"max_len: model \d+, sidecar \d+")),
-    "opset": (lambda m: edit_sidecar(m, lambda d: d["model"].update(opset=18)),
-              MISMATCH.replace("{what}", "opset: model 17, sidecar 18")),
-    "format version": (lambda m: edit_sidecar(m, lambda d: d.update(format_version=99)),
-                       r"sidecar {model}\.json has sidecar format version 99; this climbgrade reads version 1: "
-                       r"re-export the model with this version's cg-export, or install the climbgrade that wrote it"),
-    "not a sidecar": (lambda m: Path(f"{m}.json").write_text("[]"),
-                      r'sidecar {model}\.json is not a climbgrade sidecar \(no "format": "climbgrade-sidecar"\)'),
-    "sidecar missing": (lambda m: Path(f"{m}.json").unlink(),
-                        r"sidecar {model}\.json is missing: "
-                        r"a model and its sidecar are a pair; copy both, or re-export"),
-    "model missing": (lambda m: m.unlink(),
-                      r"model {model} does not exist: pass --model PATH to a \.onnx file written by cg-export"),
-    "truncated": (truncate_keeping_hash,
-                  r"cannot load model {model}: \[ONNXRuntimeError\] .*; re-export it with cg-export"),
+    "hash": (
+        lambda m: edit_sidecar(m, lambda d: d["model"].update(sha256="0" * 64)),
+        r"model {model} does not match its sidecar {model}\.json \(sha256 differs\): "
+        r"use the pair cg-export wrote together, or re-export",
+    ),
+    "vocab size": (
+        lambda m: edit_sidecar(m, add_token),
+        MISMATCH.replace("{what}", r"vocab_size: model \d+, sidecar \d+"),
+    ),
+    "max_len": (
+        lambda m: edit_sidecar(m, lambda d: d["tokenizer"].update(max_len=d["tokenizer"]["max_len"] + 1)),
+        MISMATCH.replace("{what}", r"max_len: model \d+, sidecar \d+"),
+    ),
+    "opset": (
+        lambda m: edit_sidecar(m, lambda d: d["model"].update(opset=18)),
+        MISMATCH.replace("{what}", "opset: model 17, sidecar 18"),
+    ),
+    "format version": (
+        lambda m: edit_sidecar(m, lambda d: d.update(format_version=99)),
+        r"sidecar {model}\.json has sidecar format version 99; this climbgrade reads version 1: "
+        r"re-export the model with this version's cg-export, or install the climbgrade that wrote it",
+    ),
+    "not a sidecar": (
+        lambda m: Path(f"{m}.json").write_text("[]"),
+        r'sidecar {model}\.json is not a climbgrade sidecar \(no "format": "climbgrade-sidecar"\)',
+    ),
+    "sidecar missing": (
+        lambda m: Path(f"{m}.json").unlink(),
+        r"sidecar {model}\.json is missing: "
+        r"a model and its sidecar are a pair; copy both, or re-export",
+    ),
+    "model missing": (
+        lambda m: m.unlink(),
+        r"model {model} does not exist: pass --model PATH to a \.onnx file written by cg-export",
+    ),
+    "truncated": (
+        truncate_keeping_hash,
+        r"cannot load model {model}: \[ONNXRuntimeError\] .*; re-export it with cg-export",
+    ),
 }
 
 

@@ -24,7 +24,9 @@ def route_dicts(databases: tuple[str, ...], limit: int) -> list[dict]:
     out = []
     for path in databases:
         con = sqlite3.connect(path)
-        board = "tension" if "Tension" in con.execute("SELECT group_concat(name) FROM products").fetchone()[0] else "kilter"
+        board = (
+            "tension" if "Tension" in con.execute("SELECT group_concat(name) FROM products").fetchone()[0] else "kilter"
+        )
         rows = con.execute(
             "SELECT c.uuid, c.layout_id, s.angle, c.frames FROM climbs c JOIN climb_stats s ON s.climb_uuid = c.uuid "
             "WHERE c.frames_count = 1 AND c.is_listed = 1 AND c.is_draft = 0 AND c.uuid NOT LIKE 'DEFECT%' "
@@ -50,7 +52,9 @@ def test_runtime_matches_pytorch(pipeline, batch_size):
     results = predictor.predict_many(routes, batch_size=batch_size)
     ours = np.array([r.difficulty for r in results])
     encoded = [predictor.tokenizer.encode(parse_route(r)) for r in routes]
-    reference = np.concatenate([torch_predict(model, pad_batch(encoded[i : i + 50])) for i in range(0, len(encoded), 50)])
+    reference = np.concatenate(
+        [torch_predict(model, pad_batch(encoded[i : i + 50])) for i in range(0, len(encoded), 50)]
+    )
 
     lengths = {len(e.ids) for e in encoded}
     assert len(lengths) > 5, "the routes must cover many sequence lengths"
@@ -78,4 +82,6 @@ def test_order_invariance(pipeline):
 def test_checkpoint_loads_with_weights_only(pipeline):
     for name in ("best.pt", "last.pt"):
         checkpoint = torch.load(pipeline.run_dir / name, weights_only=True)
-        assert checkpoint["model_config"]["vocab_size"] == len(json.loads((pipeline.run_dir / "tokenizer.json").read_text())["vocab"])
+        assert checkpoint["model_config"]["vocab_size"] == len(
+            json.loads((pipeline.run_dir / "tokenizer.json").read_text())["vocab"]
+        )

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from climbgrade_runtime import GradePredictor, Prediction, Route, RouteError, RouteFailure
+
 from test_parity import route_dicts
 
 

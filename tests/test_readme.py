@@ -44,7 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent
 COMMANDS: dict[str, click.Command] = {
-    "cg-infer": infer_command, "cg-eval": eval_command, "cg-train": train_command, "cg-export": export_command,
+    "cg-infer": infer_command,
+    "cg-eval": eval_command,
+    "cg-train": train_command,
+    "cg-export": export_command,
 }
 KINDS = {"bash setup", "bash training", "bash needs-db", "console", "python", "text", "json"}
 SHELL_OPERATORS = {"|", "||", "&&", ";"}
@@ -88,7 +91,9 @@ def blocks_of(kind: str) -> list[Block]:
 
 def shell_lines(text: str) -> list[str]:
     """A bash block's command lines, with backslash continuations joined and comments dropped."""
-    return [line for line in text.replace("\\\n", " ").splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line for line in text.replace("\\\n", " ").splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def cg_commands(line: str) -> list[list[str]]:
@@ -126,7 +131,7 @@ def console_examples() -> list[ConsoleExample]:
         starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
         assert starts and starts[0] == 0, f"README line {block.line}: a console block starts with a `$ ` command"
         for i, end in zip(starts, [*starts[1:], len(lines)]):
-            shown = tuple(line for line in lines[i + 1:end] if line.strip())
+            shown = tuple(line for line in lines[i + 1 : end] if line.strip())
             examples.append(ConsoleExample(lines[i][2:], shown, block.line + 1 + i))
     return examples
 
@@ -160,8 +165,9 @@ def test_setup_commands_are_the_ones_ci_runs() -> None:
 def run_console(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """A console command as a user types it, with the venv's scripts first on PATH."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.parametrize("example", console_examples(), ids=lambda example: f"line{example.line}")
@@ -190,7 +196,7 @@ def python_examples() -> list[tuple[Block, Block | None]]:
     """Each python block with the text block right after it (its printed output), if there is one."""
     pairs = []
     for block in blocks_of("python"):
-        after = BLOCKS[BLOCKS.index(block) + 1:]
+        after = BLOCKS[BLOCKS.index(block) + 1 :]
         pairs.append((block, after[0] if after and after[0].kind == "text" else None))
     return pairs
 
@@ -200,7 +206,9 @@ def test_python_example_prints_what_the_readme_shows(code: Block, output: Block 
     result = subprocess.run([sys.executable, "-c", code.text], cwd=scratch, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     if output is not None:
-        assert [line.split() for line in result.stdout.splitlines()] == [line.split() for line in output.text.splitlines()]
+        assert [line.split() for line in result.stdout.splitlines()] == [
+            line.split() for line in output.text.splitlines()
+        ]
 
 
 def test_json_examples_are_routes_the_shipped_model_grades() -> None:
@@ -249,7 +257,9 @@ def test_the_readme_shows_every_command() -> None:
     assert {command[0] for _, command in shown_commands()} == set(COMMANDS)
 
 
-@pytest.mark.parametrize("line, command", shown_commands(), ids=lambda value: str(value) if isinstance(value, int) else value[0])
+@pytest.mark.parametrize(
+    "line, command", shown_commands(), ids=lambda value: str(value) if isinstance(value, int) else value[0]
+)
 def test_every_command_shown_parses(line: int, command: list[str]) -> None:
     """Every climbgrade command in the README uses options that exist, with values they accept."""
     name, *args = command
@@ -348,8 +358,9 @@ def test_training_doc_names_every_train_and_export_option() -> None:
     for name in ("cg-train", "cg-export"):
         for param in COMMANDS[name].params:
             if isinstance(param, click.Option):
-                assert any(re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", text) for opt in param.opts), \
+                assert any(re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", text) for opt in param.opts), (
                     f"docs/training.md does not describe {name} {param.opts[-1]}"
+                )
 
 
 def test_training_doc_shows_the_shipped_models_command() -> None:
@@ -365,7 +376,11 @@ def test_accuracy_table_matches_the_shipped_models_test_metrics() -> None:
     metrics = json.loads((ROOT / "exports" / "climbgrade.onnx.json").read_text())["metrics"]["test"]
     (row,) = [line for line in README.read_text().splitlines() if line.startswith("| **shipped**")]
     cells = [cell.strip().strip("*") for cell in row.strip("|").split("|")][1:]
-    expected = [f"{metrics['all']['mae']:.3f}", f"{100 * metrics['all']['within_1_vgrade']:.1f}%",
-                f"{100 * metrics['all']['within_2_vgrades']:.1f}%", f"{metrics['kilter']['mae']:.3f}",
-                f"{metrics['tension']['mae']:.3f}"]
+    expected = [
+        f"{metrics['all']['mae']:.3f}",
+        f"{100 * metrics['all']['within_1_vgrade']:.1f}%",
+        f"{100 * metrics['all']['within_2_vgrades']:.1f}%",
+        f"{metrics['kilter']['mae']:.3f}",
+        f"{metrics['tension']['mae']:.3f}",
+    ]
     assert cells == expected

@@ -23,9 +23,16 @@ BLOCKER = textwrap.dedent(
 def test_runtime_runs_without_training_libraries(fake_pipeline, tmp_path):
     layout = json.loads(fake_pipeline.model.with_suffix(".onnx.json").read_text())["tokenizer"]["layouts"][0]
     pids = sorted(int(p) for p in layout["placements"])[:3]
-    route = {"board": layout["board"], "layout_id": layout["layout_id"], "angle": layout["angles"][0],
-             "holds": [{"placement_id": pids[0], "role": "start"}, {"placement_id": pids[1], "role": "middle"},
-                       {"placement_id": pids[2], "role": "finish"}]}
+    route = {
+        "board": layout["board"],
+        "layout_id": layout["layout_id"],
+        "angle": layout["angles"][0],
+        "holds": [
+            {"placement_id": pids[0], "role": "start"},
+            {"placement_id": pids[1], "role": "middle"},
+            {"placement_id": pids[2], "role": "finish"},
+        ],
+    }
     route_file = tmp_path / "route.json"
     route_file.write_text(json.dumps(route))
     script = BLOCKER + textwrap.dedent(

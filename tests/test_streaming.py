@@ -22,8 +22,17 @@ def routes_jsonl(model, count: int) -> bytes:
     lines = []
     for i in range(count):
         a, b, c = pids[i % 50], pids[50 + i % 40], pids[95 + i % 10]
-        lines.append(json.dumps({"board": "kilter", "layout_id": 1, "angle": layout.angles[i % len(layout.angles)],
-                                 "frames": f"p{a}r12p{b}r13p{c}r14", "id": i}))
+        lines.append(
+            json.dumps(
+                {
+                    "board": "kilter",
+                    "layout_id": 1,
+                    "angle": layout.angles[i % len(layout.angles)],
+                    "frames": f"p{a}r12p{b}r13p{c}r14",
+                    "id": i,
+                }
+            )
+        )
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -34,9 +43,24 @@ def run_streaming(model, payload: bytes, tmp_path) -> tuple[int, int, int]:
     otherwise be inherited by a child forked from it.
     """
     report = tmp_path / f"time-{len(payload)}.txt"
-    proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", str(report), str(BIN / "cg-infer"), "-",
-                             "--model", str(model), "--format", "json"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "/usr/bin/time",
+            "-f",
+            "%M",
+            "-o",
+            str(report),
+            str(BIN / "cg-infer"),
+            "-",
+            "--model",
+            str(model),
+            "--format",
+            "json",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     counted: list[int] = []
     reader = threading.Thread(target=lambda: counted.append(sum(1 for _ in proc.stdout)))
     reader.start()
@@ -89,8 +113,12 @@ def test_cg_infer_answers_the_first_chunk_before_stdin_ends(fake_pipeline):
     """The first STREAM_CHUNK_ROUTES routes are graded and written while stdin is still open: output
     does not wait for the end of the input."""
     lines = routes_jsonl(fake_pipeline.model, STREAM_CHUNK_ROUTES + 5).splitlines(keepends=True)
-    proc = subprocess.Popen([str(BIN / "cg-infer"), "-", "--model", str(fake_pipeline.model), "--format", "json"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(BIN / "cg-infer"), "-", "--model", str(fake_pipeline.model), "--format", "json"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     stdin, stdout = proc.stdin, proc.stdout
     assert stdin is not None and stdout is not None
     answers: queue.Queue[bytes] = queue.Queue()

@@ -59,8 +59,10 @@ def test_higher_holds_are_drawn_higher(predictor):
 def test_effects_set_the_ring_weights_and_labels(predictor):
     route = resolved_examples(predictor)[0]
     (weak, _), (strong, _) = route.holds[0], route.holds[1]
-    plain = {c.attrib["data-placement-id"]: float(c.attrib["stroke-width"])
-             for c in rings(ET.fromstring(render_route_svg(route.layout, route.holds, "t")))}
+    plain = {
+        c.attrib["data-placement-id"]: float(c.attrib["stroke-width"])
+        for c in rings(ET.fromstring(render_route_svg(route.layout, route.holds, "t")))
+    }
     root = ET.fromstring(render_route_svg(route.layout, route.holds, "t", effects={weak: 0.0, strong: -2.0}))
     weighted = {c.attrib["data-placement-id"]: float(c.attrib["stroke-width"]) for c in rings(root)}
     assert len(set(plain.values())) == 1

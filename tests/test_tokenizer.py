@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sqlite3
 
 import numpy as np
@@ -26,8 +27,14 @@ def test_runtime_tokens_equal_training_tokens_for_every_route(pipeline):
     raw = {}
     for path in pipeline.databases:
         con = sqlite3.connect(path)
-        raw.update({(u, a): (lay, fr) for u, lay, a, fr in con.execute(
-            "SELECT c.uuid, c.layout_id, s.angle, c.frames FROM climbs c JOIN climb_stats s ON s.climb_uuid = c.uuid")})
+        raw.update(
+            {
+                (u, a): (lay, fr)
+                for u, lay, a, fr in con.execute(
+                    "SELECT c.uuid, c.layout_id, s.angle, c.frames FROM climbs c JOIN climb_stats s ON s.climb_uuid = c.uuid"
+                )
+            }
+        )
     checked = 0
     for split in run.sets.values():
         for example, encoded in zip(split.examples, split.encoded):
@@ -107,8 +114,13 @@ def fake_data(fake_dbs):
 def test_placement_scheme_puts_roles_angle_and_distances_in_features(fake_data):
     from climbgrade_runtime.tokenizer import FEATURES, PLACEMENT
 
-    tokenizer = Tokenizer.build(fake_data.layouts.values(), [e.route for e in fake_data.examples], fake_data.max_len,
-                                hold_tokens=PLACEMENT, features=FEATURES)
+    tokenizer = Tokenizer.build(
+        fake_data.layouts.values(),
+        [e.route for e in fake_data.examples],
+        fake_data.max_len,
+        hold_tokens=PLACEMENT,
+        features=FEATURES,
+    )
     layout = tokenizer.layouts[("kilter", 1)]
     pids = sorted(layout.placements, key=lambda p: layout.placements[p][1])
     low, mid, high = pids[0], pids[len(pids) // 2], pids[-1]
@@ -116,7 +128,9 @@ def test_placement_scheme_puts_roles_angle_and_distances_in_features(fake_data):
     encoded = tokenizer.encode(route)
     assert [tokenizer.vocab[i] for i in encoded.ids[3:]] == [f"kilter/1/p{p}" for p in (low, mid, high)]
     column = {name: i for i, name in enumerate(FEATURES)}
-    roles = encoded.coords[3:, [column["role_start"], column["role_middle"], column["role_finish"], column["role_foot"]]]
+    roles = encoded.coords[
+        3:, [column["role_start"], column["role_middle"], column["role_finish"], column["role_foot"]]
+    ]
     assert roles.tolist() == [[1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]
     assert np.allclose(encoded.coords[:, column["angle"]], 45 / 90)
     xy = np.array([layout.placements[p] for p in (low, mid, high)], dtype=float)
@@ -161,7 +175,9 @@ def test_placement_groups_merge_one_placements_roles_only(tokenizer):
     assert by_placement and all(len(g) == 1 for g in by_placement.values())
     assert len({min(g) for g in by_placement.values()}) == len(by_placement)  # other placements: other groups
     assert any(groups.count(g) > 1 for g in set(groups))  # some placement was used in two roles
-    assert max(groups) + 1 == len(SPECIALS) + sum(1 for t in tokenizer.vocab if t.startswith("<") and t not in SPECIALS) + len(by_placement)
+    assert max(groups) + 1 == len(SPECIALS) + sum(
+        1 for t in tokenizer.vocab if t.startswith("<") and t not in SPECIALS
+    ) + len(by_placement)
 
 
 def test_route_features_sit_on_cls_and_describe_the_route(fake_data):
@@ -170,28 +186,42 @@ def test_route_features_sit_on_cls_and_describe_the_route(fake_data):
 
     features = expand_features(BASE_FEATURES + ("route",))
     assert features == BASE_FEATURES + ROUTE_FEATURES
-    tokenizer = Tokenizer.build(fake_data.layouts.values(), [e.route for e in fake_data.examples], fake_data.max_len,
-                                features=features)
+    tokenizer = Tokenizer.build(
+        fake_data.layouts.values(), [e.route for e in fake_data.examples], fake_data.max_len, features=features
+    )
     layout = tokenizer.layouts[("kilter", 1)]
     by_height = sorted(layout.placements, key=lambda p: (layout.placements[p][1], layout.placements[p][0]))
-    start, foot, middle, finish = by_height[0], by_height[len(by_height) // 3], by_height[len(by_height) // 2], by_height[-1]
+    start, foot, middle, finish = (
+        by_height[0],
+        by_height[len(by_height) // 3],
+        by_height[len(by_height) // 2],
+        by_height[-1],
+    )
     holds = ((finish, "finish"), (middle, "middle"), (start, "start"), (foot, "foot"))
     encoded = tokenizer.encode(Route("kilter", 1, 40, holds))
-    route = dict(zip(ROUTE_FEATURES, encoded.coords[0, len(BASE_FEATURES):].tolist()))
-    assert not encoded.coords[1:, len(BASE_FEATURES):].any()  # route geometry lives on <CLS> only
+    route = dict(zip(ROUTE_FEATURES, encoded.coords[0, len(BASE_FEATURES) :].tolist()))
+    assert not encoded.coords[1:, len(BASE_FEATURES) :].any()  # route geometry lives on <CLS> only
     xy = {pid: np.array(layout.placements[pid], dtype=float) / 48 for pid, _ in holds}
     hand = [xy[start], xy[middle], xy[finish]]  # bottom to top, the foot left out
     expected = {
-        "route_holds": 0.4, "route_start": 0.1, "route_middle": 0.1, "route_finish": 0.1, "route_foot": 0.1,
-        "route_start_y": xy[start][1], "route_finish_y": xy[finish][1], "route_height_gain": xy[finish][1] - xy[start][1],
+        "route_holds": 0.4,
+        "route_start": 0.1,
+        "route_middle": 0.1,
+        "route_finish": 0.1,
+        "route_foot": 0.1,
+        "route_start_y": xy[start][1],
+        "route_finish_y": xy[finish][1],
+        "route_height_gain": xy[finish][1] - xy[start][1],
         "route_move_sum": np.linalg.norm(hand[1] - hand[0]) + np.linalg.norm(hand[2] - hand[1]),
         "route_move_max": max(np.linalg.norm(hand[1] - hand[0]), np.linalg.norm(hand[2] - hand[1])),
-        "route_hand_y_min": xy[start][1], "route_all_x_max": max(v[0] for v in xy.values()),
+        "route_hand_y_min": xy[start][1],
+        "route_all_x_max": max(v[0] for v in xy.values()),
         "route_foot_hand": min(np.linalg.norm(xy[foot] - h) for h in hand),
     }
     assert {k: round(route[k], 4) for k in expected} == {k: round(float(v), 4) for k, v in expected.items()}
-    moves = Tokenizer.build(fake_data.layouts.values(), [], fake_data.max_len,
-                            features=BASE_FEATURES + ("move_dx", "move_dy")).encode(Route("kilter", 1, 40, holds))
+    moves = Tokenizer.build(
+        fake_data.layouts.values(), [], fake_data.max_len, features=BASE_FEATURES + ("move_dx", "move_dy")
+    ).encode(Route("kilter", 1, 40, holds))
     # Onto each hand hold from the hand hold below it; nothing on the foot or the lowest hand hold.
     assert np.allclose(moves.coords[3:, 3:], [[0, 0], [0, 0], hand[1] - hand[0], hand[2] - hand[1]], atol=1e-6)
     shuffled = tokenizer.encode(Route("kilter", 1, 40, holds[::-1]))  # any listing order: the same features
@@ -202,8 +232,9 @@ def test_shape_features_read_the_moves_and_support(fake_data):
     from climbgrade_runtime.route_features import ROUTE_FEATURES, SHAPE_FEATURES
     from climbgrade_runtime.tokenizer import BASE_FEATURES, expand_features
 
-    tokenizer = Tokenizer.build(fake_data.layouts.values(), [], fake_data.max_len,
-                                features=expand_features(BASE_FEATURES + ("shape",)))
+    tokenizer = Tokenizer.build(
+        fake_data.layouts.values(), [], fake_data.max_len, features=expand_features(BASE_FEATURES + ("shape",))
+    )
     layout = tokenizer.layouts[("kilter", 1)]
     by_height = sorted(layout.placements, key=lambda p: (layout.placements[p][1], layout.placements[p][0]))
     # Two starts side by side low down, a foot just above them, then a middle and the finish higher up.
@@ -213,21 +244,26 @@ def test_shape_features_read_the_moves_and_support(fake_data):
     middle, finish = by_height[len(by_height) // 2], by_height[-1]
     holds = ((start_a, "start"), (start_b, "start"), (foot, "foot"), (middle, "middle"), (finish, "finish"))
     encoded = tokenizer.encode(Route("kilter", 1, 40, holds))
-    shape = dict(zip(SHAPE_FEATURES, encoded.coords[0, len(BASE_FEATURES):].tolist()))
+    shape = dict(zip(SHAPE_FEATURES, encoded.coords[0, len(BASE_FEATURES) :].tolist()))
     assert not set(SHAPE_FEATURES) & set(ROUTE_FEATURES)
     xy = {pid: np.array(layout.placements[pid], dtype=float) / 48 for pid, _ in holds}
     hand = [xy[start_a], xy[start_b], xy[middle], xy[finish]]  # bottom to top, then left to right
-    steps = [b - a for a, b in zip(hand, hand[1:])]
+    steps = [b - a for a, b in itertools.pairwise(hand)]
     lengths = [float(np.linalg.norm(s)) for s in steps]
     below = [sum(1 for q in xy.values() if 0.25 <= h[1] - q[1] <= 1.0 and abs(h[0] - q[0]) <= 1.0) for h in hand[1:]]
     expected = {
-        "route_move_first": lengths[0], "route_move_last": lengths[-1], "route_move_second": sorted(lengths)[-2],
-        "route_move_dy_max": max(s[1] for s in steps), "route_move_dx_sum": sum(abs(s[0]) for s in steps),
+        "route_move_first": lengths[0],
+        "route_move_last": lengths[-1],
+        "route_move_second": sorted(lengths)[-2],
+        "route_move_dy_max": max(s[1] for s in steps),
+        "route_move_dx_sum": sum(abs(s[0]) for s in steps),
         "route_move_lateral": np.mean([abs(s[0]) > abs(s[1]) for s in steps]),
-        "route_big_moves": sum(v > 0.75 for v in lengths) / 10, "route_huge_moves": sum(v > 1.0 for v in lengths) / 10,
+        "route_big_moves": sum(v > 0.75 for v in lengths) / 10,
+        "route_huge_moves": sum(v > 1.0 for v in lengths) / 10,
         "route_start_span": np.linalg.norm(xy[start_b] - xy[start_a]),
         "route_hand_nearest_max": max(min(np.linalg.norm(h - o) for o in hand if o is not h) for h in hand),
-        "route_support": np.mean(below) / 10, "route_support_min": min(below) / 10,
+        "route_support": np.mean(below) / 10,
+        "route_support_min": min(below) / 10,
         "route_foot_top": xy[foot][1] - xy[start_a][1],
         "route_y_gap_max": max(np.diff(sorted(v[1] for v in xy.values()))),
     }
@@ -239,6 +275,9 @@ def test_feature_groups_compact_and_expand():
     from climbgrade_runtime.route_features import ROUTE_FEATURES
     from climbgrade_runtime.tokenizer import FEATURES, compact_features, expand_features
 
-    assert compact_features(FEATURES)[-2:] == ("route", "shape") and expand_features(compact_features(FEATURES)) == FEATURES
+    assert (
+        compact_features(FEATURES)[-2:] == ("route", "shape")
+        and expand_features(compact_features(FEATURES)) == FEATURES
+    )
     partial = ("x", "y", "is_hold") + ROUTE_FEATURES[:3]  # a part of a group stays spelt out
     assert compact_features(partial) == partial

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import re
 from pathlib import Path
@@ -22,8 +23,11 @@ def db_args(dbs):
     return [arg for db in dbs for arg in ("--db", db)]
 
 
-@pytest.mark.parametrize("levers", [[], ["--ema-decay", "0.9"], ["--members", "3", "--workers", "2", "--ema-decay", "0.9"]],
-                         ids=["plain", "ema", "workers"])
+@pytest.mark.parametrize(
+    "levers",
+    [[], ["--ema-decay", "0.9"], ["--members", "3", "--workers", "2", "--ema-decay", "0.9"]],
+    ids=["plain", "ema", "workers"],
+)
 def test_interrupted_run_resumes_to_the_same_model(fake_dbs, tmp_path, levers):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     first = run_script("cg-train", *db_args(fake_dbs), "--out", str(straight), "--epochs", "2", *EPOCH_ARGS, *levers)
@@ -53,7 +57,11 @@ def test_refit_trains_on_train_and_val_and_keeps_the_last_epoch(fake_dbs, fake_p
     rows = lambda log: [int(n) for n in re.search(r"train (\d+), val (\d+), test (\d+) rows", log).groups()]  # noqa: E731
     plain = run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "plain"), "--epochs", "1", *EPOCH_ARGS)
     (train, val, test), (refit_train, refit_val, refit_test) = rows(plain.stderr), rows(out.stderr)
-    assert (refit_train, refit_val, refit_test) == (train + val, val, test) and "nothing is selected on val" in out.stderr
+    assert (refit_train, refit_val, refit_test) == (
+        train + val,
+        val,
+        test,
+    ) and "nothing is selected on val" in out.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) == {"best_epoch", "epochs_run", "trained_on", "test"} and metrics["best_epoch"] == 2
     with open(run / "history.csv") as handle:
@@ -67,8 +75,17 @@ def test_refit_trains_on_train_and_val_and_keeps_the_last_epoch(fake_dbs, fake_p
 def test_train_fraction_trains_on_a_nested_seeded_share_of_the_training_climbs(fake_dbs, fake_pipeline, tmp_path):
     from climbgrade_train.run_folder import training_subset
 
-    run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "half"), "--epochs", "1", *EPOCH_ARGS,
-                     "--train-fraction", "0.5")
+    run_script(
+        "cg-train",
+        *db_args(fake_dbs),
+        "--out",
+        str(tmp_path / "half"),
+        "--epochs",
+        "1",
+        *EPOCH_ARGS,
+        "--train-fraction",
+        "0.5",
+    )
     full = json.loads((fake_pipeline.run_dir / "split.json").read_text())
     half = json.loads((tmp_path / "half" / "split.json").read_text())
     assert half["val"] == full["val"] and half["test"] == full["test"]  # only the training climbs shrink
@@ -80,8 +97,17 @@ def test_train_fraction_trains_on_a_nested_seeded_share_of_the_training_climbs(f
 
 def test_run_outputs(fake_pipeline):
     run = fake_pipeline.run_dir
-    for name in ("best.pt", "last.pt", "run.json", "tokenizer.json", "grades.json", "split.json",
-                 "history.csv", "test_predictions.csv", "metrics.json"):
+    for name in (
+        "best.pt",
+        "last.pt",
+        "run.json",
+        "tokenizer.json",
+        "grades.json",
+        "split.json",
+        "history.csv",
+        "test_predictions.csv",
+        "metrics.json",
+    ):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["test"]) == {"all", "kilter", "tension"}
@@ -109,7 +135,9 @@ def test_export_refuses_when_onnxruntime_disagrees(fake_pipeline, tmp_path):
     with pytest.raises(ExportValidationError) as caught:
         export_run(fake_pipeline.run_dir, tmp_path, tolerance=-1.0)  # every batch "mismatches"
     assert len(caught.value.mismatches) > 3
-    assert "size 1," in str(caught.value) and "size 7," in str(caught.value) and "Nothing was written" in str(caught.value)
+    assert (
+        "size 1," in str(caught.value) and "size 7," in str(caught.value) and "Nothing was written" in str(caught.value)
+    )
     assert not list(tmp_path.iterdir())
 
 
@@ -126,8 +154,18 @@ def test_resume_keeps_the_runs_options(fake_pipeline):
 
 
 def test_int8_export_writes_a_second_pair_the_runtime_runs(fake_pipeline, tmp_path):
-    run_script("cg-export", str(fake_pipeline.run_dir), "--out", str(tmp_path), "--name", "q", "--quantize", "int8",
-               "--int8-max-drop", "100")
+    run_script(
+        "cg-export",
+        str(fake_pipeline.run_dir),
+        "--out",
+        str(tmp_path),
+        "--name",
+        "q",
+        "--quantize",
+        "int8",
+        "--int8-max-drop",
+        "100",
+    )
     from climbgrade_runtime import GradePredictor
 
     from test_parity import route_dicts
@@ -144,8 +182,19 @@ def test_int8_export_writes_a_second_pair_the_runtime_runs(fake_pipeline, tmp_pa
 
 
 def test_int8_export_refuses_a_model_that_loses_accuracy(fake_pipeline, tmp_path):
-    result = run_script("cg-export", str(fake_pipeline.run_dir), "--out", str(tmp_path), "--name", "q",
-                        "--quantize", "int8", "--int8-max-drop", "-5", check=False)
+    result = run_script(
+        "cg-export",
+        str(fake_pipeline.run_dir),
+        "--out",
+        str(tmp_path),
+        "--name",
+        "q",
+        "--quantize",
+        "int8",
+        "--int8-max-drop",
+        "-5",
+        check=False,
+    )
     assert result.returncode == 2 and "the int8 one was not" in result.stderr
     assert (tmp_path / "q.onnx").is_file() and not (tmp_path / "q.int8.onnx").exists()
 
@@ -169,8 +218,21 @@ def test_bins_head_trains_and_exports(fake_dbs, tmp_path):
     from test_parity import route_dicts
 
     run = tmp_path / "bins"
-    run_script("cg-train", *db_args(fake_dbs), "--out", str(run), "--epochs", "1", *EPOCH_ARGS, "--head", "bins", "--members", "2",
-               "--shrink", "0.9")
+    run_script(
+        "cg-train",
+        *db_args(fake_dbs),
+        "--out",
+        str(run),
+        "--epochs",
+        "1",
+        *EPOCH_ARGS,
+        "--head",
+        "bins",
+        "--members",
+        "2",
+        "--shrink",
+        "0.9",
+    )
     config = json.loads((run / "run.json").read_text())["model_config"]
     assert config["head"] == "bins" and config["bins"] >= 2 and config["shrink"] == 0.9
     metrics = json.loads((run / "metrics.json").read_text())
@@ -230,7 +292,9 @@ def test_shrink_pulls_predictions_toward_the_training_mean():
     with torch.no_grad():
         raw, out = plain(ids, coords, padding), pulled(ids, coords, padding)
     assert torch.allclose(out, 20.0 + 0.5 * (raw - 20.0))
-    assert torch.allclose(out, torch.from_numpy(shrunk(raw.numpy(), 0.5, config)).float())  # the graph and the fit agree
+    assert torch.allclose(
+        out, torch.from_numpy(shrunk(raw.numpy(), 0.5, config)).float()
+    )  # the graph and the fit agree
 
     rng = np.random.default_rng(0)  # an ensemble that spreads 10% wider than the grades: the best shrink is ~0.91
     truth = 20.0 + 3.0 * rng.standard_normal(4000)
@@ -251,7 +315,7 @@ def test_learning_rate_schedule_and_ascent_weights():
     cosine = TrainConfig(databases=("x",), lr=1e-3, epochs=10, schedule="cosine", warmup_epochs=1)
     steps = [learning_rate(cosine, step, 100) for step in range(1000)]
     assert steps[0] == pytest.approx(1e-5) and steps[99] == pytest.approx(1e-3)  # linear warm-up over epoch 1
-    assert all(a >= b for a, b in zip(steps[100:], steps[101:])) and steps[-1] < 1e-6  # then decays to ~0
+    assert all(a >= b for a, b in itertools.pairwise(steps[100:])) and steps[-1] < 1e-6  # then decays to ~0
     constant = TrainConfig(databases=("x",), lr=1e-3, epochs=10)
     assert {learning_rate(constant, step, 100) for step in range(1000)} == {1e-3}
     weights = ascent_weights(np.array([0, 1, 5, 20, 500]), floor=0.5)
@@ -260,12 +324,14 @@ def test_learning_rate_schedule_and_ascent_weights():
 
 
 def test_bad_training_options_are_refused_in_one_line(fake_dbs, tmp_path):
-    result = run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "r"), "--features", "x,y,hold_size",
-                        check=False)
+    result = run_script(
+        "cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "r"), "--features", "x,y,hold_size", check=False
+    )
     assert result.returncode == 2 and "--features must start with x,y,is_hold" in result.stderr
     assert "Traceback" not in result.stderr
-    result = run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "r"), "--head", "bins", "--loss", "l1",
-                        check=False)
+    result = run_script(
+        "cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "r"), "--head", "bins", "--loss", "l1", check=False
+    )
     assert result.returncode == 2 and "drop --loss l1" in result.stderr and "Traceback" not in result.stderr
     result = run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "r"), "--bin-sigma", "1", check=False)
     assert result.returncode == 2 and "--bin-sigma shapes the target of --head bins" in result.stderr
@@ -273,9 +339,13 @@ def test_bad_training_options_are_refused_in_one_line(fake_dbs, tmp_path):
     result = run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "r"), "--shrink", "1.2", check=False)
     assert result.returncode == 2 and "--shrink must be above 0 and at most 1" in result.stderr
     assert "Traceback" not in result.stderr
-    result = run_script("cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "r"), "--train-fraction", "0.5", "--refit",
-                        check=False)
-    assert result.returncode == 2 and "--train-fraction must be above 0 and at most 1 (and 1 with --refit)" in result.stderr
+    result = run_script(
+        "cg-train", *db_args(fake_dbs), "--out", str(tmp_path / "r"), "--train-fraction", "0.5", "--refit", check=False
+    )
+    assert (
+        result.returncode == 2
+        and "--train-fraction must be above 0 and at most 1 (and 1 with --refit)" in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -285,10 +355,22 @@ def test_recorded_command_trains_the_same_configuration(monkeypatch):
     from climbgrade_train import cli
     from climbgrade_train.config import TrainConfig
 
-    config = TrainConfig(databases=("a.db", "b.db"), epochs=12, schedule="cosine", warmup_epochs=1.0, members=3,
-                         layouts=(1, 8), features=("x", "y", "is_hold", "angle") + ROUTE_FEATURES, n_heads=2,
-                         member_holds=("token", "placement"), workers=2, refit=True, head="bins", bin_sigma=0.75,
-                         shrink=0.94)
+    config = TrainConfig(
+        databases=("a.db", "b.db"),
+        epochs=12,
+        schedule="cosine",
+        warmup_epochs=1.0,
+        members=3,
+        layouts=(1, 8),
+        features=("x", "y", "is_hold", "angle") + ROUTE_FEATURES,
+        n_heads=2,
+        member_holds=("token", "placement"),
+        workers=2,
+        refit=True,
+        head="bins",
+        bin_sigma=0.75,
+        shrink=0.94,
+    )
     words = config.command("runs/x").split()
     assert words[:5] == ["cg-train", "--db", "a.db", "--db", "b.db"] and "--members" in words and "--lr" not in words
     assert "--features" in words and words[words.index("--features") + 1] == "x,y,is_hold,angle,route"  # compact
