@@ -29,6 +29,10 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 DATA_ENV = "CLIMBGRADE_DATA"
+# The climbs a grade belongs to: single-frame, listed, not drafts (alias c = climbs); and the graded
+# climb_stats rows (alias s). cg-train, cg-eval and cg-serve's climb search all read these rows.
+USABLE_CLIMB_SQL = "c.frames_count = 1 AND c.is_listed = 1 AND COALESCE(c.is_draft, 0) = 0"
+GRADED_STATS_SQL = "s.display_difficulty IS NOT NULL"
 
 
 def databases_from_env() -> tuple[str, ...]:
@@ -105,6 +109,12 @@ class BoardDatabase:
                     (product_id,),
                 )
             )
+            own_roles = {
+                str(name): int(rid)
+                for rid, name in self.connection.execute(
+                    "SELECT id, name FROM placement_roles WHERE product_id = ? ORDER BY id DESC", (product_id,)
+                )
+            }
             angles = tuple(
                 a
                 for (a,) in self.connection.execute(
@@ -123,22 +133,23 @@ class BoardDatabase:
                 mirrors=mirrors,
                 roles={int(k): str(v) for k, v in roles.items()},
                 angles=angles,
+                own_roles=own_roles,
             )
         return out
 
-    def read_climbs(self, where: ClimbFilter) -> list[ClimbRow]:
-        """Graded single-frame, listed, non-draft climb x angle rows that pass the filter.
+    @property
+    def climb_name_sql(self) -> str:
+        """SQL for a climb's name (alias c): read where `climbs` has the column; '' where it does not
+        (a name is not needed to grade, so such a database is still usable)."""
+        return "COALESCE(c.name, '')" if "name" in _columns(self.connection, "climbs") else "''"
 
-        A climb's name is read where `climbs` has the column (it is not needed to grade, so a
-        database without it is still usable: its names are '').
-        """
-        name = "COALESCE(c.name, '')" if "name" in _columns(self.connection, "climbs") else "''"
+    def read_climbs(self, where: ClimbFilter) -> list[ClimbRow]:
+        """Graded single-frame, listed, non-draft climb x angle rows that pass the filter."""
         sql = (
             "SELECT c.uuid, c.layout_id, s.angle, c.frames, s.display_difficulty, "
-            f"COALESCE(s.ascensionist_count, 0), {name} "
+            f"COALESCE(s.ascensionist_count, 0), {self.climb_name_sql} "
             "FROM climbs c JOIN climb_stats s ON s.climb_uuid = c.uuid "
-            "WHERE c.frames_count = 1 AND c.is_listed = 1 AND COALESCE(c.is_draft, 0) = 0 "
-            "AND s.display_difficulty IS NOT NULL AND COALESCE(s.ascensionist_count, 0) >= ?"
+            f"WHERE {USABLE_CLIMB_SQL} AND {GRADED_STATS_SQL} AND COALESCE(s.ascensionist_count, 0) >= ?"
         )
         params: list[object] = [where.min_ascents]
         if where.layouts:
@@ -157,8 +168,11 @@ class BoardDatabase:
         ]
 
 
-def open_database(spec: str) -> BoardDatabase:
-    """Open `PATH` or `BOARD=PATH`; without BOARD the board is told from the products table."""
+def open_database(spec: str, *, shared: bool = False) -> BoardDatabase:
+    """Open `PATH` or `BOARD=PATH` read-only; without BOARD the board is told from the products table.
+
+    `shared`: the connection may be used from other threads (the caller serialises its use).
+    """
     board, sep, path_text = spec.partition("=")
     if not sep:
         board, path_text = "", spec
@@ -166,7 +180,7 @@ def open_database(spec: str) -> BoardDatabase:
     if not path.is_file():
         raise DatabaseError(f"database {path} does not exist: pass the file `boardlib database <board> FILE` wrote")
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=not shared)
         tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(f"{path} is not a readable SQLite database ({exc})") from exc

@@ -24,6 +24,10 @@ class LayoutGeometry:
     mirrors: dict[int, int]  # placement id -> mirrored placement id (same layout)
     roles: dict[int, str]  # role id -> role name (start / middle / finish / foot)
     angles: tuple[int, ...]  # valid wall angles in degrees
+    # Role name -> the id the layout's own product uses for it (TB2 spells start r5, where r1 is the
+    # Tension Board 1's): how a frames string written for this board spells roles. Empty in sidecars
+    # written before it was recorded; then the lowest id of each role name is used.
+    own_roles: dict[str, int] = field(default_factory=dict)
     normalised: dict[int, tuple[float, float]] = field(init=False, repr=False, compare=False)
     role_ids: dict[str, int] = field(init=False, repr=False, compare=False)  # role name -> an Aurora id for it
     role_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -42,7 +46,9 @@ class LayoutGeometry:
             },
         )
         # Looked up for every hold of every route: computed once here, not per call.
-        object.__setattr__(self, "role_ids", {name: rid for rid, name in sorted(self.roles.items(), reverse=True)})
+        lowest = {name: rid for rid, name in sorted(self.roles.items(), reverse=True)}
+        own = {name: rid for name, rid in self.own_roles.items() if self.roles.get(rid) == name}
+        object.__setattr__(self, "role_ids", {**lowest, **own})
         object.__setattr__(self, "role_names", tuple(dict.fromkeys(name for _, name in sorted(self.roles.items()))))
 
     @property
@@ -58,6 +64,7 @@ class LayoutGeometry:
             "roles": {str(rid): name for rid, name in sorted(self.roles.items())},
             "placements": {str(pid): list(xy) for pid, xy in sorted(self.placements.items())},
             "mirrors": {str(pid): mid for pid, mid in sorted(self.mirrors.items())},
+            **({"own_roles": dict(sorted(self.own_roles.items(), key=lambda item: item[1]))} if self.own_roles else {}),
         }
 
     @classmethod
@@ -70,6 +77,7 @@ class LayoutGeometry:
             mirrors={int(pid): int(mid) for pid, mid in data["mirrors"].items()},
             roles={int(rid): str(name) for rid, name in data["roles"].items()},
             angles=tuple(int(a) for a in data["angles"]),
+            own_roles={str(name): int(rid) for name, rid in data.get("own_roles", {}).items()},
         )
 
 

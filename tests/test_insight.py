@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from climbgrade_runtime import GradePredictor, RouteError, parse_angle_spec
+from climbgrade_runtime.boardlib_db import open_database
+from climbgrade_runtime.geometry import LayoutGeometry
 from climbgrade_runtime.routes import parse_route
 
 from conftest import REAL_DATA, ROOT, run_script
@@ -177,6 +179,36 @@ def test_mirror_of_a_tb2_route_equals_predict_of_its_frames_and_is_an_involution
     assert back.frames == TB2["frames"] or set(re.findall(r"p\d+r\d+", back.frames)) == set(
         re.findall(r"p\d+r\d+", TB2["frames"])
     )
+
+
+def test_frames_spell_roles_in_each_boards_own_ids(predictor):
+    """A route given by role names gets frames in its board's own role ids: TB2 r5-r8, Kilter Homewall r42-r45."""
+    named = with_holds(TB2, holds_of(predictor, TB2))
+    mirror = predictor.mirror(named)
+    assert mirror is not None
+    assert set(re.findall(r"r(\d+)", mirror.frames)) <= {"5", "6", "7", "8"}
+    homewall = predictor.tokenizer.layouts[("kilter", 8)]
+    assert homewall.role_ids == {"start": 42, "middle": 43, "finish": 44, "foot": 45}
+    assert predictor.tokenizer.layouts[("kilter", 1)].role_ids == {"start": 12, "middle": 13, "finish": 14, "foot": 15}
+
+
+def test_a_sidecar_without_own_roles_still_loads(predictor):
+    """Sidecars written before own_roles was recorded read as before: the lowest id of each role name."""
+    layout = predictor.tokenizer.layouts[("tension", 11)]
+    data = layout.to_dict()
+    assert data["own_roles"] == {"start": 5, "middle": 6, "finish": 7, "foot": 8}
+    assert LayoutGeometry.from_dict(data) == layout
+    del data["own_roles"]
+    older = LayoutGeometry.from_dict(data)
+    assert older.role_ids == {"start": 1, "middle": 2, "finish": 3, "foot": 4} and older.roles == layout.roles
+
+
+@pytest.mark.skipif(REAL_DATA is None, reason="../shared/data (or $CLIMBGRADE_DATA) is not present")
+def test_own_roles_are_read_from_the_products_placement_roles(predictor):
+    assert REAL_DATA is not None
+    for db, layout_ids in (("kilter.db", {1, 8}), ("tension.db", {11})):
+        for layout in open_database(str(REAL_DATA / db)).read_layouts(layout_ids).values():
+            assert layout.own_roles == predictor.tokenizer.layouts[layout.key].own_roles
 
 
 def test_no_mirror_on_kilter_or_for_a_hold_without_one(predictor):
@@ -346,14 +378,15 @@ def test_cg_infer_svg_writes_one_picture_per_graded_route(tmp_path, predictor):
         svg = ET.parse(out / name).getroot()
         rings = svg.findall(".//{http://www.w3.org/2000/svg}circle[@data-placement-id]")
         holds = holds_of(predictor, route)
-        assert sorted((int(r.get("data-placement-id")), r.get("data-role")) for r in rings) == sorted(holds)
-        title = svg.find("{http://www.w3.org/2000/svg}title").text
+        assert sorted((int(r.attrib["data-placement-id"]), r.attrib["data-role"]) for r in rings) == sorted(holds)
+        title = svg.find("{http://www.w3.org/2000/svg}title")
+        assert title is not None
         prediction = predictor.predict(route)
-        assert title == (
+        assert title.text == (
             f"{route['name']} · {prediction.font}/{prediction.v_grade} · "
             f"{prediction.difficulty:.1f} at {route['angle']}°"
         )
-        widths = {float(r.get("stroke-width")) for r in rings}
+        widths = {float(r.attrib["stroke-width"]) for r in rings}
         assert len(widths) > 1  # --explain: ring weights follow the holds' effects
 
 
