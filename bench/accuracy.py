@@ -36,6 +36,7 @@ from climbgrade_runtime.graded import Example, load_examples
 from climbgrade_runtime.grades import GradeTable
 from climbgrade_runtime.metrics import metrics_by_board
 from climbgrade_runtime.predictor import GradePredictor
+from climbgrade_runtime.results import Prediction
 from climbgrade_runtime.route_features import ALL_ROUTE_FEATURES, ROUTE_FEATURES, SHAPE_FEATURES
 from climbgrade_runtime.routes import Route
 from climbgrade_runtime.split import uuid_digest
@@ -319,7 +320,9 @@ def main(
             f"{model_path} was tested on other climbs than this split's: pass the databases it was trained on"
         )
     graded = predictor.predict_many([Route(e.board, e.layout_id, e.angle, e.route.holds) for e in test])
-    results[f"shipped ({model_path.name})"] = score(test, np.array([p.difficulty for p in graded]), grades)
+    shipped_predicted = np.array([p.difficulty for p in graded if isinstance(p, Prediction)])
+    assert len(shipped_predicted) == len(test), "the model refused routes of its own test split"
+    results[f"shipped ({model_path.name})"] = score(test, shipped_predicted, grades)
     if ablations or only:
         chosen = {name: change for name, change in ABLATIONS.items() if not only or any(t in name for t in only)}
         chosen_shrunk = {name: base for name, base in SHRUNK_ROWS.items() if not only or any(t in name for t in only)}

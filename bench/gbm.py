@@ -85,9 +85,13 @@ def fit_predict(
         callbacks=[lightgbm.early_stopping(100, verbose=False)],
     )
     if not refit:
-        return booster.predict(featurizer.transform(test), num_iteration=booster.best_iteration), booster.best_iteration
+        predicted = booster.predict(featurizer.transform(test), num_iteration=booster.best_iteration)
+        assert isinstance(predicted, np.ndarray)  # Booster.predict is sparse only for pred_contrib, never asked here
+        return predicted, booster.best_iteration
     both = [*train, *val]
     rounds = round(booster.best_iteration * len(both) / len(train))
     featurizer = Featurizer(both)
     booster = lightgbm.train(PARAMS, lightgbm.Dataset(featurizer.transform(both), target(both)), num_boost_round=rounds)
-    return booster.predict(featurizer.transform(test)), rounds
+    predicted = booster.predict(featurizer.transform(test))
+    assert isinstance(predicted, np.ndarray)
+    return predicted, rounds

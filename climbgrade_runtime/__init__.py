@@ -11,7 +11,8 @@ predictor.mirror(route)                    # its left-right mirror, graded (boar
 
 from .errors import ClimbgradeError, DatabaseError, ModelError, RouteError
 from .insight import AngleGrade, AngleSpec, Explanation, HoldEffect, Mirror, Sweep, parse_angle_spec
-from .predictor import GradePredictor, Prediction, RouteFailure
+from .predictor import GradePredictor
+from .results import Prediction, RouteFailure
 from .routes import Route
 
 __all__ = [

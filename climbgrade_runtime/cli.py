@@ -26,8 +26,9 @@ from .evaluation import (
 )
 from .inputs import read_routes
 from .insight import ANGLE_SPEC_FORMS, AngleSpec, InsightRequest, parse_angle_spec
-from .predictor import DEFAULT_BATCH_SIZE, GradePredictor, RouteFailure
+from .predictor import DEFAULT_BATCH_SIZE, GradePredictor
 from .report import Result, ResultWriter, problem_lines, write_svgs
+from .results import RouteFailure
 from .split import SPLITS
 
 EXIT_BAD_INPUT = 2

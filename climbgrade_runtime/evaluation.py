@@ -22,7 +22,8 @@ from .errors import ClimbgradeError, ModelError
 from .files import atomic_open, atomic_write_text
 from .graded import Example, load_examples, skip_reason
 from .metrics import METRIC_NAMES, metrics_by_board
-from .predictor import DEFAULT_BATCH_SIZE, GradePredictor, Prediction, RouteFailure
+from .predictor import DEFAULT_BATCH_SIZE, GradePredictor
+from .results import Prediction, RouteFailure
 from .routes import Route
 from .split import SPLITS, SplitRule, uuid_digest
 from .svg import render_route_svg, svg_file_name

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import RouteError
 from .geometry import LayoutGeometry
+from .results import Prediction
 from .routes import Route
 from .tokenizer import ResolvedRoute, check_angle
-
-if TYPE_CHECKING:
-    from .predictor import Prediction
 
 _RANGE = re.compile(r"(\d{1,3})-(\d{1,3})")
 _LIST = re.compile(r"\d{1,3}(?:,\d{1,3})*")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from .insight import (
     frames_of,
     no_mirror_reason,
 )
+from .results import Prediction, RouteFailure
 from .routes import Route, parse_route, route_labels, unknown_keys
 from .session import create_session
 from .sidecar import Sidecar, file_sha256, sidecar_path
@@ -46,46 +47,6 @@ def default_model_path() -> Path:
         return Path(str(resources.files("climbgrade_runtime.exports").joinpath(DEFAULT_MODEL_FILE)))
     except ModuleNotFoundError:
         return Path(__file__).resolve().parent.parent / "exports" / DEFAULT_MODEL_FILE
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """A graded route: Aurora difficulty, its nearest Font and V grade, and any warnings."""
-
-    index: int
-    difficulty: float
-    font: str
-    v_grade: str
-    board: str
-    layout_id: int
-    angle: int
-    warnings: tuple[str, ...] = ()
-    labels: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            **self.labels,
-            "board": self.board,
-            "layout_id": self.layout_id,
-            "angle": self.angle,
-            "difficulty": self.difficulty,
-            "font": self.font,
-            "v_grade": self.v_grade,
-            "warnings": list(self.warnings),
-        }
-
-
-@dataclass(frozen=True)
-class RouteFailure:
-    """A route of a batch that could not be graded, and why."""
-
-    index: int
-    error: str
-    labels: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, **self.labels, "error": self.error}
 
 
 class GradePredictor:

@@ -16,7 +16,7 @@ from typing import TextIO
 from .files import atomic_write_text
 from .inputs import Shape
 from .insight import RouteInsight
-from .predictor import Prediction, RouteFailure
+from .results import Prediction, RouteFailure
 from .svg import render_route_svg, svg_file_name
 
 Result = Prediction | RouteFailure | RouteInsight

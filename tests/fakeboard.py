@@ -155,8 +155,7 @@ def make_database(path: Path, board: FakeBoard, climbs: int, seed: int, *, defec
     start, middle, finish, foot = board.role_ids
     for n in range(climbs):
         count = int(rng.integers(3, 14))
-        chosen = rng.choice(pids, size=count, replace=False)
-        chosen = sorted(chosen, key=lambda p: places[p][1])
+        chosen = sorted(rng.choice(pids, size=count, replace=False), key=lambda p: places[p][1])
         roles = [start] + [middle] * (count - 2) + [finish]
         roles = [foot if (r == middle and rng.random() < 0.25) else r for r in roles]
         holds = list(zip(chosen, roles))
@@ -170,26 +169,17 @@ def make_database(path: Path, board: FakeBoard, climbs: int, seed: int, *, defec
             _insert_stats(con, uid, int(angle), difficulty, int(rng.integers(1, 40)))
     if defects:
         good = frames_of([(pids[0], start), (pids[10], finish)])
-        bad = {
-            "DRAFT": dict(frames=good, is_draft=1),
-            "UNLISTED": dict(frames=good, is_listed=0),
-            "MULTIFRAME": dict(frames=good + "," + good, frames_count=2),
-            "BADFRAMES": dict(frames="p12x34"),
-            "OFFBOARD": dict(frames=frames_of([(pids[0], start), (999_999, finish)])),
-            "TWICE": dict(frames=frames_of([(pids[0], start), (pids[0], finish)])),
-            "BADROLE": dict(frames=frames_of([(pids[0], start), (pids[3], 99)])),
+        bad: dict[str, tuple[str, dict[str, int]]] = {  # name -> (frames, climbs columns other than the defaults)
+            "DRAFT": (good, dict(is_draft=1)),
+            "UNLISTED": (good, dict(is_listed=0)),
+            "MULTIFRAME": (good + "," + good, dict(frames_count=2)),
+            "BADFRAMES": ("p12x34", {}),
+            "OFFBOARD": (frames_of([(pids[0], start), (999_999, finish)]), {}),
+            "TWICE": (frames_of([(pids[0], start), (pids[0], finish)]), {}),
+            "BADROLE": (frames_of([(pids[0], start), (pids[3], 99)]), {}),
         }
-        for name, fields in bad.items():
-            _insert_climb(
-                con,
-                f"DEFECT{name}",
-                board.layout_id,
-                fields["frames"],
-                name,
-                is_draft=fields.get("is_draft", 0),
-                is_listed=fields.get("is_listed", 1),
-                frames_count=fields.get("frames_count", 1),
-            )
+        for name, (frames, columns) in bad.items():
+            _insert_climb(con, f"DEFECT{name}", board.layout_id, frames, name, **columns)
             _insert_stats(con, f"DEFECT{name}", board.angles[0], 15.0, 5)
         _insert_climb(con, "DEFECTNOSTATS", board.layout_id, good, "no stats")
     con.commit()

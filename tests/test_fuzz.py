@@ -33,10 +33,10 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from climbgrade_runtime import GradePredictor, Prediction, RouteFailure
 from climbgrade_runtime.cli import main
 from climbgrade_runtime.errors import RouteError
 from climbgrade_runtime.inputs import read_json_lines
-from climbgrade_runtime.predictor import GradePredictor, Prediction, RouteFailure
 from climbgrade_runtime.routes import parse_frames, parse_route
 from climbgrade_runtime.tokenizer import PREFIX_TOKENS, Tokenizer
 
@@ -50,7 +50,7 @@ FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, Heal
 # --- strategies --------------------------------------------------------------------------------
 
 HUGE_INTS = [10**30, -(10**30), 2**63, -(2**63) - 1, 2**64, 10**4299]  # 10**4299: the longest int JSON decodes
-NASTY = st.sampled_from(
+NASTY: st.SearchStrategy[object] = st.sampled_from(
     [
         None,
         True,
@@ -155,7 +155,7 @@ def route_objects(name: str, board: FakeBoard) -> st.SearchStrategy[dict[str, An
 FAKE_LAYOUTS = (("kilter", KILTER), ("tension", TENSION))
 ROUTES = route_objects(*FAKE_LAYOUTS[0]) | route_objects(*FAKE_LAYOUTS[1])
 KILTER_ROUTE = {"board": "kilter", "layout_id": 1, "angle": 40}
-PRINTABLE = st.characters(blacklist_categories=("Cs",))  # what a UTF-8 stdin can carry
+PRINTABLE = st.characters(exclude_categories=["Cs"])  # what a UTF-8 stdin can carry
 INPUT_LINES = mostly(
     ROUTES.map(json.dumps),
     JSON_VALUES.map(json.dumps)
@@ -212,7 +212,7 @@ def run_cg_infer(model: Path, args: list[str], stdin: str | bytes | None = None)
     error), no traceback, every stderr line an `error:` or `warning:`. Returns the result and those lines."""
     result = CliRunner().invoke(main, [*args, "--model", str(model)], input=stdin)
     assert result.exception is None or isinstance(result.exception, SystemExit), "".join(
-        traceback.format_exception(*result.exc_info)
+        traceback.format_exception(result.exception)
     )
     assert result.exit_code in (0, 2)
     assert "Traceback" not in result.output

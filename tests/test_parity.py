@@ -50,7 +50,8 @@ def test_runtime_matches_pytorch(pipeline, batch_size):
     assert len(routes) >= 500
 
     results = predictor.predict_many(routes, batch_size=batch_size)
-    ours = np.array([r.difficulty for r in results])
+    ours = np.array([r.difficulty for r in results if isinstance(r, Prediction)])
+    assert len(ours) == len(routes)
     encoded = [predictor.tokenizer.encode(parse_route(r)) for r in routes]
     reference = np.concatenate(
         [torch_predict(model, pad_batch(encoded[i : i + 50])) for i in range(0, len(encoded), 50)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import queue
 import subprocess
@@ -61,11 +62,13 @@ def run_streaming(model, payload: bytes, tmp_path) -> tuple[int, int, int]:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
+    stdin, stdout = proc.stdin, proc.stdout
+    assert stdin is not None and stdout is not None
     counted: list[int] = []
-    reader = threading.Thread(target=lambda: counted.append(sum(1 for _ in proc.stdout)))
+    reader = threading.Thread(target=lambda: counted.append(sum(1 for _ in stdout)))
     reader.start()
-    proc.stdin.write(payload)
-    proc.stdin.close()
+    stdin.write(payload)
+    stdin.close()
     reader.join()
     code = proc.wait()
     return code, counted[0], int(report.read_text().split()[-1])
@@ -92,7 +95,7 @@ def test_memory_stays_flat_for_a_large_stream(fake_pipeline, tmp_path):
 def test_input_shapes(tmp_path, text, shape, count):
     path = tmp_path / "in.json"
     path.write_text(text)
-    routes = read_routes(str(path), stdin=None)
+    routes = read_routes(str(path), stdin=io.BytesIO())
     assert routes.shape == shape and len(list(routes.records)) == count
 
 
@@ -101,7 +104,7 @@ def test_json_lines_file_is_read_lazily(tmp_path):
     taken still comes out, where a reader that read (or decoded) everything up front would miss it."""
     path = tmp_path / "in.jsonl"
     path.write_text('{"a": 1}\n' * 10 + "{broken\n")
-    records = iter(read_routes(str(path), stdin=None).records)
+    records = iter(read_routes(str(path), stdin=io.BytesIO()).records)
     assert next(records) == {"a": 1}
     with path.open("a") as handle:
         handle.write('{"late": 1}\n')

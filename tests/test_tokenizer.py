@@ -223,7 +223,9 @@ def test_route_features_sit_on_cls_and_describe_the_route(fake_data):
         fake_data.layouts.values(), [], fake_data.max_len, features=BASE_FEATURES + ("move_dx", "move_dy")
     ).encode(Route("kilter", 1, 40, holds))
     # Onto each hand hold from the hand hold below it; nothing on the foot or the lowest hand hold.
-    assert np.allclose(moves.coords[3:, 3:], [[0, 0], [0, 0], hand[1] - hand[0], hand[2] - hand[1]], atol=1e-6)
+    assert np.allclose(
+        moves.coords[3:, 3:], np.array([[0, 0], [0, 0], hand[1] - hand[0], hand[2] - hand[1]]), atol=1e-6
+    )
     shuffled = tokenizer.encode(Route("kilter", 1, 40, holds[::-1]))  # any listing order: the same features
     assert np.array_equal(shuffled.coords, encoded.coords)
 
