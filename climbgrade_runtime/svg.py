@@ -32,6 +32,9 @@ RING_RADIUS = 11.0  # pixels: about half the closest spacing of two holes
 RING_WIDTH = 2.5  # pixels, a ring without an effect (or an effect of 0)
 WIDTH_PER_EFFECT = 2.5  # extra pixels per unit of |effect| (Aurora difficulty points)
 MAX_EFFECT_SHOWN = 3.0  # |effect| beyond this draws as this, so one hold cannot swamp the picture
+# A finger-sized tap target per hole for the kiosk. Aurora holes sit >= 5.66 board units (22.6 pixels)
+# apart, so targets of 12 pixels overlap their closest neighbours by at most ~1.4 pixels.
+HIT_RADIUS = 12.0  # pixels
 
 
 def render_route_svg(
@@ -39,6 +42,7 @@ def render_route_svg(
     holds: Sequence[tuple[int, str]],
     title: str,
     effects: Mapping[int, float] | None = None,
+    interactive: bool = False,
 ) -> str:
     """The route `holds` ((placement id, role name) pairs) on `layout` as an SVG document.
 
@@ -93,6 +97,12 @@ def render_route_svg(
             )
     lines.append("</g>")
     lines.extend(labels)
+    if interactive:
+        lines.append('<g class="hits" fill="transparent" pointer-events="all">')
+        for pid in sorted(layout.placements):
+            cx, cy = point(pid)
+            lines.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{HIT_RADIUS:g}" data-placement-id="{pid}"/>')
+        lines.append("</g>")
     lines.append("</svg>")
     return "\n".join(lines) + "\n"
 

@@ -12,6 +12,8 @@ Fenced blocks are checked by their info string (the words after the opening ```)
 - ``bash training``: the training example, checked without training: its options exist, each step
   reads what the step before wrote, and it grades only routes of the boards its database holds;
 - ``bash needs-db``: needs a user's database, so it is not run; its options exist.
+- ``bash serve``: starts the kiosk server, which runs until stopped: not run here (the kiosk's API and
+  browser tests start it); its options exist.
 A block of any other kind fails, so a new example has to say how it is checked.
 Also: the README's shipped-model row matches the sidecar's test metrics; docs/ and CHANGELOG.md links
 reach their files and headings; docs/training.md names every cg-train and cg-export option and shows
@@ -38,6 +40,7 @@ import pytest
 from climbgrade_runtime import GradePredictor
 from climbgrade_runtime.cli import eval_command
 from climbgrade_runtime.cli import main as infer_command
+from climbgrade_runtime.serve.cli import main as serve_command
 from climbgrade_train.cli import export_command, train_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,8 +51,9 @@ COMMANDS: dict[str, click.Command] = {
     "cg-eval": eval_command,
     "cg-train": train_command,
     "cg-export": export_command,
+    "cg-serve": serve_command,
 }
-KINDS = {"bash setup", "bash training", "bash needs-db", "console", "python", "text", "json"}
+KINDS = {"bash setup", "bash training", "bash needs-db", "bash serve", "console", "python", "text", "json"}
 SHELL_OPERATORS = {"|", "||", "&&", ";"}
 STDERR_PREFIXES = ("error:", "warning:")
 MAX_README_LINES = 230

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from climbgrade_runtime import GradePredictor
 from climbgrade_runtime.routes import parse_route
-from climbgrade_runtime.svg import OTHER_ROLE_COLOUR, ROLE_COLOURS, render_route_svg
+from climbgrade_runtime.svg import HIT_RADIUS, OTHER_ROLE_COLOUR, ROLE_COLOURS, render_route_svg
 from climbgrade_runtime.tokenizer import ResolvedRoute
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -88,3 +89,28 @@ def test_hostile_title_is_escaped_and_nothing_is_external(predictor):
     assert root.findtext(f"{SVG}title") == '<script>alert("x")</script> & co'
     assert [e.tag for e in root.iter() if e.tag.split("}")[-1] in ("script", "image", "a", "style", "use")] == []
     assert "href" not in text and "url(" not in text
+
+
+def test_interactive_adds_a_finger_sized_target_on_top_of_every_hole(predictor):
+    route = resolved_examples(predictor)[0]
+    plain = render_route_svg(route.layout, route.holds, "t", effects={route.holds[0][0]: 1.0})
+    text = render_route_svg(route.layout, route.holds, "t", effects={route.holds[0][0]: 1.0}, interactive=True)
+    root = ET.fromstring(text)
+    hits = root.findall(f"{SVG}g[@class='hits']")
+    assert len(hits) == 1 and list(root)[-1] is hits[0]  # drawn last: above the rings and labels, so taps reach it
+    assert hits[0].attrib["fill"] == "transparent" and hits[0].attrib["pointer-events"] == "all"
+    targets = list(hits[0])
+    assert sorted(int(c.attrib["data-placement-id"]) for c in targets) == sorted(route.layout.placements)
+    assert HIT_RADIUS >= 12 and {float(c.attrib["r"]) for c in targets} == {HIT_RADIUS}
+    # Each target sits on its hole's dot, and the route's rings are unchanged.
+    dot_at = {(c.attrib["cx"], c.attrib["cy"]) for c in dots(ET.fromstring(plain))}
+    assert {(c.attrib["cx"], c.attrib["cy"]) for c in targets} == dot_at
+    assert text.split('<g class="hits"')[0] + "</svg>\n" == plain
+
+
+def test_interactive_targets_of_neighbouring_holes_barely_overlap(predictor):
+    for layout in predictor.tokenizer.layouts.values():
+        root = ET.fromstring(render_route_svg(layout, [], "t", interactive=True))
+        centres = [(float(c.attrib["cx"]), float(c.attrib["cy"])) for c in rings(root)]
+        closest = min(math.dist(a, b) for i, a in enumerate(centres) for b in centres[i + 1 :])
+        assert 2 * HIT_RADIUS - closest < 0.1 * (2 * HIT_RADIUS), (layout.key, closest)  # under a tenth of a target

@@ -1,0 +1,449 @@
+"""The kiosk page in a real browser: Debian's Chromium, driven by Playwright, against a real cg-serve.
+
+A cg-serve subprocess (the venv's console script, the shipped model, a free loopback port; with the
+real kilter.db for search when ../shared/data is present) serves the page; each test opens it and
+taps, selects, pastes and reads as a climber would. The page's strict CSP holds throughout: a test
+fails on any console error or uncaught page error (a CSP violation is one).
+
+Outside CI the tests skip, saying why, when Playwright or Chromium is missing; with CI set they fail
+instead, so CI cannot pass without running them. A failing test leaves a screenshot in
+tests/artifacts/ (its path is printed with the failure). CLIMBGRADE_SCREENSHOT=PATH also saves the
+README's picture of the page with a graded route.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+from conftest import BIN, REAL_DATA, ROOT, run_script
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+EXAMPLES = ROOT / "examples" / "routes.json"
+BROWSER_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WIDE = {"width": 1000, "height": 800}  # a laptop or a landscape kiosk; the README picture's size
+PHONE = {"width": 390, "height": 844}
+GRADE = re.compile(r"^\d+\.\d · \S+ · V\d+$")  # "22.1 · 7a · V6"
+HOLD = re.compile(r"p(\d+)r(\d+)")
+START_TIMEOUT_S = 60
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip with the reason, or fail under CI, where the browser tests must run."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI is set, so the browser tests must run (.ci/run installs chromium)")
+    pytest.skip(reason)
+
+
+def chromium_path() -> str | None:
+    found = Path("/usr/bin/chromium")
+    return str(found) if found.is_file() else shutil.which("chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return json.load(answer)
+
+
+def post_json(url: str, body: Any) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.load(answer)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("the playwright package is not installed (pip install -e '.[test]')")
+    executable = chromium_path()
+    if executable is None:
+        unavailable("no Chromium at /usr/bin/chromium or on PATH (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=BROWSER_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """A real cg-serve on a free loopback port; its base URL once /healthz answers."""
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        unavailable(f"{', '.join(missing)} not installed: cg-serve needs the serve extra (pip install -e '.[serve]')")
+    script = BIN / "cg-serve"
+    if not script.is_file():
+        pytest.fail(f"{script} is missing: install the package (pip install -e '.[test]')")
+    port = free_port()
+    db = ["--db", f"kilter={REAL_DATA / 'kilter.db'}"] if REAL_DATA is not None else []
+    log = ARTIFACTS / "cg-serve.log"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with log.open("w") as out:
+        process = subprocess.Popen([str(script), "--port", str(port), *db], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"cg-serve exited {process.returncode} before answering:\n{log.read_text()[-3000:]}")
+            try:
+                if get_json(url + "healthz")["status"] == "ok":
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"cg-serve did not answer /healthz within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def layouts(server: str) -> dict[str, dict[str, Any]]:
+    """GET /v1/layouts by "board/layout_id"."""
+    return {f"{lay['board']}/{lay['layout_id']}": lay for lay in get_json(server + "v1/layouts")["layouts"]}
+
+
+class Kiosk:
+    """The page open in one browser tab, with the problems it reported."""
+
+    def __init__(self, page: Any, url: str) -> None:
+        self.page = page
+        self.url = url
+        self.problems: list[str] = []
+        page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        page.on(
+            "console",
+            lambda msg: self.problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None,
+        )
+
+    def open(self) -> None:
+        self.page.goto(self.url)
+        self.settle()
+
+    def settle(self) -> None:
+        """Wait until no request of the page is in flight (the page keeps <body data-state> up to date)."""
+        self.page.wait_for_selector("body[data-state=idle]", timeout=15_000)
+
+    def expected(self, problem: str) -> None:
+        """Forget the reported problems containing `problem`: ones the test caused on purpose (at least one)."""
+        kept = [p for p in self.problems if problem not in p]
+        assert len(kept) < len(self.problems), f"the page reported no {problem!r}: {self.problems}"
+        self.problems = kept
+
+    def text(self, selector: str) -> str:
+        return self.page.locator(selector).inner_text().strip()
+
+    def frames(self) -> str:
+        return self.page.input_value("#frames")
+
+    def tap(self, pid: int, times: int = 1) -> None:
+        for _ in range(times):
+            self.page.locator(f'#board .hits [data-placement-id="{pid}"]').click()
+        self.settle()
+
+    def choose_layout(self, key: str) -> None:
+        self.page.select_option("#layout", key)
+        self.page.wait_for_selector("#board .hits [data-placement-id]")
+        self.settle()
+
+    def choose_angle(self, angle: int) -> None:
+        self.page.select_option("#angle", str(angle))
+        self.settle()
+
+    def load(self, frames: str) -> None:
+        self.page.fill("#paste", frames)
+        self.page.click("#load")
+        self.settle()
+
+    def sweep_points(self) -> list[tuple[int, bool]]:
+        """(angle, chosen?) of each point of the sweep chart."""
+        points = self.page.locator("#sweep circle.pt")
+        return [
+            (int(points.nth(i).get_attribute("data-angle")), "chosen" in points.nth(i).get_attribute("class"))
+            for i in range(points.count())
+        ]
+
+
+def screenshot_on_failure(test: Callable[..., None]) -> Callable[..., None]:
+    """Run a test taking the `kiosk` fixture: on failure save the page to tests/artifacts/<test>.png
+    and say where; after the test, fail on any console or page error the page raised."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        kiosk: Kiosk = kwargs["kiosk"]
+        try:
+            test(*args, **kwargs)
+            assert kiosk.problems == [], "the page reported problems"
+        except Exception:
+            shot = ARTIFACTS / f"{test.__name__}.png"
+            kiosk.page.screenshot(path=str(shot), full_page=True)
+            print(f"screenshot of the page at the failure: {shot}\nthe page's problems: {kiosk.problems}")
+            raise
+
+    return run
+
+
+@pytest.fixture()
+def kiosk(browser: Any, server: str) -> Iterator[Kiosk]:
+    context = browser.new_context(viewport=WIDE)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    opened = Kiosk(page, server)
+    opened.open()
+    yield opened
+    context.close()
+
+
+def example_route(index: int) -> dict[str, Any]:
+    return json.loads(EXAMPLES.read_text())[index]
+
+
+def grade_text(answer: dict[str, Any]) -> str:
+    """What #grade shows for a grade answer."""
+    return f"{answer['difficulty']:.1f} · {answer['font']} · {answer['v_grade']}"
+
+
+def holds_of(frames: str) -> set[tuple[int, int]]:
+    return {(int(p), int(r)) for p, r in HOLD.findall(frames)}
+
+
+def four_holds(layout: dict[str, Any]) -> list[int]:
+    """Four placements up the middle of the layout, bottom to top: a plausible route to tap."""
+    places = layout["placements"]
+    xs = sorted(p["x"] for p in places)
+    ys = sorted(p["y"] for p in places)
+    middle_x = xs[len(xs) // 2]
+    chosen = []
+    for share in (0.15, 0.4, 0.65, 0.9):
+        y = ys[int(share * (len(ys) - 1))]
+        chosen.append(min(places, key=lambda p: (abs(p["y"] - y), abs(p["x"] - middle_x)))["id"])
+    assert len(set(chosen)) == 4
+    return chosen
+
+
+@screenshot_on_failure
+def test_tapping_four_holds_shows_a_grade_and_a_new_angle_changes_it(kiosk, layouts):
+    kiosk.choose_layout("kilter/1")
+    layout = layouts["kilter/1"]
+    roles = layout["roles"]
+    start, hand, hand2, finish = four_holds(layout)
+    assert kiosk.text("#grade") == "Tap holds to build a route"
+    kiosk.tap(start)  # none -> start
+    kiosk.tap(hand, times=2)  # -> start -> hand
+    kiosk.tap(hand2, times=2)
+    kiosk.tap(finish, times=3)  # -> start -> hand -> finish
+    assert kiosk.frames() == (
+        f"p{start}r{roles['start']}p{hand}r{roles['middle']}p{hand2}r{roles['middle']}p{finish}r{roles['finish']}"
+    )
+    first = kiosk.text("#grade")
+    assert GRADE.match(first), first
+    # The server's picture rings the four holds in their roles.
+    rings = kiosk.page.locator("#board .route [data-placement-id]")
+    assert sorted((int(r.get_attribute("data-placement-id")), r.get_attribute("data-role"))
+                  for r in rings.all()) == sorted([(start, "start"), (hand, "middle"), (hand2, "middle"),
+                                                    (finish, "finish")])  # fmt: skip
+    angle = int(kiosk.page.input_value("#angle"))
+    assert kiosk.sweep_points() == [(a, a == angle) for a in layout["angles"]]
+
+    other = 20 if angle != 20 else 45
+    kiosk.choose_angle(other)
+    changed = kiosk.text("#grade")
+    assert GRADE.match(changed) and changed != first
+    assert kiosk.sweep_points() == [(a, a == other) for a in layout["angles"]]
+    # The grade shown is the sweep's point for that angle (one prediction, two views).
+    chosen = kiosk.page.locator("#sweep circle.pt.chosen title").text_content()
+    assert chosen == f"{other}°: {changed}"
+
+
+@screenshot_on_failure
+def test_a_pasted_route_gets_the_grade_cg_infer_gives(kiosk, server):
+    route = example_route(0)
+    answer = json.loads(run_script("cg-infer", str(EXAMPLES), "--format", "json").stdout)[0]
+    kiosk.choose_layout(f"{route['board']}/{route['layout_id']}")
+    kiosk.choose_angle(route["angle"])
+    kiosk.load(route["frames"])
+    assert kiosk.text("#grade") == grade_text(answer)
+    assert holds_of(kiosk.frames()) == holds_of(route["frames"])
+    assert kiosk.page.locator("#board .route [data-placement-id]").count() == len(holds_of(route["frames"]))
+    assert kiosk.page.locator("#error").is_hidden()
+    if picture := os.environ.get("CLIMBGRADE_SCREENSHOT"):
+        kiosk.page.screenshot(path=picture)
+        print(f"the README picture of the page: {picture}")
+
+    # A bad string shows the server's one-line error and leaves the route as it was.
+    shown, frames = kiosk.text("#grade"), kiosk.frames()
+    kiosk.load("p1x")
+    expected = "'frames' 'p1x' does not parse"
+    assert expected in kiosk.text("#error")
+    assert (kiosk.text("#grade"), kiosk.frames()) == (shown, frames)
+    kiosk.expected("status of 422")  # Chromium logs the refused request
+
+
+@screenshot_on_failure
+def test_undo_and_clear_walk_the_route_back(kiosk, layouts):
+    kiosk.choose_layout("kilter/1")
+    start, hand, _, _ = four_holds(layouts["kilter/1"])
+    assert kiosk.page.locator("#undo").is_disabled() and kiosk.page.locator("#clear").is_disabled()
+    kiosk.tap(start)
+    kiosk.tap(hand)
+    two = kiosk.frames()
+    grade = kiosk.text("#grade")
+    assert GRADE.match(grade)  # a route of two starts still grades
+    kiosk.page.click("#clear")
+    kiosk.settle()
+    assert kiosk.frames() == "" and kiosk.text("#grade") == "Tap holds to build a route"
+    assert kiosk.page.locator("#board .route [data-placement-id]").count() == 0
+    assert kiosk.page.locator("#sweep circle").count() == 0
+    kiosk.page.click("#undo")  # the clear undone
+    kiosk.settle()
+    assert (kiosk.frames(), kiosk.text("#grade")) == (two, grade)
+    kiosk.page.click("#undo")  # the second tap undone: one hold, still graded
+    kiosk.settle()
+    assert kiosk.frames() == f"p{start}r{layouts['kilter/1']['roles']['start']}"
+    assert GRADE.match(kiosk.text("#grade"))
+    assert "route has no finish hold" in kiosk.text("#warnings")  # the route's own warnings are shown
+    kiosk.page.click("#undo")
+    kiosk.settle()
+    assert kiosk.frames() == "" and kiosk.page.locator("#undo").is_disabled()
+
+
+@screenshot_on_failure
+def test_mirror_loads_the_mirrored_route_on_tb2(kiosk, server, layouts):
+    route = example_route(2)
+    assert (route["board"], route["layout_id"]) == ("tension", 11) and layouts["tension/11"]["has_mirrors"]
+    assert kiosk.page.locator("#mirror").is_hidden()  # Kilter Original has no mirrored holes
+    kiosk.choose_layout("tension/11")
+    kiosk.choose_angle(route["angle"])
+    assert kiosk.page.locator("#mirror").is_disabled()  # no route yet
+    kiosk.load(route["frames"])
+    before = kiosk.frames()
+    mirror = post_json(server + "v1/explain", {**route, "frames": before})["mirror"]
+    assert mirror is not None
+    kiosk.page.click("#mirror")
+    kiosk.settle()
+    after = kiosk.frames()
+    assert after != before and holds_of(after) == holds_of(mirror["frames"])
+    assert kiosk.text("#grade") == grade_text(mirror)
+
+
+@screenshot_on_failure
+def test_a_late_answer_for_an_older_route_never_replaces_the_newer_one(kiosk, server, layouts):
+    kiosk.choose_layout("kilter/1")
+    a, b, c, _ = four_holds(layouts["kilter/1"])
+    kiosk.tap(a)
+    kiosk.tap(b)
+    held: list[Any] = []  # the next explain request is held back until the route has changed again
+
+    def hold_first(request_route: Any) -> None:
+        if held:
+            request_route.continue_()
+        else:
+            held.append(request_route)
+
+    kiosk.page.route("**/v1/explain?*", hold_first)
+    kiosk.page.locator(f'#board .hits [data-placement-id="{c}"]').click()  # route 1: a, b, c
+    kiosk.page.wait_for_timeout(100)
+    kiosk.page.locator(f'#board .hits [data-placement-id="{c}"]').click()  # route 2: c becomes a hand hold
+    kiosk.page.wait_for_selector("#grade:not(.stale)")  # route 2 graded while route 1's answer is held
+    newer = kiosk.text("#grade")
+    assert len(held) == 1
+    stale = held[0]
+    stale.fulfill(response=stale.fetch())  # route 1's answer arrives last
+    kiosk.settle()
+    roles = layouts["kilter/1"]["roles"]
+    base = {"board": "kilter", "layout_id": 1, "angle": int(kiosk.page.input_value("#angle"))}
+    one, two = (
+        post_json(server + "v1/explain", {**base, "frames": f"p{a}r{roles['start']}p{b}r{roles['start']}p{c}r{role}"})
+        for role in (roles["start"], roles["middle"])
+    )
+    assert grade_text(one) != grade_text(two)  # else the test could not tell the answers apart
+    assert kiosk.frames() == f"p{a}r{roles['start']}p{b}r{roles['start']}p{c}r{roles['middle']}"
+    assert newer == kiosk.text("#grade") == grade_text(two)
+
+
+@screenshot_on_failure
+def test_search_loads_a_climb_with_its_community_grade(kiosk, server):
+    if REAL_DATA is None:
+        pytest.skip("needs ../shared/data/kilter.db (or $CLIMBGRADE_DATA) for cg-serve --db")
+    assert kiosk.page.locator("#search").is_visible()
+    climbs = get_json(server + "v1/climbs?q=a&board=kilter&layout_id=1&limit=5")["climbs"]
+    climb = next(c for c in climbs if c["angles"])
+    kiosk.page.fill("#search", climb["uuid"][:12])
+    kiosk.page.locator("#results button").first.click()
+    kiosk.settle()
+    first = climb["angles"][0]
+    assert int(kiosk.page.input_value("#angle")) == first["angle"]
+    assert {p for p, _ in holds_of(kiosk.frames())} == {p for p, _ in holds_of(climb["frames"])}
+    community = kiosk.text("#community")
+    assert f"{first['font']} · {first['v_grade']}" in community and f"{first['ascents']} ascents" in community
+    assert GRADE.match(kiosk.text("#grade"))
+    kiosk.tap(next(iter(holds_of(kiosk.frames())))[0])  # an edited climb is no longer the community's
+    assert kiosk.page.locator("#community").is_hidden()
+
+
+def test_the_page_fits_a_phone(browser, server):
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
+    kiosk = Kiosk(context.new_page(), server)
+    try:
+        kiosk.open()
+        route = example_route(0)
+        kiosk.choose_angle(route["angle"])
+        kiosk.load(route["frames"])
+        assert GRADE.match(kiosk.text("#grade"))
+        assert kiosk.page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        for selector in ("#grade", "#board svg"):
+            box = kiosk.page.locator(selector).bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (selector, box)
+            assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"], (selector, box)  # no scrolling at all
+        # A tap (touch, not a mouse click) on a hole still cycles its role.
+        before = kiosk.frames()
+        pid = next(iter(holds_of(before)))[0]
+        kiosk.page.locator(f'#board .hits [data-placement-id="{pid}"]').tap()
+        kiosk.settle()
+        assert kiosk.frames() != before and holds_of(kiosk.frames()) - holds_of(before) <= {
+            (pid, r) for r in range(100)
+        }
+        buttons = kiosk.page.locator("button:visible")
+        assert all(buttons.nth(i).bounding_box()["height"] >= 44 for i in range(buttons.count()))
+        assert kiosk.problems == []
+    except Exception:
+        shot = ARTIFACTS / "test_the_page_fits_a_phone.png"
+        kiosk.page.screenshot(path=str(shot), full_page=True)
+        print(f"screenshot of the page at the failure: {shot}\nthe page's problems: {kiosk.problems}")
+        raise
+    finally:
+        context.close()

@@ -1,0 +1,459 @@
+"""cg-serve's HTTP API through the ASGI test client on the shipped model, and the real cg-serve process.
+
+Every endpoint and every error status; answers equal to GradePredictor's and to cg-infer's for the
+same route; the climb search on the synthetic database (with the model trained on it) and on the
+real data when present; a real `cg-serve` on a free loopback port stopped by SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from climbgrade_runtime import GradePredictor
+from climbgrade_runtime.boardlib_db import GRADED_STATS_SQL, USABLE_CLIMB_SQL
+from climbgrade_runtime.serve import create_app
+from climbgrade_runtime.serve.app import PAGE_CSP
+
+from conftest import BIN, REAL_DATA, Pipeline, run_script
+
+with warnings.catch_warnings():  # starlette asks for httpx2, which is not released everywhere yet
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "routes.json"
+ROUTES: list[dict[str, Any]] = json.loads(EXAMPLES.read_text())
+KILTER_ROUTE = next(r for r in ROUTES if r["board"] == "kilter" and "frames" in r)
+TENSION_ROUTE = next(r for r in ROUTES if r["board"] == "tension")  # TB2 Spray: a layout with mirrors
+BAD_ROUTE = {**KILTER_ROUTE, "angle": 41}
+START_S = 60  # cg-serve loads and warms up the model before it listens; the CI machine is slow
+
+
+@pytest.fixture(scope="module")
+def predictor() -> GradePredictor:
+    return GradePredictor.load()
+
+
+@pytest.fixture(scope="module")
+def client(predictor: GradePredictor) -> Iterator[TestClient]:
+    with TestClient(create_app(predictor), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def cg_infer_json(route: Any, *flags: str, tmp_path: Path) -> Any:
+    path = tmp_path / "route.json"
+    path.write_text(json.dumps(route))
+    return json.loads(run_script("cg-infer", str(path), "--format", "json", *flags, check=False).stdout)
+
+
+# --- the page, health, layouts ------------------------------------------------------------------
+
+
+def test_page_and_its_files_are_served_with_a_strict_csp(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<html" in page.text.lower()
+    for response in (page, client.get("/static/app.js"), client.get("/static/style.css")):
+        assert response.status_code == 200
+        assert response.headers["content-security-policy"] == PAGE_CSP
+        assert response.headers["x-content-type-options"] == "nosniff"
+    assert "'unsafe-inline'" not in PAGE_CSP and "script-src 'self'" in PAGE_CSP and "style-src 'self'" in PAGE_CSP
+
+
+def test_healthz_names_the_model_and_its_hash(client, predictor):
+    answer = client.get("/healthz").json()
+    assert answer["status"] == "ok" and answer["model"] == predictor.model_path.name
+    assert answer["sha256"] == predictor.sidecar.model_sha256 and answer["uptime_s"] >= 0
+
+
+def test_layouts_give_every_hole_angle_and_role_of_the_model(client, predictor):
+    answer = client.get("/v1/layouts").json()
+    assert answer["search"] is False and answer["model"]["sha256"] == predictor.sidecar.model_sha256
+    by_key = {(la["board"], la["layout_id"]): la for la in answer["layouts"]}
+    assert set(by_key) == set(predictor.tokenizer.layouts)
+    for key, layout in predictor.tokenizer.layouts.items():
+        got = by_key[key]
+        assert got["name"] == layout.name and got["angles"] == list(layout.angles)
+        assert {p["id"]: (p["x"], p["y"]) for p in got["placements"]} == layout.placements
+        assert got["roles"] == layout.role_ids and got["has_mirrors"] == bool(layout.mirrors)
+    assert by_key["kilter", 1]["roles"] == {"start": 12, "middle": 13, "finish": 14, "foot": 15}
+    assert by_key["tension", 11]["has_mirrors"] and not by_key["kilter", 1]["has_mirrors"]
+
+
+def test_openapi_docs_list_the_endpoints(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/grade", "/v1/explain", "/v1/picture", "/v1/layouts", "/v1/climbs", "/healthz"} <= set(paths)
+    assert "requestBody" in paths["/v1/grade"]["post"]
+    assert client.get("/docs").status_code == 200
+
+
+# --- grading: the same answers as GradePredictor and cg-infer -----------------------------------
+
+
+def test_grade_one_route_is_the_predictors_prediction(client, predictor):
+    for route in ROUTES:
+        response = client.post("/v1/grade", json=route)
+        assert response.status_code == 200
+        assert response.json() == predictor.predict(route).to_dict()
+
+
+def test_grade_a_list_answers_each_route_and_a_bad_one_in_its_slot(client, predictor):
+    routes = [*ROUTES, BAD_ROUTE, "not a route"]
+    response = client.post("/v1/grade", json=routes)
+    assert response.status_code == 200
+    assert response.json() == [r.to_dict() for r in predictor.predict_many(routes)]
+    answers = response.json()
+    assert [a["index"] for a in answers] == list(range(len(routes)))
+    assert "error" in answers[-2] and "error" in answers[-1] and "difficulty" in answers[0]
+    assert client.post("/v1/grade", json=[]).json() == []
+
+
+def test_an_invalid_route_is_422_with_cg_infers_message(client, tmp_path):
+    for route in (BAD_ROUTE, {**KILTER_ROUTE, "frames": "p1r2"}, {"board": "kilter"}, 1):
+        response = client.post("/v1/grade", json=route)
+        assert response.status_code == 422
+        assert response.json() == {"error": cg_infer_json(route, tmp_path=tmp_path)["error"]}
+        assert "\n" not in response.text
+
+
+def test_explain_is_cg_infers_answer_with_angles_all_explain_mirror(client, predictor, tmp_path):
+    for route in (KILTER_ROUTE, TENSION_ROUTE):
+        answer = client.post("/v1/explain", json=route).json()
+        assert answer == cg_infer_json(route, "--angles", "all", "--explain", "--mirror", tmp_path=tmp_path)
+        graded = {k: v for k, v in predictor.predict(route).to_dict().items() if k != "warnings"}
+        assert {k: answer[k] for k in graded} == graded
+        assert answer["angles"] == predictor.sweep(route).to_dict()["angles"]
+        explanation = predictor.explain(route).to_dict()
+        assert (answer["holds"], answer["crux"]) == (explanation["holds"], explanation["crux"])
+        mirror = predictor.mirror(route)
+        assert answer["mirror"] == (None if mirror is None else mirror.to_dict())
+    assert client.post("/v1/explain", json=TENSION_ROUTE).json()["mirror"] is not None
+
+
+def test_explain_of_a_one_hold_route_still_grades_and_sweeps_it(client, predictor):
+    route = {**KILTER_ROUTE, "frames": KILTER_ROUTE["frames"][:8]}
+    response = client.post("/v1/explain", json=route)
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["difficulty"] == predictor.predict(route).difficulty
+    assert answer["angles"] == predictor.sweep(route).to_dict()["angles"]
+    assert answer["holds"] == [] and answer["crux"] is None
+
+
+def test_explain_of_an_invalid_route_is_422_with_cg_infers_message(client, tmp_path):
+    response = client.post("/v1/explain", json=BAD_ROUTE)
+    assert response.status_code == 422
+    assert response.json() == {"error": cg_infer_json(BAD_ROUTE, tmp_path=tmp_path)["error"]}
+
+
+# --- pictures -----------------------------------------------------------------------------------
+
+
+def test_picture_of_a_route_shows_its_grade_effects_and_every_hole_as_a_target(client, predictor):
+    response = client.post("/v1/picture", json=KILTER_ROUTE)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("image/svg+xml")
+    svg = response.text
+    p = predictor.predict(KILTER_ROUTE)
+    assert f"<title>{p.font} · {p.v_grade} · {p.difficulty:.1f} at {p.angle}°</title>" in svg
+    layout = predictor.tokenizer.layouts["kilter", 1]
+    for pid in layout.placements:
+        assert f'data-placement-id="{pid}"' in svg
+    effects = predictor.explain(KILTER_ROUTE).holds
+    assert all(f"{h.effect:+.1f}</text>" in svg for h in effects)  # each hold's signed effect label
+
+
+def test_picture_of_the_bare_board_and_of_one_hold(client, predictor):
+    layout = predictor.tokenizer.layouts["tension", 11]
+    bare: dict[str, Any]
+    for bare in ({"holds": []}, {"frames": ""}):
+        response = client.post("/v1/picture", json={"board": "tension", "layout_id": 11, "angle": 40, **bare})
+        assert response.status_code == 200
+        assert f"<title>{layout.name} at 40°</title>" in response.text
+        assert response.text.count("data-placement-id") == len(layout.placements)
+    one = {**KILTER_ROUTE, "frames": KILTER_ROUTE["frames"][:8]}
+    response = client.post("/v1/picture", json=one)
+    p = predictor.predict(one)
+    assert response.status_code == 200
+    assert f"<title>{p.font} · {p.v_grade} · {p.difficulty:.1f} at {p.angle}°</title>" in response.text
+
+
+def test_explain_with_picture_is_the_explain_answer_plus_the_picture(client):
+    """The kiosk's one request per tap: the same numbers as /v1/explain, the same SVG as /v1/picture."""
+    one = {**KILTER_ROUTE, "frames": KILTER_ROUTE["frames"][:8]}
+    for route in (KILTER_ROUTE, TENSION_ROUTE, one):
+        with_picture = client.post("/v1/explain?picture=true", json=route).json()
+        picture = with_picture.pop("picture")
+        assert with_picture == client.post("/v1/explain", json=route).json()
+        assert picture == client.post("/v1/picture", json=route).text
+
+
+def test_picture_of_an_invalid_route_or_board_is_422(client, tmp_path):
+    response = client.post("/v1/picture", json=BAD_ROUTE)
+    assert response.status_code == 422
+    assert response.json() == {"error": cg_infer_json(BAD_ROUTE, tmp_path=tmp_path)["error"]}
+    response = client.post("/v1/picture", json={"board": "kilter", "layout_id": 99, "angle": 40, "holds": []})
+    assert response.status_code == 422 and "layout 99" in response.json()["error"]
+    response = client.post("/v1/picture", json={"board": "kilter", "layout_id": 1, "angle": 41, "holds": []})
+    assert response.status_code == 422 and "angle 41" in response.json()["error"]
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def test_malformed_json_is_400_on_every_route_endpoint(client):
+    for path in ("/v1/grade", "/v1/explain", "/v1/picture"):
+        for body in (b"{bad", b"", b"\xff\xfe", b"NaN", b'{"angle": 1e999}', b"[" * 100_000):
+            response = client.post(path, content=body)
+            assert response.status_code == 400, (path, body[:20])
+            assert response.json()["error"].startswith("request body is not valid JSON: ")
+
+
+def test_bodies_over_the_limit_are_413_by_length_and_by_bytes_read(predictor):
+    with TestClient(create_app(predictor, max_body_bytes=200)) as small:
+        body = json.dumps(KILTER_ROUTE).encode()
+        assert small.post("/v1/grade", content=body).status_code == 200
+        response = small.post("/v1/grade", content=body + b" " * 200)
+        assert response.status_code == 413 and "limit of 200 bytes" in response.json()["error"]
+        chunked = small.post("/v1/grade", content=iter([body, b" " * 150, b" " * 150]))  # no Content-Length
+        assert chunked.status_code == 413 and "limit of 200 bytes" in chunked.json()["error"]
+    assert TestClient(create_app(predictor)).post("/v1/grade", content=b" " * 1_000_001).status_code == 413
+
+
+def test_more_routes_than_the_limit_is_413(client):
+    response = client.post("/v1/grade", json=[KILTER_ROUTE] * 1001)
+    assert response.status_code == 413
+    assert response.json() == {"error": "the request holds 1001 routes; the limit is 1000 per request"}
+
+
+def test_unknown_paths_and_methods_are_json_errors(client):
+    response = client.get("/v1/nothing")
+    assert response.status_code == 404 and response.json() == {"error": "no such page: /v1/nothing"}
+    assert client.get("/static/nothing.js").status_code == 404
+    response = client.get("/v1/grade")
+    assert response.status_code == 405 and "POST" in response.json()["error"]
+
+
+def test_an_unexpected_exception_is_500_json_and_the_server_stays_up(client, predictor, monkeypatch):
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("a bug deep in the model")
+
+    monkeypatch.setattr(predictor, "predict", broken)
+    response = client.post("/v1/grade", json=KILTER_ROUTE)
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error (RuntimeError); the server is still up"}
+    assert "Traceback" not in response.text and "deep in the model" not in response.text
+    monkeypatch.undo()
+    assert client.post("/v1/grade", json=KILTER_ROUTE).status_code == 200
+
+
+def test_no_cors_by_default_and_only_the_given_origin_with_cors(client, predictor):
+    origin = {"Origin": "https://gym.example"}
+    assert "access-control-allow-origin" not in client.get("/healthz", headers=origin).headers
+    preflight = {**origin, "Access-Control-Request-Method": "POST"}
+    assert "access-control-allow-origin" not in client.options("/v1/grade", headers=preflight).headers
+    with TestClient(create_app(predictor, cors_origin="https://gym.example")) as cors:
+        assert cors.get("/healthz", headers=origin).headers["access-control-allow-origin"] == "https://gym.example"
+        assert cors.options("/v1/grade", headers=preflight).status_code == 200
+        other = cors.get("/healthz", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_climb_search_is_404_without_databases(client):
+    response = client.get("/v1/climbs", params={"q": "a"})
+    assert response.status_code == 404 and "--db" in response.json()["error"]
+
+
+# --- the --db climb search ----------------------------------------------------------------------
+
+
+def usable_climbs(db: str, layouts: list[int]) -> dict[str, tuple[str, str]]:
+    """uuid -> (name, frames) of the climbs the search may answer: the boardlib_db rules, read here directly."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    rows = con.execute(
+        f"SELECT c.uuid, COALESCE(c.name, ''), c.frames FROM climbs c WHERE {USABLE_CLIMB_SQL} AND EXISTS "
+        f"(SELECT 1 FROM climb_stats s WHERE s.climb_uuid = c.uuid AND {GRADED_STATS_SQL}) "
+        f"AND c.layout_id IN ({','.join(map(str, layouts))})"
+    ).fetchall()
+    con.close()
+    return {u: (n, f) for u, n, f in rows}
+
+
+@pytest.fixture(scope="module")
+def fake_search(fake_pipeline: Pipeline, fake_dbs: tuple[str, str]) -> Iterator[tuple[TestClient, GradePredictor]]:
+    predictor = GradePredictor.load(fake_pipeline.model)
+    with TestClient(create_app(predictor, databases=fake_dbs)) as test_client:
+        yield test_client, predictor
+
+
+def test_search_finds_climbs_by_name_with_their_community_grades(fake_search, fake_dbs):
+    client, predictor = fake_search
+    assert client.get("/v1/layouts").json()["search"] is True
+    found = client.get("/v1/climbs", params={"q": "CLIMB 12", "limit": 100}).json()["climbs"]
+    names = {c["name"] for c in found}
+    assert all("climb 12" in n for n in names) and {"climb 12", "climb 120"} <= names
+    con = sqlite3.connect(fake_dbs[0])
+    kilter = [c for c in found if c["board"] == "kilter"]
+    assert kilter
+    for climb in kilter:
+        rows = con.execute(
+            "SELECT angle, display_difficulty, ascensionist_count FROM climb_stats WHERE climb_uuid = ? ORDER BY angle",
+            (climb["uuid"],),
+        ).fetchall()
+        assert [(a["angle"], a["difficulty"], a["ascents"]) for a in climb["angles"]] == rows
+        grade = predictor.grades.grade(rows[0][1])
+        assert (climb["angles"][0]["font"], climb["angles"][0]["v_grade"]) == (grade.font, grade.v)
+        assert client.post("/v1/grade", json={**climb, "angle": rows[0][0]}).status_code == 200
+    con.close()
+    ascents = [sum(a["ascents"] for a in c["angles"]) for c in found]
+    assert ascents == sorted(ascents, reverse=True)
+
+
+def test_search_by_uuid_prefix_board_and_limit(fake_search, fake_dbs):
+    client, _ = fake_search
+    uuid = sorted(u for u in usable_climbs(fake_dbs[1], [11]) if not u.startswith("DEFECT"))[0]
+    found = client.get("/v1/climbs", params={"q": uuid[:20].lower()}).json()["climbs"]
+    assert uuid in [c["uuid"] for c in found] and all(c["uuid"].startswith(uuid[:20]) for c in found)
+    tension = client.get("/v1/climbs", params={"q": "climb", "board": "tension", "limit": 7}).json()["climbs"]
+    assert len(tension) == 7 and {c["board"] for c in tension} == {"tension"}
+    assert client.get("/v1/climbs", params={"q": "climb", "layout_id": 99}).json() == {"climbs": []}
+    assert client.get("/v1/climbs", params={"q": "%"}).json() == {"climbs": []}  # LIKE wildcards are text
+    assert client.get("/v1/climbs", params={"q": "_"}).json() == {"climbs": []}
+    for bad in ({"q": ""}, {}, {"q": "a", "limit": 0}, {"q": "a", "limit": 101}, {"q": "a", "layout_id": "x"}):
+        response = client.get("/v1/climbs", params=bad)
+        assert response.status_code == 422 and set(response.json()) == {"error"}
+
+
+def test_search_leaves_out_what_cg_train_leaves_out(fake_search):
+    """Drafts, unlisted, multi-frame and ungraded climbs, and climbs whose holds the model cannot take."""
+    client, _ = fake_search
+    assert client.get("/v1/climbs", params={"q": "DEFECT"}).json() == {"climbs": []}  # uuid prefix of each defect
+    for name in ("DRAFT", "UNLISTED", "MULTIFRAME", "BADFRAMES", "OFFBOARD", "TWICE", "BADROLE", "no stats"):
+        assert client.get("/v1/climbs", params={"q": name}).json() == {"climbs": []}
+
+
+@pytest.mark.skipif(REAL_DATA is None, reason="../shared/data (or $CLIMBGRADE_DATA) is not present")
+def test_search_on_the_real_data_by_uuid_prefix_and_name(predictor):
+    assert REAL_DATA is not None
+    kilter, tension = str(REAL_DATA / "kilter.db"), str(REAL_DATA / "tension.db")
+    with TestClient(create_app(predictor, databases=(kilter, tension))) as client:
+        usable = usable_climbs(kilter, [lid for b, lid in predictor.tokenizer.layouts if b == "kilter"])
+        uuid = sorted(usable)[len(usable) // 2]
+        found = client.get("/v1/climbs", params={"q": uuid[:10]}).json()["climbs"]
+        assert [c["uuid"] for c in found] == [uuid]
+        climb = found[0]
+        assert climb["name"] == "" and climb["frames"] == usable[uuid][1] and climb["angles"]
+        route = {**climb, "angle": climb["angles"][0]["angle"]}
+        assert client.post("/v1/grade", json=route).status_code == 200
+        name = max((n for n, _ in usable_climbs(tension, [11]).values()), key=len)
+        named = client.get("/v1/climbs", params={"q": name.upper(), "board": "tension", "limit": 100}).json()
+        named = named["climbs"]
+        assert name in [c["name"] for c in named]
+
+
+# --- the real cg-serve process ------------------------------------------------------------------
+
+
+def start_server(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """cg-serve on a free loopback port; returns the process and its URL (the line it prints)."""
+    server = subprocess.Popen(
+        [str(BIN / "cg-serve"), "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None
+    line = server.stdout.readline()  # blocks until cg-serve listens (or exits)
+    if not line.startswith("climbgrade kiosk on http://"):
+        server.kill()
+        raise AssertionError(f"cg-serve printed {line!r}; stderr: {server.communicate(timeout=START_S)[1][-2000:]}")
+    return server, line.split(" on ", 1)[1].strip()
+
+
+def stop(server: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str]:
+    server.send_signal(sig)
+    try:
+        _, stderr = server.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        raise
+    return server.returncode, stderr
+
+
+def test_cg_serve_answers_on_loopback_and_sigterm_stops_it_cleanly():
+    server, url = start_server()
+    try:
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/")
+        health = httpx.get(url + "healthz", timeout=30)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        graded = httpx.post(url + "v1/grade", json=KILTER_ROUTE, timeout=30)
+        assert graded.json() == GradePredictor.load().predict(KILTER_ROUTE).to_dict()
+    finally:
+        code, stderr = stop(server)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr and "warning" not in stderr
+
+
+def test_cg_serve_with_two_workers_answers_and_stops_on_sigterm():
+    server, url = start_server("--workers", "2")
+    try:
+        for _ in range(4):
+            assert httpx.get(url + "healthz", timeout=60).json()["status"] == "ok"
+    finally:
+        code, stderr = stop(server)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+
+
+def test_cg_serve_warns_when_reachable_from_the_network_and_sigint_stops_it():
+    server, _ = start_server("--host", "0.0.0.0")
+    code, stderr = stop(server, signal.SIGINT)
+    assert code == 0, stderr
+    assert "warning: --host 0.0.0.0: the kiosk is reachable on the network" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_cg_serve_refuses_a_bad_model_database_or_port_in_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        cases = {
+            ("--model", str(tmp_path / "missing.onnx")): "does not exist",
+            ("--db", str(tmp_path / "missing.db")): "does not exist",
+            ("--db", str(EXAMPLES)): "not a readable SQLite database",
+            ("--port", port): f"cannot listen on 127.0.0.1:{port}",
+        }
+        for args, message in cases.items():
+            result = subprocess.run([str(BIN / "cg-serve"), *args], capture_output=True, text=True, timeout=START_S)
+            assert result.returncode == 2, (args, result.stderr)
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (args, result.stderr)
+
+
+def test_cg_serve_without_the_serve_extra_says_so_in_one_line():
+    for blocked in ("fastapi", "uvicorn"):
+        script = (
+            f"import sys; sys.modules[{blocked!r}] = None; sys.argv = ['cg-serve']\n"
+            "from climbgrade_runtime.serve.cli import main\nmain()"
+        )
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2
+        assert result.stderr == "error: cg-serve needs the serve extra: pip install 'climbgrade[serve]'\n"
+
+
+def test_the_runtime_and_the_serve_package_do_not_import_the_web_stack():
+    script = (
+        "import sys, climbgrade_runtime, climbgrade_runtime.serve, climbgrade_runtime.serve.cli\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'fastapi', 'starlette', 'uvicorn'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
