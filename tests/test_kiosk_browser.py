@@ -447,3 +447,30 @@ def test_the_page_fits_a_phone(browser, server):
         raise
     finally:
         context.close()
+
+
+def test_cg_infer_svg_renders_offline_in_chromium(browser: Any, tmp_path: Path) -> None:
+    """`cg-infer --explain --svg` pictures render in a real browser with no network: every route hold a
+    ring of its role's colour, every hole of the layout drawn, and not one request beyond the file."""
+    run_script("cg-infer", "--explain", "--svg", str(tmp_path), str(EXAMPLES))
+    pictures = sorted(tmp_path.glob("*.svg"))
+    assert len(pictures) == len(json.loads(EXAMPLES.read_text()))
+    page = browser.new_page(viewport=WIDE)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    try:
+        for picture in pictures:
+            page.goto(picture.as_uri())
+            rings = page.eval_on_selector_all(
+                "circle[data-role]",
+                "els => els.map(e => [e.getAttribute('data-role'), getComputedStyle(e).stroke, e.getBBox().width])",
+            )
+            holds = page.eval_on_selector_all("circle[data-placement-id]", "els => els.length")
+            assert rings and holds == len(rings)
+            assert all(width > 0 for _, _, width in rings)  # laid out, so drawn
+            assert {role for role, _, _ in rings} <= {"start", "middle", "finish", "foot"}
+            assert len({stroke for _, stroke, _ in rings}) == len({role for role, _, _ in rings})  # a colour a role
+            assert page.title().endswith("°")
+        assert requests == [p.as_uri() for p in pictures]
+    finally:
+        page.close()
