@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -228,7 +227,8 @@ class GradePredictor:
         for angle in wanted:
             check_angle(resolved.layout, angle)
         batch = (resolved.angle, *(a for a in wanted if a != resolved.angle))  # the route's own angle first
-        encoded = [self.tokenizer.encode_resolved(replace(resolved, angle=a)) for a in batch]
+        own = self.tokenizer.encode_resolved(resolved)
+        encoded = [own, *(self.tokenizer.at_angle(own, a) for a in batch[1:])]
         values = dict(zip(batch, (float(v) for v in self._run(encoded))))
         prediction = self._prediction(0, parsed, encoded[0], values[resolved.angle], labels, warnings)
         grades = {a: self.grades.grade(values[a]) for a in wanted}

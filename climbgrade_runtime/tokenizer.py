@@ -312,6 +312,18 @@ class Tokenizer:
             warnings += (f"hold(s) {', '.join(unknown)} {UNSEEN_HOLDS}; graded as unknown holds",)
         return Encoded(ids=ids, coords=coords, warnings=warnings)
 
+    def at_angle(self, encoded: Encoded, angle: int) -> Encoded:
+        """`encoded` (of a route whose angle is a valid one) as the same route at `angle`: what
+        encode_resolved gives at that angle, bit for bit, without recomputing the hold features,
+        none of which but the angle token and the "angle" column depend on the wall angle."""
+        ids = encoded.ids.copy()
+        ids[PREFIX_TOKENS - 1] = self.index.get(angle_token(angle), UNK_ID)  # <CLS> <BOARD_..> <ANGLE_..>
+        coords = encoded.coords
+        if "angle" in self.columns:
+            coords = coords.copy()
+            coords[:, self.columns["angle"]] = angle / ANGLE_SCALE
+        return Encoded(ids=ids, coords=coords, warnings=encoded.warnings)
+
     def _extra_features(self, resolved: ResolvedRoute, coords: np.ndarray) -> None:
         """Fill the role, angle, neighbour-distance, move and route columns (beyond x, y, is_hold) in place."""
         holds = coords[PREFIX_TOKENS:]

@@ -3,6 +3,7 @@ through the Python API and through `cg-infer`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -150,6 +151,25 @@ def test_explain_of_a_one_hold_route_is_a_route_error(predictor):
     pid, role = holds_of(predictor, KILTER)[0]
     with pytest.raises(RouteError, match=r"^explain needs a route of at least 2 holds$"):
         predictor.explain(with_holds(KILTER, [(pid, role)]))
+
+
+def test_at_angle_is_encode_at_that_angle_bit_for_bit(predictor):
+    """The sweep encodes a route once and re-angles it: the same ids and features as encoding it at each angle."""
+    routes = ROUTES + (
+        route_dicts((str(REAL_DATA / "kilter.db"), str(REAL_DATA / "tension.db")), 150) if REAL_DATA else []
+    )
+    tokenizer = predictor.tokenizer
+    checked = 0
+    for route in usable(predictor, routes):
+        resolved = tokenizer.resolve(parse_route(route))
+        own = tokenizer.encode_resolved(resolved)
+        for angle in resolved.layout.angles:
+            direct = tokenizer.encode_resolved(dataclasses.replace(resolved, angle=angle))
+            moved = tokenizer.at_angle(own, angle)
+            assert np.array_equal(moved.ids, direct.ids) and moved.coords.tobytes() == direct.coords.tobytes()
+            assert moved.warnings == direct.warnings
+            checked += 1
+    assert checked >= len(ROUTES) * 14
 
 
 # --- mirror ------------------------------------------------------------------------------------
