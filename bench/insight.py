@@ -8,6 +8,9 @@
    explain effect) against the community's (difficulty of the smaller - of the larger): how often the
    signs agree and the MAE of the size, overall and for pairs with >= 5 ascents on both sides. The
    MAE of "no change" is the reference. A figure to report, not a target: the pairs are few and noisy.
+   The pairs come from every row, so a pair with a training climb is in-sample: the model was fitted
+   to that climb's grade. Each pair's split (the model's SplitRule) is counted, and the figures are
+   given again for the held-out pairs, neither of whose climbs trained the model (val or test).
 2. The angle sweep (GradePredictor.sweep): on the model's test climbs graded at several angles, the
    share of angle pairs whose predicted order matches the community's (pairs the community grades
    equal are left out), beside "steeper is harder" as the reference.
@@ -21,7 +24,7 @@ import itertools
 import os
 import shlex
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,16 +67,34 @@ def route_of(e: Example) -> Route:
     return Route(e.board, e.layout_id, e.angle, e.route.holds)
 
 
+def pair_split(rule: SplitRule, pair: Pair) -> str:
+    """The splits of a pair's two climbs, larger/smaller (e.g. "train/test")."""
+    return f"{rule.assign(pair.larger.uuid)}/{rule.assign(pair.smaller.uuid)}"
+
+
 def explain_rows(predictor: GradePredictor, pairs: Sequence[Pair]) -> list[tuple[str, str, str]]:
-    predicted, community, trusted = [], [], []
+    rule = SplitRule.from_dict(predictor.sidecar.data.get("split"))
+    predicted, community, trusted, held_out = [], [], [], []
     for pair in pairs:
-        effects = {h.placement_id: h.effect for h in predictor.explain(route_of(pair.larger)).holds}
-        predicted.append(effects[pair.extra])
+        predicted.append(predictor.explain(route_of(pair.larger)).effects[pair.extra])
         community.append(pair.smaller.difficulty - pair.larger.difficulty)
         trusted.append(min(pair.larger.ascents, pair.smaller.ascents) >= TRUSTED_ASCENTS)
-    pred, comm, keep = np.array(predicted), np.array(community), np.array(trusted)
-    rows = []
-    for label, mask in (("all pairs", np.ones(len(pairs), bool)), (f">= {TRUSTED_ASCENTS} ascents both", keep)):
+        held_out.append("train" not in pair_split(rule, pair).split("/"))
+    pred, comm, keep, unseen = np.array(predicted), np.array(community), np.array(trusted), np.array(held_out)
+    splits = Counter(pair_split(rule, pair) for pair in pairs)
+    rows = [
+        (
+            "explain, pairs by split (larger/smaller)",
+            f"{len(pairs)} pairs",
+            ", ".join(f"{name} {n}" for name, n in sorted(splits.items(), key=lambda kv: (-kv[1], kv[0]))),
+        )
+    ]
+    for label, mask in (
+        ("all pairs, in-sample for training climbs", np.ones(len(pairs), bool)),
+        (f"all pairs, >= {TRUSTED_ASCENTS} ascents both", keep),
+        ("held out (val/test both)", unseen),
+        (f"held out, >= {TRUSTED_ASCENTS} ascents both", unseen & keep),
+    ):
         p, c = pred[mask], comm[mask]
         if not len(p):
             rows.append((f"explain, {label}", "0 pairs", ""))

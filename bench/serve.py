@@ -8,7 +8,8 @@ Starts a real `cg-serve --port 0` (the shipped model unless --model), then sends
 then `--batch-requests` requests of `--batch-size` routes each. Routes are real ones from
 $CLIMBGRADE_DATA or ../shared/data when present, else examples/routes.json repeated. The clients run
 on the same machine as the server and take CPU from it: the figures are for the pair. An error is a
-non-200 answer, a transport failure or a route answered with an error; there must be none.
+non-200 answer, a transport failure or a route answered with an error; there must be none (with any,
+the figures are printed and the run exits 1).
 Nothing here is a timed test.
 """
 
@@ -173,20 +174,27 @@ def main(
     }
     if json_out:
         click.echo(json.dumps(report, indent=1))
-        return
-    click.echo(f"cg-serve --threads {threads} --workers {workers} on {url}; routes: {source}; {os.cpu_count()} CPUs")
-    click.echo(f"{'load':<24} {'requests':>8} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
-    for name, figures in (("1 route / request", single), (f"{batch_size} routes / request", batch)):
-        if figures is not None:
-            click.echo(
-                f"{name:<24} {figures['requests']:>8} {figures['clients']:>7} {figures['requests_per_s']:>8} "
-                f"{figures['p50_ms']:>8} {figures['p99_ms']:>8} {figures['errors']:>6}"
-            )
-            for error in figures["first_errors"]:
-                click.echo(f"  e.g. {error}")
-    click.echo(
-        f"server RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after; exit {code} on SIGTERM"
-    )
+    else:
+        click.echo(
+            f"cg-serve --threads {threads} --workers {workers} on {url}; routes: {source}; {os.cpu_count()} CPUs"
+        )
+        click.echo(
+            f"{'load':<24} {'requests':>8} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+        )
+        for name, figures in (("1 route / request", single), (f"{batch_size} routes / request", batch)):
+            if figures is not None:
+                click.echo(
+                    f"{name:<24} {figures['requests']:>8} {figures['clients']:>7} {figures['requests_per_s']:>8} "
+                    f"{figures['p50_ms']:>8} {figures['p99_ms']:>8} {figures['errors']:>6}"
+                )
+                for error in figures["first_errors"]:
+                    click.echo(f"  e.g. {error}")
+        click.echo(
+            f"server RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after; exit {code} on SIGTERM"
+        )
+    errors = sum(figures["errors"] for figures in (single, batch) if figures is not None)
+    if errors:  # after the figures, so a failing run still shows what failed
+        raise click.ClickException(f"{errors} requests or routes failed; a benchmark run must have none")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,9 @@ class BoardDatabase:
     path: Path
     board: str
     connection: sqlite3.Connection
+    # SQL for a climb's name (alias c), read once when the database is opened: the name where `climbs`
+    # has the column, '' where it does not (a name is not needed to grade, so such a database is usable).
+    climb_name_sql: str
 
     def read_grades(self) -> GradeTable:
         rows = self.connection.execute("SELECT difficulty, boulder_name, is_listed FROM difficulty_grades").fetchall()
@@ -137,12 +140,6 @@ class BoardDatabase:
             )
         return out
 
-    @property
-    def climb_name_sql(self) -> str:
-        """SQL for a climb's name (alias c): read where `climbs` has the column; '' where it does not
-        (a name is not needed to grade, so such a database is still usable)."""
-        return "COALESCE(c.name, '')" if "name" in _columns(self.connection, "climbs") else "''"
-
     def read_climbs(self, where: ClimbFilter) -> list[ClimbRow]:
         """Graded single-frame, listed, non-draft climb x angle rows that pass the filter."""
         sql = (
@@ -196,7 +193,8 @@ def open_database(spec: str, *, shared: bool = False) -> BoardDatabase:
             raise DatabaseError(f"unknown board {board!r} in --db {spec}: use one of {', '.join(BOARD_NAMES)}")
     else:
         board = _infer_board(path, connection)
-    return BoardDatabase(path=path, board=board, connection=connection)
+    name_sql = "COALESCE(c.name, '')" if "name" in _columns(connection, "climbs") else "''"
+    return BoardDatabase(path=path, board=board, connection=connection, climb_name_sql=name_sql)
 
 
 def _columns(connection: sqlite3.Connection, table: str) -> set[str]:

@@ -184,7 +184,8 @@ def _make_folder(folder: Path) -> None:
     type=click.IntRange(min=1),
     default=None,
     metavar="N",
-    help="Show the N rows the community grades furthest above the model and the N furthest below.",
+    help="Show the N climbs the community grades furthest above the model (likely soft touches) and below it "
+    "(likely sandbags).",
 )
 @click.option(
     "--svg",
@@ -211,8 +212,9 @@ def eval_command(
 ) -> None:
     """Score a model on every usable route of boardlib databases: the eight metrics, overall and per board.
 
-    With --outliers N, also the rows graded furthest from the model: community harder than predicted
-    (likely sandbags) and easier (likely soft touches). A progress bar shows on stderr when it is a terminal.
+    With --outliers N, also the N climbs graded furthest from the model each way: community grade above the
+    prediction (likely soft touches) and below it (likely sandbags). A progress bar shows on stderr when it is a
+    terminal.
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s")
     try:
@@ -246,10 +248,11 @@ def eval_command(
         click.echo(result.table())
         if outliers is not None:
             click.echo(
-                f"\ngraded above the model (community harder than predicted: likely sandbags)\n{outlier_table(above)}"
+                f"\ngraded above the model (community grade higher than predicted: likely soft touches)\n"
+                f"{outlier_table(above)}"
             )
             click.echo(
-                f"\ngraded below the model (community easier than predicted: likely soft touches)\n"
+                f"\ngraded below the model (community grade lower than predicted: likely sandbags)\n"
                 f"{outlier_table(below)}"
             )
     if predictions_path is not None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from .predictor import DEFAULT_BATCH_SIZE, GradePredictor
 from .results import Prediction, RouteFailure
 from .routes import Route
 from .split import SPLITS, SplitRule, uuid_digest
-from .svg import render_route_svg, svg_file_name
+from .svg import picture_title, render_route_svg, svg_file_name
 from .tokenizer import UNSEEN_HOLDS
 
 _HEADERS = ("board", "rows", "MAE", "RMSE", "R2", "<=1 diff", "<=2 diff", "exact V", "<=1 V", "<=2 V")
@@ -133,8 +134,9 @@ def evaluate(
 ) -> Evaluation:
     """Grade every usable (climb, angle) row of `databases` (only `split`'s climbs, if given) and score it.
 
-    `progress(total_rows)` (e.g. click.progressbar's length) is entered once the rows are read and
-    updated as each chunk is graded, so a long run is not silent.
+    All rows are graded in one predict_many, so they are sorted by length across the whole run and
+    each batch pads little. `progress(total_rows)` (e.g. click.progressbar's length) is entered once
+    the rows are read and updated as each batch is graded, so a long run is not silent.
     """
     data = load_examples(databases, ClimbFilter(min_ascents=min_ascents))
     examples = data.examples
@@ -147,12 +149,8 @@ def evaluate(
         if split == "test":
             notes.append(_test_split_note(predictor.sidecar.data["split"], {e.uuid for e in examples}))
     routes = [Route(e.board, e.layout_id, e.angle, e.route.holds) for e in examples]
-    results: list[Prediction | RouteFailure] = []
     with progress(len(routes)) if progress is not None else nullcontext() as bar:
-        for chunk in predictor.predict_stream(routes, batch_size=batch_size):
-            results.extend(chunk)
-            if bar is not None:
-                bar.update(len(chunk))
+        results = predictor.predict_many(routes, batch_size=batch_size, progress=None if bar is None else bar.update)
     graded = [(e, r) for e, r in zip(examples, results) if isinstance(r, Prediction)]
     not_graded = Counter(skip_reason(r.error) for r in results if isinstance(r, RouteFailure))
     if not graded:
@@ -177,33 +175,61 @@ def evaluate(
 
 
 def check_predictions_path(path: str | Path) -> None:
-    """Refuse a --predictions file whose format cannot be told from its suffix, before any work."""
+    """Refuse a --predictions file that could not be written, before the minutes of grading, not after.
+
+    Its format must show in its suffix and its folder must exist and be writable.
+    """
     if Path(path).suffix.lower() not in PREDICTION_FORMATS:
         raise ClimbgradeError(f"--predictions {path}: name a {' or '.join(PREDICTION_FORMATS)} file")
+    folder = Path(path).parent
+    if not folder.exists():
+        raise ClimbgradeError(f"--predictions {path}: the folder {folder} does not exist")
+    if not folder.is_dir():
+        raise ClimbgradeError(f"--predictions {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ClimbgradeError(f"--predictions {path}: the folder {folder} is not writable")
 
 
 def write_predictions(rows: Sequence[GradedRow], path: str | Path) -> None:
     """Every graded row as CSV or JSON Lines (by `path`'s suffix), PREDICTION_COLUMNS in order; atomic."""
     check_predictions_path(path)
-    with atomic_open(path) as handle:
-        if Path(path).suffix.lower() == ".csv":
-            writer = csv.DictWriter(handle, fieldnames=PREDICTION_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(row.to_dict() for row in rows)
-        else:
-            handle.writelines(json.dumps(row.to_dict()) + "\n" for row in rows)
+    try:
+        with atomic_open(path) as handle:
+            if Path(path).suffix.lower() == ".csv":
+                writer = csv.DictWriter(handle, fieldnames=PREDICTION_COLUMNS, lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(row.to_dict() for row in rows)
+            else:
+                handle.writelines(json.dumps(row.to_dict()) + "\n" for row in rows)
+    except OSError as exc:
+        raise ClimbgradeError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def find_outliers(rows: Sequence[GradedRow], count: int) -> tuple[list[GradedRow], list[GradedRow]]:
-    """The `count` rows the community grades furthest above the model, and the `count` furthest below.
+    """The `count` climbs the community grades furthest above the model, and the `count` furthest below.
 
-    Above (community harder than predicted): likely sandbags; below: likely soft touches. Each list
-    is furthest first; a row graded exactly as predicted is in neither.
+    Above (community grade higher than predicted: over-graded): likely soft touches; below (community
+    grade lower than predicted: the model finds it harder than its grade): likely sandbags. A climb
+    graded at several angles counts once per list, by its row furthest that way, so `count` distinct
+    climbs are listed. Each list is furthest first; a row graded exactly as predicted is in neither.
     """
     ordered = sorted(rows, key=lambda r: (r.residual, r.example.uuid, r.example.angle))
-    above = [r for r in ordered if r.residual < 0][:count]
-    below = [r for r in reversed(ordered) if r.residual > 0][:count]
+    above = _first_per_climb((r for r in ordered if r.residual < 0), count)
+    below = _first_per_climb((r for r in reversed(ordered) if r.residual > 0), count)
     return above, below
+
+
+def _first_per_climb(rows: Iterable[GradedRow], count: int) -> list[GradedRow]:
+    """The first row of each climb, up to `count` climbs (rows come furthest first)."""
+    seen: set[str] = set()
+    firsts: list[GradedRow] = []
+    for row in rows:
+        if len(firsts) == count:
+            break
+        if row.example.uuid not in seen:
+            seen.add(row.example.uuid)
+            firsts.append(row)
+    return firsts
 
 
 def outlier_table(rows: Sequence[GradedRow]) -> str:
@@ -225,12 +251,13 @@ def write_pictures(rows: Sequence[GradedRow], folder: str | Path, stem: str) -> 
     paths = []
     for rank, row in enumerate(rows, start=1):
         e, p = row.example, row.prediction
-        title = (
-            f"{e.name or e.uuid} at {e.angle}\u00b0: community {row.community_font}/{row.community_v_grade}, "
-            f"predicted {p.font}/{p.v_grade} ({row.residual:+.1f})"
-        )
+        label = f"{e.name or e.uuid} ({row.residual:+.1f} on community {row.community_font}/{row.community_v_grade})"
+        title = picture_title(p, label)
         path = Path(folder) / svg_file_name(f"{stem}-{rank}", e.name or e.uuid)
-        atomic_write_text(path, render_route_svg(e.route.layout, e.route.holds, title))
+        try:
+            atomic_write_text(path, render_route_svg(e.route.layout, e.route.holds, title))
+        except OSError as exc:
+            raise ClimbgradeError(f"cannot write {path}: {exc.strerror or exc}") from exc
         paths.append(path)
     return paths
 

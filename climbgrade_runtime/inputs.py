@@ -7,6 +7,7 @@ A line that is not JSON becomes a RouteError in its slot, so the other routes ar
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,27 +29,52 @@ class RouteInput:
     shape: Shape
 
 
+def decode_json(data: bytes, source: str, first_line: int = 1) -> Any:
+    """`data` as JSON, or RouteError: "<source> is not valid JSON: <why>", one line.
+
+    The one decoder of route input (cg-infer's files, stdin and JSON Lines, and the kiosk API's
+    bodies), so each refuses the same bytes with the same words. NaN, Infinity and numbers beyond
+    float range are refused: Python's json takes them, but what it writes back is then not JSON.
+    `first_line` is the line of `source` that `data` starts on, so positions name lines of the source.
+    """
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
+    except UnicodeDecodeError as exc:
+        line = first_line + data.count(b"\n", 0, exc.start)
+        byte = exc.start - (data.rfind(b"\n", 0, exc.start) + 1)
+        why = f"not UTF-8 text (byte {byte} of line {line})"
+    except json.JSONDecodeError as exc:
+        why = f"{exc.msg} at line {exc.lineno + first_line - 1} column {exc.colno}"
+    except RecursionError:
+        why = "nested too deeply to hold routes"
+    except ValueError as exc:  # a non-finite number, an integer longer than Python converts
+        why = str(exc).splitlines()[0][:80]
+    raise RouteError(f"{source} is not valid JSON: {why}")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 def read_json_lines(lines: Iterable[bytes], first_number: int = 1) -> Iterator[Any]:
     """Yield one decoded value (or RouteError) per non-blank line, reading line by line.
 
-    Lines arrive as bytes and are decoded one by one, so a line that is not UTF-8 costs only itself.
+    Lines arrive as bytes and are decoded one by one, so a line that is not JSON costs only itself.
     """
     for number, raw in enumerate(lines, start=first_number):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            yield RouteError(f"line {number}: not UTF-8 text (byte {exc.start})")
-            continue
-        if not line.strip():
+        if not raw.strip():
             continue
         try:
-            yield json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield RouteError(f"line {number}: invalid JSON ({exc.msg} at column {exc.colno})")
-        except ValueError as exc:  # e.g. an integer longer than Python converts
-            yield RouteError(f"line {number}: invalid JSON ({str(exc).splitlines()[0][:80]})")
-        except RecursionError:
-            yield RouteError(f"line {number}: JSON nested too deeply to be a route")
+            yield decode_json(raw, f"line {number}", first_line=number)
+        except RouteError as exc:
+            yield exc
 
 
 def read_routes(source: str, stdin: IO[bytes]) -> RouteInput:
@@ -77,25 +103,10 @@ def read_routes(source: str, stdin: IO[bytes]) -> RouteInput:
     if source.endswith(".jsonl") or (not first.lstrip().startswith(b"[") and _is_json(first)):
         return RouteInput(_stream(handle, number, first), "lines")
     with handle:
-        value = _read_document(name, number, first + handle.read())
+        value = decode_json(first + handle.read(), name, first_line=number)
     if value == []:
         raise ClimbgradeError(f"{name} holds an empty list: no routes to grade")
     return RouteInput(value if isinstance(value, list) else [value], "list" if isinstance(value, list) else "object")
-
-
-def _read_document(name: str, number: int, data: bytes) -> Any:
-    """Decode one JSON document whose first non-blank line is line `number` of `name`."""
-    try:
-        return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ClimbgradeError(f"{name} is not UTF-8 text (byte {exc.start} after line {number - 1})") from exc
-    except RecursionError as exc:
-        raise ClimbgradeError(f"{name} is JSON nested too deeply to hold routes") from exc
-    except json.JSONDecodeError as exc:
-        line = exc.lineno + number - 1
-        raise ClimbgradeError(f"{name} is not valid JSON: {exc.msg} at line {line} column {exc.colno}") from exc
-    except ValueError as exc:
-        raise ClimbgradeError(f"{name} is not valid JSON: {str(exc).splitlines()[0][:80]}") from exc
 
 
 def _peek(handle: IO[bytes]) -> tuple[int, bytes]:
@@ -107,6 +118,11 @@ def _peek(handle: IO[bytes]) -> tuple[int, bytes]:
 
 
 def _is_json(line: bytes) -> bool:
+    """Whether `line` is a complete JSON value: the sniff for JSON Lines, not a decoder.
+
+    Python's own reading, so a line whose only fault is NaN still marks the input as JSON Lines and
+    decode_json then refuses that line alone.
+    """
     try:
         json.loads(line.decode("utf-8"))
     except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors

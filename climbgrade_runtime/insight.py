@@ -89,24 +89,29 @@ class Sweep:
 class HoldEffect:
     """effect = difficulty without the hold - difficulty with it: positive when the hold makes the route easier.
 
+    None for a route's only hold: a route with no holds is not a route, so it cannot be left out.
     `warnings`: those of the route without this hold that the whole route does not have (e.g. "route
     has no start hold" for its only start hold: it is still scored).
     """
 
     placement_id: int
     role: str
-    effect: float
+    effect: float | None
     warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"placement_id": self.placement_id, "role": self.role, "effect": self.effect}
 
 
+ONLY_HOLD_WARNING = "a route's only hold cannot be left out: no effects"
+
+
 @dataclass(frozen=True)
 class Explanation:
     """The route graded whole and with each hold left out, in the route's canonical hold order.
 
-    `crux` is the hold whose removal raises the grade most (None if no removal raises it).
+    `crux` is the hold whose removal raises the grade most (None if no removal raises it). A one-hold
+    route is still explained: its hold listed with no effect, and a warning saying why.
     """
 
     prediction: Prediction
@@ -114,9 +119,15 @@ class Explanation:
     crux: int | None
 
     @property
+    def effects(self) -> dict[int, float]:
+        """Placement id -> effect of each hold that has one: what a picture's rings are weighted by."""
+        return {h.placement_id: h.effect for h in self.holds if h.effect is not None}
+
+    @property
     def warnings(self) -> tuple[str, ...]:
-        """The holds' warnings, each naming its hold: "without p1495: route has no start hold"."""
-        return tuple(f"without p{h.placement_id}: {w}" for h in self.holds for w in h.warnings)
+        """The holds' warnings, each naming its hold ("without p1495: route has no start hold"), or why there are none."""
+        alone = (ONLY_HOLD_WARNING,) if len(self.holds) == 1 else ()
+        return alone + tuple(f"without p{h.placement_id}: {w}" for h in self.holds for w in h.warnings)
 
     def to_dict(self) -> dict[str, Any]:
         return {"holds": [h.to_dict() for h in self.holds], "crux": self.crux}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -119,12 +119,15 @@ class GradePredictor:
         routes: Iterable[Route | dict[str, Any] | RouteError],
         batch_size: int = DEFAULT_BATCH_SIZE,
         first_index: int = 0,
+        progress: Callable[[int], None] | None = None,
     ) -> list[Prediction | RouteFailure]:
         """Grade many routes; each bad one becomes a RouteFailure and the rest are still answered.
 
         Routes are grouped by length and padded only to each batch's longest. A RouteError item
         (e.g. a line of input that was not JSON) passes straight through as a failure. Results are
         in input order, numbered from `first_index` (for callers that grade a stream in chunks).
+        `progress(n)` hears of every n routes answered (the failures once parsed, then each batch once
+        run), so a caller grading a whole database in one call can show how far it is.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -139,12 +142,16 @@ class GradePredictor:
                 results.append(None)
             except RouteError as exc:
                 results.append(RouteFailure(index, str(exc), route_labels(item)))
+        if progress is not None and len(results) > len(pending):
+            progress(len(results) - len(pending))
         pending.sort(key=lambda p: len(p[2].ids))
         for start in range(0, len(pending), batch_size):
             chunk = pending[start : start + batch_size]
             outputs = self._run([p[2] for p in chunk])
             for (index, parsed, encoded, labels, warnings), value in zip(chunk, outputs):
                 results[index - first_index] = self._prediction(index, parsed, encoded, float(value), labels, warnings)
+            if progress is not None:
+                progress(len(chunk))
         return [r for r in results if r is not None]
 
     def predict_stream(
@@ -169,7 +176,8 @@ class GradePredictor:
     def explain(self, route: Route | dict[str, Any]) -> Explanation:
         """What each hold does: the route graded whole and with each hold left out, in one run of n+1 routes.
 
-        A start or finish hold whose removal leaves none is still scored (Explanation.warnings says so).
+        A start or finish hold whose removal leaves none is still scored (Explanation.warnings says so);
+        a route's only hold cannot be left out, so a one-hold route's hold has no effect (and a warning).
         """
         parsed, labels, warnings = _parse(route)
         return self._explain(parsed, self.tokenizer.resolve(parsed), labels, warnings)
@@ -188,8 +196,8 @@ class GradePredictor:
     ) -> Iterator[list[RouteInsight | RouteFailure]]:
         """predict_stream plus, per graded route, the extras `request` asks for (each extra one run per route).
 
-        A route whose extras cannot be made (an --angles angle its board lacks, explain of a one-hold
-        route) becomes a RouteFailure; a missing mirror is only a warning.
+        A route whose extras cannot be made (an --angles angle its board lacks) becomes a RouteFailure;
+        a missing mirror, or a one-hold route's hold without an effect, is only a warning.
         """
         for first, chunk in _chunks(routes, chunk_size):
             results = self.predict_many(chunk, batch_size=batch_size, first_index=first)
@@ -238,19 +246,22 @@ class GradePredictor:
         self, parsed: Route, resolved: ResolvedRoute, labels: dict[str, Any], warnings: tuple[str, ...]
     ) -> Explanation:
         holds = resolved.holds
-        if len(holds) < 2:
-            raise RouteError("explain needs a route of at least 2 holds")
+        if len(holds) < 2:  # its only hold cannot be left out (no holds is no route): graded whole, no effect
+            own = self.tokenizer.encode_resolved(resolved)
+            prediction = self._prediction(0, parsed, own, float(self._run([own])[0]), labels, warnings)
+            return Explanation(prediction, tuple(HoldEffect(pid, role, None) for pid, role in holds), None)
         layout, angle = resolved.layout, resolved.angle
         without = [resolved_from_holds(layout, angle, holds[:i] + holds[i + 1 :]) for i in range(len(holds))]
         encoded = [self.tokenizer.encode_resolved(r) for r in (resolved, *without)]
         values = [float(v) for v in self._run(encoded)]
+        prediction = self._prediction(0, parsed, encoded[0], values[0], labels, warnings)
         effects = tuple(
             HoldEffect(pid, role, value - values[0], tuple(w for w in route.warnings if w not in resolved.warnings))
             for (pid, role), value, route in zip(holds, values[1:], without)
         )
-        positive = [h for h in effects if h.effect > 0]
-        crux = max(positive, key=lambda h: h.effect).placement_id if positive else None
-        return Explanation(self._prediction(0, parsed, encoded[0], values[0], labels, warnings), effects, crux)
+        positive = {h.placement_id: h.effect for h in effects if h.effect is not None and h.effect > 0}
+        crux = max(positive, key=positive.__getitem__) if positive else None
+        return Explanation(prediction, effects, crux)
 
     def _mirror(self, route: Route, resolved: ResolvedRoute) -> Mirror | None:
         mirrored = resolved.mirrored()

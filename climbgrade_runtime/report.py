@@ -17,7 +17,7 @@ from .files import atomic_write_text
 from .inputs import Shape
 from .insight import RouteInsight
 from .results import Prediction, RouteFailure
-from .svg import render_route_svg, svg_file_name
+from .svg import picture_title, render_route_svg, svg_file_name
 
 Result = Prediction | RouteFailure | RouteInsight
 # Fixed widths, so rows printed chunk by chunk line up; a longer value just widens its own row.
@@ -105,7 +105,8 @@ def _insight_rows(insight: RouteInsight) -> list[list[str]]:
         crux = insight.explanation.crux
         for h in insight.explanation.holds:
             note = "; ".join((["crux"] if h.placement_id == crux else []) + [f"without it: {w}" for w in h.warnings])
-            rows.append(["", f"· hold p{h.placement_id}", h.role, "", "", f"{h.effect:+.1f}", "", "", note])
+            effect = "-" if h.effect is None else f"{h.effect:+.1f}"  # a one-hold route's hold: no effect
+            rows.append(["", f"· hold p{h.placement_id}", h.role, "", "", effect, "", "", note])
     if insight.mirror is not None:
         m = insight.mirror
         rows.append(["", "· mirror", "", "", str(own), f"{m.difficulty:.1f}", m.font, m.v_grade, m.frames])
@@ -129,8 +130,8 @@ def write_svgs(results: Sequence[Result], folder: Path) -> list[Path]:
         if not isinstance(r, RouteInsight):
             continue
         p, label = r.prediction, route_label(r)
-        title = f"{label or f'route {p.index}'} · {p.font}/{p.v_grade} · {p.difficulty:.1f} at {p.angle}°"
-        effects = None if r.explanation is None else {h.placement_id: h.effect for h in r.explanation.holds}
+        title = picture_title(p, label or f"route {p.index}")
+        effects = None if r.explanation is None else r.explanation.effects
         path = folder / svg_file_name(str(p.index), label)
         atomic_write_text(path, render_route_svg(r.route.layout, r.route.holds, title, effects))
         paths.append(path)

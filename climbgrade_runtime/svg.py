@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from xml.sax.saxutils import escape, quoteattr
 
 from .geometry import LayoutGeometry
+from .results import Prediction
 
 # The colours the boards' own apps light the holds in. "hand" is the TB2 name of a middle hold.
 ROLE_COLOURS = {
@@ -105,6 +106,13 @@ def render_route_svg(
         lines.append("</g>")
     lines.append("</svg>")
     return "\n".join(lines) + "\n"
+
+
+def picture_title(prediction: Prediction, label: str = "") -> str:
+    """A route picture's title: `[<label> · ]<font>/<V> · <difficulty> at <angle>°`, the same in every picture."""
+    p = prediction
+    grade = f"{p.font}/{p.v_grade} · {p.difficulty:.1f} at {p.angle}°"
+    return f"{label} · {grade}" if label else grade
 
 
 def svg_file_name(stem: str, label: str = "") -> str:

@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +40,18 @@ def run_script(name: str, *args: str, stdin: str | None = None, check: bool = Tr
     if check and result.returncode != 0:
         raise AssertionError(f"{name} {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
+
+
+# Each test's reports by phase ("setup", "call", "teardown"), so that a fixture's teardown can tell
+# whether the test failed (the browser tests keep a screenshot of the page then).
+PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
+    return report
 
 
 @dataclass(frozen=True)

@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import pty
+import re
 import shutil
 import sqlite3
 import subprocess
 import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from climbgrade_runtime import GradePredictor
-from climbgrade_runtime.evaluation import PREDICTION_COLUMNS, evaluate
+from climbgrade_runtime.errors import ClimbgradeError
+from climbgrade_runtime.evaluation import (
+    PREDICTION_COLUMNS,
+    GradedRow,
+    check_predictions_path,
+    evaluate,
+    find_outliers,
+    write_pictures,
+    write_predictions,
+)
 
 from conftest import BIN, run_script
 
@@ -64,7 +77,16 @@ def test_predictions_file_has_every_graded_row(fake_pipeline, tmp_path):
     assert "grading" not in out.stderr  # no progress bar when stderr is not a terminal
 
 
+def furthest_climbs(rows: list[dict], count: int) -> list[tuple[str, int]]:
+    """(uuid, angle) of the first row of each of the first `count` climbs in `rows` (furthest first)."""
+    firsts: dict[str, int] = {}
+    for row in rows:
+        firsts.setdefault(row["uuid"], row["angle"])
+    return list(firsts.items())[:count]
+
+
 def test_outliers_are_the_extremes_of_the_predictions(fake_pipeline, tmp_path):
+    """N distinct climbs each way, each by its furthest row; community above the model = soft, below = sandbag."""
     out = cg_eval(
         fake_pipeline,
         "--min-ascents",
@@ -80,11 +102,14 @@ def test_outliers_are_the_extremes_of_the_predictions(fake_pipeline, tmp_path):
     )
     rows = read_predictions(tmp_path / "p.jsonl")
     assert rows and min(r["ascents"] for r in rows) >= 5
-    by_residual = sorted(rows, key=lambda r: r["residual"])
+    by_residual = sorted(rows, key=lambda r: (r["residual"], r["uuid"], r["angle"]))
     outliers = json.loads(out.stdout)["outliers"]
     key = lambda r: (r["uuid"], r["angle"])  # noqa: E731
-    assert [key(r) for r in outliers["above"]] == [key(r) for r in by_residual[:3]]
-    assert [key(r) for r in outliers["below"]] == [key(r) for r in by_residual[::-1][:3]]
+    assert [key(r) for r in outliers["above"]] == furthest_climbs([r for r in by_residual if r["residual"] < 0], 3)
+    below = [r for r in by_residual[::-1] if r["residual"] > 0]
+    assert [key(r) for r in outliers["below"]] == furthest_climbs(below, 3)
+    for side in ("above", "below"):
+        assert len({r["uuid"] for r in outliers[side]}) == len(outliers[side]) == 3
     assert all(r["residual"] < 0 for r in outliers["above"]) and all(r["residual"] > 0 for r in outliers["below"])
 
     pictures = sorted((tmp_path / "svg").iterdir())
@@ -102,15 +127,44 @@ def test_outliers_are_the_extremes_of_the_predictions(fake_pipeline, tmp_path):
         assert sum("data-placement-id" in c.attrib for c in root.iter("{http://www.w3.org/2000/svg}circle")) >= 2
 
     table = cg_eval(fake_pipeline, "--min-ascents", "5", "--outliers", "3").stdout
-    above = table.split("likely sandbags")[1].split("likely soft touches")[0]
-    below = table.split("likely soft touches")[1]
+    assert "graded above the model (community grade higher than predicted: likely soft touches)" in table
+    assert "graded below the model (community grade lower than predicted: likely sandbags)" in table
+    above = table.split("likely soft touches")[1].split("likely sandbags")[0]
+    below = table.split("likely sandbags")[1]
     assert all(r["uuid"] in above and r["name"] in above for r in outliers["above"])
     assert all(r["uuid"] in below and r["name"] in below for r in outliers["below"])
+
+
+def predicted_off(row: GradedRow, residual: float) -> GradedRow:
+    """`row` with the model's grade moved to `residual` from the community's."""
+    return replace(row, prediction=replace(row.prediction, difficulty=row.example.difficulty + residual))
+
+
+def test_outliers_list_each_climb_once_by_its_furthest_row(fake_pipeline):
+    """A climb graded far off at two angles takes one place in the list, not two."""
+    rows = list(evaluate(GradePredictor.load(fake_pipeline.model), fake_pipeline.databases).rows)
+    angles = Counter(r.example.uuid for r in rows)
+    twice = next(uuid for uuid, n in angles.items() if n >= 2)
+    first, second = [i for i, r in enumerate(rows) if r.example.uuid == twice][:2]
+    for i, shift in ((first, -20.0), (second, -19.0)):  # predicted far below the community: the top two rows
+        rows[i] = predicted_off(rows[i], shift)
+    ordered = sorted(rows, key=lambda r: r.residual)
+    assert [r.example.uuid for r in ordered[:2]] == [twice, twice]  # a row-wise top 2 would list it twice
+
+    above, below = find_outliers(rows, 2)
+    assert above[0] is rows[first] and above[1].example.uuid != twice
+    assert above[1] is next(r for r in ordered if r.example.uuid != twice)
+    for i, shift in ((first, 20.0), (second, 19.0)):
+        rows[i] = predicted_off(rows[i], shift)
+    above, below = find_outliers(rows, 2)
+    assert below[0] is rows[first] and below[1].example.uuid != twice
 
 
 def test_bad_options_are_one_line_errors_before_any_work(fake_pipeline, tmp_path):
     for args, message in (
         (["--predictions", str(tmp_path / "p.txt")], "name a .csv or .jsonl file"),
+        (["--predictions", str(tmp_path / "none" / "p.csv")], f"the folder {tmp_path / 'none'} does not exist"),
+        (["--predictions", str(Path(__file__) / "p.csv")], f"{Path(__file__)} is not a folder"),
         (["--svg", str(tmp_path / "svg")], "--svg draws the outliers"),
         (["--predictions", str(tmp_path / "p.csv"), "--model", str(tmp_path / "none.onnx")], "does not exist"),
     ):
@@ -118,6 +172,33 @@ def test_bad_options_are_one_line_errors_before_any_work(fake_pipeline, tmp_path
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written, not even a temporary file
+
+
+def test_an_unwritable_predictions_folder_is_refused(tmp_path, monkeypatch):
+    """Checked with os.access, as cg-eval does before grading (faked: the tests may run as root, who writes anywhere)."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(
+        "climbgrade_runtime.evaluation.os.access", lambda path, mode: Path(path) != locked or not mode & os.W_OK
+    )
+    with pytest.raises(ClimbgradeError) as refused:
+        check_predictions_path(locked / "p.csv")
+    assert str(refused.value) == f"--predictions {locked / 'p.csv'}: the folder {locked} is not writable"
+    check_predictions_path(tmp_path / "p.csv")  # a writable folder passes
+
+
+def test_a_failed_write_is_one_line_naming_the_file(fake_pipeline, tmp_path, monkeypatch):
+    """A write that fails after the checks (disk full, folder gone) says which file and why, not a raw errno."""
+    result = evaluate(GradePredictor.load(fake_pipeline.model), fake_pipeline.databases)
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("climbgrade_runtime.files.tempfile.mkstemp", full)
+    with pytest.raises(ClimbgradeError, match=rf"^cannot write {re.escape(str(tmp_path / 'p.csv'))}: No space left"):
+        write_predictions(result.rows, tmp_path / "p.csv")
+    with pytest.raises(ClimbgradeError, match=r"^cannot write .*above-1.*\.svg: No space left"):
+        write_pictures(result.rows[:1], tmp_path, "above")
 
 
 def test_a_database_without_climb_names_is_graded(fake_pipeline, tmp_path):
@@ -162,11 +243,12 @@ def test_evaluate_reports_the_progress_of_every_row(fake_pipeline):
         def update(self, n_steps: int) -> None:
             calls.append(("update", n_steps))
 
-    result = evaluate(predictor, fake_pipeline.databases, progress=Recorder)
+    result = evaluate(predictor, fake_pipeline.databases, progress=Recorder, batch_size=16)
     rows = result.metrics["all"]["count"] + sum(result.not_graded.values())
     assert calls[0] == ("total", rows) and calls[-1] == ("closed", 0)
     updates = [n for kind, n in calls if kind == "update"]
-    assert sum(updates) == rows and len(updates) >= 1
+    assert sum(updates) == rows
+    assert len(updates) >= -(-result.metrics["all"]["count"] // 16)  # one update per onnxruntime batch at least
     assert len(result.rows) == result.metrics["all"]["count"]
 
 

@@ -396,13 +396,13 @@ def test_known_bad_routes_are_refused_in_one_line(predictor: GradePredictor, cas
 
 
 KNOWN_BAD_FILES = {
-    "nested 100,000 deep": (b"[" * 100_000 + b"]" * 100_000, "is JSON nested too deeply to hold routes"),
+    "nested 100,000 deep": (b"[" * 100_000 + b"]" * 100_000, "is not valid JSON: nested too deeply to hold routes"),
     "a 4,301-digit integer": (b"1" * 4_301, "is not valid JSON: Exceeds the limit (4300 digits)"),
     "a list of a 4,301-digit integer": (
         b"[" + b"1" * 4_301 + b"]",
         "is not valid JSON: Exceeds the limit (4300 digits)",
     ),
-    "not UTF-8": (b"\xff\xfe{}", "is not UTF-8 text"),
+    "not UTF-8": (b"\xff\xfe{}", "is not valid JSON: not UTF-8 text (byte 0 of line 1)"),
 }
 
 
@@ -429,5 +429,5 @@ def test_cg_infer_refuses_only_the_line_that_is_not_utf8(fake_pipeline: Pipeline
     assert result.exit_code == 2 and [a["index"] for a in answers] == list(range(401))
     assert all("difficulty" in a for a in answers[:400]) and "error" in answers[400]
     assert [line for line in stderr if line.startswith("error:")] == [
-        "error: route 400: line 401: not UTF-8 text (byte 0)"
+        "error: route 400: line 401 is not valid JSON: not UTF-8 text (byte 0 of line 401)"
     ]

@@ -104,7 +104,48 @@ def test_json_lines_on_stdin_with_a_broken_line(fake_pipeline, board):
     assert result.returncode == 2
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     assert "difficulty" in answers[0] and "difficulty" in answers[2]
-    assert answers[1]["error"].startswith("line 2: invalid JSON")
+    assert answers[1]["error"].startswith("line 2 is not valid JSON: ")
+
+
+NON_FINITE: dict[str, tuple[dict[str, object], str]] = {
+    "NaN name": ({"name": float("nan")}, "NaN is not a JSON number"),
+    "Infinity angle": ({"angle": float("inf")}, "Infinity is not a JSON number"),
+    "-Infinity angle": ({"angle": float("-inf")}, "-Infinity is not a JSON number"),
+    "angle beyond float range": ({"angle": "1e999"}, "number 1e999 is out of range"),
+}
+
+
+def with_number(good: dict[str, object], change: dict[str, object]) -> str:
+    """The route with `change` as JSON; a string value is written as a bare number (1e999)."""
+    text = json.dumps(dict(good, **change))
+    return text.replace('"1e999"', "1e999")
+
+
+@pytest.mark.parametrize("case", sorted(NON_FINITE))
+def test_non_finite_numbers_are_refused_in_a_file(fake_pipeline, tmp_path, board, case):
+    """Python's json reads NaN and Infinity, but writes them back as invalid JSON: refused, nothing written."""
+    change, why = NON_FINITE[case]
+    result = infer(fake_pipeline, tmp_path, f"[{json.dumps(board['good'])}, {with_number(board['good'], change)}]")
+    assert_one_clean_error(result, f"routes.json is not valid JSON: {why}")
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("case", sorted(NON_FINITE))
+def test_non_finite_numbers_are_refused_on_their_json_line_only(fake_pipeline, tmp_path, board, case):
+    change, why = NON_FINITE[case]
+    lines = "\n".join([json.dumps(board["good"]), with_number(board["good"], change), json.dumps(board["good"])])
+    (tmp_path / "routes.jsonl").write_text(lines + "\n")
+    result = run_script(
+        "cg-infer", str(tmp_path / "routes.jsonl"), "--model", str(fake_pipeline.model), "--format", "json", check=False
+    )
+    assert_one_clean_error(result, f"route 1: line 2 is not valid JSON: {why}")
+
+    def strict(name: str) -> None:
+        raise AssertionError(f"cg-infer wrote {name}, which is not JSON")
+
+    answers = [json.loads(line, parse_constant=strict) for line in result.stdout.splitlines()]
+    assert answers[1] == {"index": 1, "error": f"line 2 is not valid JSON: {why}"}
+    assert "difficulty" in answers[0] and "difficulty" in answers[2]
 
 
 def test_missing_start_and_finish_are_answered_with_a_warning(fake_pipeline, tmp_path, board):

@@ -14,7 +14,9 @@ import pytest
 from climbgrade_runtime import GradePredictor, RouteError, parse_angle_spec
 from climbgrade_runtime.boardlib_db import open_database
 from climbgrade_runtime.geometry import LayoutGeometry
+from climbgrade_runtime.insight import ONLY_HOLD_WARNING
 from climbgrade_runtime.routes import parse_route
+from climbgrade_runtime.svg import RING_WIDTH
 
 from conftest import REAL_DATA, ROOT, run_script
 from test_parity import route_dicts, usable
@@ -147,10 +149,22 @@ def test_explain_crux_is_none_when_no_hold_makes_the_route_easier(predictor, mon
     assert explanation.crux is None and explanation.to_dict()["crux"] is None
 
 
-def test_explain_of_a_one_hold_route_is_a_route_error(predictor):
+def test_explain_of_a_one_hold_route_grades_it_and_lists_its_hold_without_an_effect(predictor, runs):
     pid, role = holds_of(predictor, KILTER)[0]
-    with pytest.raises(RouteError, match=r"^explain needs a route of at least 2 holds$"):
-        predictor.explain(with_holds(KILTER, [(pid, role)]))
+    route = with_holds(KILTER, [(pid, role)])
+    explanation = predictor.explain(route)
+    assert runs == [1]  # nothing to leave out: the route alone
+    assert explanation.prediction.difficulty == pytest.approx(predictor.predict(route).difficulty, abs=TOL)
+    assert [(h.placement_id, h.role, h.effect) for h in explanation.holds] == [(pid, role, None)]
+    assert explanation.crux is None and explanation.effects == {}
+    assert explanation.warnings == (ONLY_HOLD_WARNING,)
+    assert explanation.to_dict() == {"holds": [{"placement_id": pid, "role": role, "effect": None}], "crux": None}
+
+
+def test_explanation_effects_map_each_hold_to_its_effect(predictor):
+    explanation = predictor.explain(KILTER)
+    assert explanation.effects == {h.placement_id: h.effect for h in explanation.holds}
+    assert len(explanation.effects) == len(holds_of(predictor, KILTER)) >= 2
 
 
 def test_at_angle_is_encode_at_that_angle_bit_for_bit(predictor):
@@ -379,9 +393,27 @@ def test_cg_infer_streams_json_lines_with_a_bad_line():
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     assert [a["index"] for a in answers] == [0, 1, 2, 3]
     assert "holds" in answers[0] and answers[0]["mirror"] is None
-    assert answers[1]["error"].startswith("line 2: invalid JSON")
+    assert answers[1]["error"].startswith("line 2 is not valid JSON: ")
     assert answers[2]["mirror"]["frames"] and len(answers[2]["holds"]) == len(TB2["frames"].split("p")) - 1
-    assert answers[3] == {"index": 3, "name": KILTER["name"], "error": "explain needs a route of at least 2 holds"}
+    assert answers[3]["holds"] == [{"placement_id": 1495, "role": "start", "effect": None}]  # one hold: answered
+    assert answers[3]["crux"] is None and ONLY_HOLD_WARNING in answers[3]["warnings"]
+
+
+def test_cg_infer_explains_a_one_hold_route(predictor, tmp_path):
+    """A gradable one-hold route is answered (exit 0): its grade, its hold with no effect ("-"), a warning."""
+    route = dict(KILTER, frames="p1495r12")
+    result = infer("-", "--explain", "--svg", str(tmp_path), stdin=json.dumps(route))
+    assert result.returncode == 0, result.stderr
+    prediction = predictor.predict(route)
+    rows = result.stdout.splitlines()
+    assert f"{prediction.difficulty:.1f}" in rows[1] and rows[2].split() == ["·", "hold", "p1495", "start", "-"]
+    assert f"warning: route 0: {ONLY_HOLD_WARNING}" in result.stderr.splitlines()
+    [picture] = tmp_path.iterdir()
+    svg = ET.parse(picture).getroot()
+    rings = svg.findall(".//{http://www.w3.org/2000/svg}circle[@data-placement-id]")
+    assert [(r.attrib["data-placement-id"], r.attrib["data-role"]) for r in rings] == [("1495", "start")]
+    assert float(rings[0].attrib["stroke-width"]) == RING_WIDTH  # drawn with no effect weight...
+    assert len(svg.findall(".//{http://www.w3.org/2000/svg}text")) == 1  # ...and no effect label: the title only
 
 
 def test_cg_infer_svg_writes_one_picture_per_graded_route(tmp_path, predictor):

@@ -6,14 +6,13 @@ taps, selects, pastes and reads as a climber would. The page's strict CSP holds 
 fails on any console error or uncaught page error (a CSP violation is one).
 
 Outside CI the tests skip, saying why, when Playwright or Chromium is missing; with CI set they fail
-instead, so CI cannot pass without running them. A failing test leaves a screenshot in
-tests/artifacts/ (its path is printed with the failure). CLIMBGRADE_SCREENSHOT=PATH also saves the
-README's picture of the page with a graded route.
+instead, so CI cannot pass without running them. A failing test, or a page that fails to open, leaves
+a screenshot in tests/artifacts/ (its path is printed with the failure). CLIMBGRADE_SCREENSHOT=PATH also
+saves the README's picture of the page with a graded route.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import os
@@ -23,13 +22,17 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
-from conftest import BIN, REAL_DATA, ROOT, run_script
+from climbgrade_runtime import GradePredictor
+from climbgrade_runtime.routes import parse_route
+from climbgrade_runtime.svg import ROLE_COLOURS
+
+from conftest import BIN, PHASE_REPORTS, REAL_DATA, ROOT, run_script
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 EXAMPLES = ROOT / "examples" / "routes.json"
@@ -189,6 +192,15 @@ class Kiosk:
         self.page.click("#load")
         self.settle()
 
+    def screenshot(self, name: str) -> str:
+        """Save the page to tests/artifacts/<name>.png; says where, with the problems the page reported."""
+        shot = ARTIFACTS / f"{name}.png"
+        try:
+            self.page.screenshot(path=str(shot), full_page=True)
+        except Exception as exc:  # a page that cannot be drawn must not hide the failure being reported
+            return f"no screenshot of the page ({type(exc).__name__}: {exc})\nthe page's problems: {self.problems}"
+        return f"screenshot of the page at the failure: {shot}\nthe page's problems: {self.problems}"
+
     def sweep_points(self) -> list[tuple[int, bool]]:
         """(angle, chosen?) of each point of the sweep chart."""
         points = self.page.locator("#sweep circle.pt")
@@ -198,34 +210,45 @@ class Kiosk:
         ]
 
 
-def screenshot_on_failure(test: Callable[..., None]) -> Callable[..., None]:
-    """Run a test taking the `kiosk` fixture: on failure save the page to tests/artifacts/<test>.png
-    and say where; after the test, fail on any console or page error the page raised."""
+def open_kiosk(browser: Any, server: str, request: pytest.FixtureRequest, **context: Any) -> Iterator[Kiosk]:
+    """The page in a new browser context (`context`: Playwright's new_context options), closed afterwards.
 
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        kiosk: Kiosk = kwargs["kiosk"]
+    A screenshot is kept when opening the page fails, when the test fails, and when the page reported a
+    console or page error (which then fails the test at teardown even though its assertions passed).
+    """
+    browser_context = browser.new_context(**context)
+    kiosk = Kiosk(browser_context.new_page(), server)
+    kiosk.page.set_default_timeout(15_000)
+    name = request.node.name
+    try:
         try:
-            test(*args, **kwargs)
-            assert kiosk.problems == [], "the page reported problems"
+            kiosk.open()
         except Exception:
-            shot = ARTIFACTS / f"{test.__name__}.png"
-            kiosk.page.screenshot(path=str(shot), full_page=True)
-            print(f"screenshot of the page at the failure: {shot}\nthe page's problems: {kiosk.problems}")
+            print(kiosk.screenshot(name))  # shown with the setup error
             raise
-
-    return run
+        yield kiosk
+        call = request.node.stash.get(PHASE_REPORTS, {}).get("call")
+        if call is not None and call.failed:
+            call.sections.append(("kiosk screenshot", kiosk.screenshot(name)))  # shown with the failure
+        elif kiosk.problems:
+            print(kiosk.screenshot(name))
+            pytest.fail(f"the page reported problems: {kiosk.problems}")
+    finally:
+        browser_context.close()
 
 
 @pytest.fixture()
-def kiosk(browser: Any, server: str) -> Iterator[Kiosk]:
-    context = browser.new_context(viewport=WIDE)
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    opened = Kiosk(page, server)
-    opened.open()
-    yield opened
-    context.close()
+def kiosk(browser: Any, server: str, request: pytest.FixtureRequest) -> Iterator[Kiosk]:
+    """The page on a laptop-sized screen."""
+    yield from open_kiosk(browser, server, request, viewport=WIDE)
+
+
+@pytest.fixture()
+def phone(browser: Any, server: str, request: pytest.FixtureRequest) -> Iterator[Kiosk]:
+    """The page on a phone: narrow, touch, high density."""
+    yield from open_kiosk(
+        browser, server, request, viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2
+    )
 
 
 def example_route(index: int) -> dict[str, Any]:
@@ -255,7 +278,6 @@ def four_holds(layout: dict[str, Any]) -> list[int]:
     return chosen
 
 
-@screenshot_on_failure
 def test_tapping_four_holds_shows_a_grade_and_a_new_angle_changes_it(kiosk, layouts):
     kiosk.choose_layout("kilter/1")
     layout = layouts["kilter/1"]
@@ -289,7 +311,6 @@ def test_tapping_four_holds_shows_a_grade_and_a_new_angle_changes_it(kiosk, layo
     assert chosen == f"{other}°: {changed}"
 
 
-@screenshot_on_failure
 def test_a_pasted_route_gets_the_grade_cg_infer_gives(kiosk, server):
     route = example_route(0)
     answer = json.loads(run_script("cg-infer", str(EXAMPLES), "--format", "json").stdout)[0]
@@ -313,7 +334,23 @@ def test_a_pasted_route_gets_the_grade_cg_infer_gives(kiosk, server):
     kiosk.expected("status of 422")  # Chromium logs the refused request
 
 
-@screenshot_on_failure
+def test_a_pasted_one_hold_route_loads_as_the_server_reads_it(kiosk, server, layouts):
+    """The page takes a pasted route's holds from the explain answer, one hold or many; a bad role id is the
+    server's error and changes nothing."""
+    kiosk.choose_layout("kilter/1")
+    start = four_holds(layouts["kilter/1"])[0]
+    one = f"p{start}r{layouts['kilter/1']['roles']['start']}"
+    kiosk.load(one)
+    answer = post_json(server + "v1/explain", {"board": "kilter", "layout_id": 1, "angle": 40, "frames": one})
+    assert kiosk.text("#grade") == grade_text(answer) and kiosk.frames() == one
+    rings = kiosk.page.locator("#board .route [data-placement-id]")
+    assert rings.count() == 1 and rings.get_attribute("data-role") == "start"
+    assert kiosk.page.locator("#board > svg > text").count() == 1  # the title: a lone hold has no effect label
+    kiosk.load(f"p{start}r99")
+    assert "role id 99" in kiosk.text("#error") and kiosk.frames() == one
+    kiosk.expected("status of 422")
+
+
 def test_undo_and_clear_walk_the_route_back(kiosk, layouts):
     kiosk.choose_layout("kilter/1")
     start, hand, _, _ = four_holds(layouts["kilter/1"])
@@ -341,7 +378,6 @@ def test_undo_and_clear_walk_the_route_back(kiosk, layouts):
     assert kiosk.frames() == "" and kiosk.page.locator("#undo").is_disabled()
 
 
-@screenshot_on_failure
 def test_mirror_loads_the_mirrored_route_on_tb2(kiosk, server, layouts):
     route = example_route(2)
     assert (route["board"], route["layout_id"]) == ("tension", 11) and layouts["tension/11"]["has_mirrors"]
@@ -360,7 +396,6 @@ def test_mirror_loads_the_mirrored_route_on_tb2(kiosk, server, layouts):
     assert kiosk.text("#grade") == grade_text(mirror)
 
 
-@screenshot_on_failure
 def test_a_late_answer_for_an_older_route_never_replaces_the_newer_one(kiosk, server, layouts):
     kiosk.choose_layout("kilter/1")
     a, b, c, _ = four_holds(layouts["kilter/1"])
@@ -395,7 +430,6 @@ def test_a_late_answer_for_an_older_route_never_replaces_the_newer_one(kiosk, se
     assert newer == kiosk.text("#grade") == grade_text(two)
 
 
-@screenshot_on_failure
 def test_search_loads_a_climb_with_its_community_grade(kiosk, server):
     if REAL_DATA is None:
         pytest.skip("needs ../shared/data/kilter.db (or $CLIMBGRADE_DATA) for cg-serve --db")
@@ -415,62 +449,80 @@ def test_search_loads_a_climb_with_its_community_grade(kiosk, server):
     assert kiosk.page.locator("#community").is_hidden()
 
 
-def test_the_page_fits_a_phone(browser, server):
-    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
-    kiosk = Kiosk(context.new_page(), server)
-    try:
-        kiosk.open()
-        route = example_route(0)
-        kiosk.choose_angle(route["angle"])
-        kiosk.load(route["frames"])
-        assert GRADE.match(kiosk.text("#grade"))
-        assert kiosk.page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
-        for selector in ("#grade", "#board svg"):
-            box = kiosk.page.locator(selector).bounding_box()
-            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (selector, box)
-            assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"], (selector, box)  # no scrolling at all
-        # A tap (touch, not a mouse click) on a hole still cycles its role.
-        before = kiosk.frames()
-        pid = next(iter(holds_of(before)))[0]
-        kiosk.page.locator(f'#board .hits [data-placement-id="{pid}"]').tap()
-        kiosk.settle()
-        assert kiosk.frames() != before and holds_of(kiosk.frames()) - holds_of(before) <= {
-            (pid, r) for r in range(100)
-        }
-        buttons = kiosk.page.locator("button:visible")
-        assert all(buttons.nth(i).bounding_box()["height"] >= 44 for i in range(buttons.count()))
-        assert kiosk.problems == []
-    except Exception:
-        shot = ARTIFACTS / "test_the_page_fits_a_phone.png"
-        kiosk.page.screenshot(path=str(shot), full_page=True)
-        print(f"screenshot of the page at the failure: {shot}\nthe page's problems: {kiosk.problems}")
-        raise
-    finally:
-        context.close()
+def test_undo_of_a_loaded_climb_restores_the_route_and_angle_before_it(kiosk, server, layouts):
+    if REAL_DATA is None:
+        pytest.skip("needs ../shared/data/kilter.db (or $CLIMBGRADE_DATA) for cg-serve --db")
+    layout = layouts["kilter/1"]
+    climbs = get_json(server + "v1/climbs?q=a&board=kilter&layout_id=1&limit=5")["climbs"]
+    climb = next(c for c in climbs if c["angles"])
+    angle = next(a for a in layout["angles"] if a != climb["angles"][0]["angle"])
+    kiosk.choose_angle(angle)
+    start, hand, _, _ = four_holds(layout)
+    kiosk.tap(start)
+    kiosk.tap(hand)
+    before = (kiosk.frames(), kiosk.text("#grade"), kiosk.sweep_points())
+    kiosk.page.fill("#search", climb["uuid"][:12])
+    kiosk.page.locator("#results button").first.click()
+    kiosk.settle()
+    assert int(kiosk.page.input_value("#angle")) == climb["angles"][0]["angle"]  # the climb moved the angle
+    kiosk.page.click("#undo")
+    kiosk.settle()
+    assert int(kiosk.page.input_value("#angle")) == angle
+    assert (kiosk.frames(), kiosk.text("#grade"), kiosk.sweep_points()) == before
+    assert kiosk.page.locator("#community").is_hidden()
+
+
+def test_the_page_fits_a_phone(phone):
+    route = example_route(0)
+    phone.choose_angle(route["angle"])
+    phone.load(route["frames"])
+    assert GRADE.match(phone.text("#grade"))
+    assert phone.page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    for selector in ("#grade", "#board svg"):
+        box = phone.page.locator(selector).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (selector, box)
+        assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"], (selector, box)  # no scrolling at all
+    # A tap (touch, not a mouse click) on a hole still cycles its role.
+    before = phone.frames()
+    pid = next(iter(holds_of(before)))[0]
+    phone.page.locator(f'#board .hits [data-placement-id="{pid}"]').tap()
+    phone.settle()
+    assert phone.frames() != before and holds_of(phone.frames()) - holds_of(before) <= {(pid, r) for r in range(100)}
+    buttons = phone.page.locator("button:visible")
+    assert all(buttons.nth(i).bounding_box()["height"] >= 44 for i in range(buttons.count()))
 
 
 def test_cg_infer_svg_renders_offline_in_chromium(browser: Any, tmp_path: Path) -> None:
     """`cg-infer --explain --svg` pictures render in a real browser with no network: every route hold a
     ring of its role's colour, every hole of the layout drawn, and not one request beyond the file."""
     run_script("cg-infer", "--explain", "--svg", str(tmp_path), str(EXAMPLES))
+    routes = json.loads(EXAMPLES.read_text())
     pictures = sorted(tmp_path.glob("*.svg"))
-    assert len(pictures) == len(json.loads(EXAMPLES.read_text()))
+    assert len(pictures) == len(routes)
+    tokenizer = GradePredictor.load().tokenizer  # the shipped model's geometry, which cg-infer drew from
     page = browser.new_page(viewport=WIDE)
     requests: list[str] = []
     page.on("request", lambda request: requests.append(request.url))
     try:
         for picture in pictures:
+            route = tokenizer.resolve(parse_route(routes[int(picture.stem.split("-")[0])]))  # <index>[-name].svg
             page.goto(picture.as_uri())
+            holes = page.eval_on_selector_all("g.holes circle", "els => els.map(e => e.getBBox().width)")
+            assert len(holes) == len(route.layout.placements) and all(width > 0 for width in holes)  # all drawn
             rings = page.eval_on_selector_all(
-                "circle[data-role]",
-                "els => els.map(e => [e.getAttribute('data-role'), getComputedStyle(e).stroke, e.getBBox().width])",
+                "g.route circle",
+                "els => els.map(e => [Number(e.getAttribute('data-placement-id')), e.getAttribute('data-role'), "
+                "getComputedStyle(e).stroke, e.getBBox().width])",
             )
-            holds = page.eval_on_selector_all("circle[data-placement-id]", "els => els.length")
-            assert rings and holds == len(rings)
-            assert all(width > 0 for _, _, width in rings)  # laid out, so drawn
-            assert {role for role, _, _ in rings} <= {"start", "middle", "finish", "foot"}
-            assert len({stroke for _, stroke, _ in rings}) == len({role for role, _, _ in rings})  # a colour a role
+            assert sorted((pid, role) for pid, role, _, _ in rings) == sorted(route.holds)
+            for pid, role, stroke, width in rings:
+                assert stroke == rgb(ROLE_COLOURS[role]) and width > 0, (picture.name, pid, role, stroke, width)
             assert page.title().endswith("°")
         assert requests == [p.as_uri() for p in pictures]
     finally:
         page.close()
+
+
+def rgb(colour: str) -> str:
+    """`#rrggbb` as the browser's computed style spells it."""
+    return "rgb({}, {}, {})".format(*(int(colour[i : i + 2], 16) for i in (1, 3, 5)))

@@ -7,24 +7,33 @@ real data when present; a real `cg-serve` on a free loopback port stopped by SIG
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import httpx
 import pytest
 
 from climbgrade_runtime import GradePredictor
 from climbgrade_runtime.boardlib_db import GRADED_STATS_SQL, USABLE_CLIMB_SQL
+from climbgrade_runtime.insight import ONLY_HOLD_WARNING
 from climbgrade_runtime.serve import create_app
 from climbgrade_runtime.serve.app import PAGE_CSP
+from climbgrade_runtime.serve.climbs import MAX_LIMIT, ClimbSearch
+from climbgrade_runtime.svg import picture_title
 
 from conftest import BIN, REAL_DATA, Pipeline, run_script
 
@@ -75,6 +84,42 @@ def test_healthz_names_the_model_and_its_hash(client, predictor):
     answer = client.get("/healthz").json()
     assert answer["status"] == "ok" and answer["model"] == predictor.model_path.name
     assert answer["sha256"] == predictor.sidecar.model_sha256 and answer["uptime_s"] >= 0
+
+
+def test_page_health_and_layouts_answer_while_every_worker_thread_waits_on_the_model(predictor, monkeypatch):
+    """Model requests queued on the model semaphore hold every thread-pool token; the page, its files and the rest still answer."""
+    release = threading.Event()
+
+    def slow_predict(route: Any) -> Any:
+        release.wait(timeout=60)
+        return GradePredictor.predict(predictor, route)
+
+    monkeypatch.setattr(predictor, "predict", slow_predict)
+    app = create_app(predictor, max_model_runs=1)
+
+    async def scenario() -> dict[str, int]:
+        pool = anyio.to_thread.current_default_thread_limiter()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://kiosk") as http:
+            queued = [asyncio.create_task(http.post("/v1/grade", json=KILTER_ROUTE)) for _ in range(50)]
+            try:
+                for _ in range(500):  # until the grade requests hold every token of the thread pool
+                    if pool.borrowed_tokens == pool.total_tokens:
+                        break
+                    await asyncio.sleep(0.01)
+                assert pool.borrowed_tokens == pool.total_tokens, (pool.borrowed_tokens, pool.total_tokens)
+                answers = {}
+                for path in ("/healthz", "/v1/layouts", "/", "/static/app.js", "/static/style.css"):
+                    answers[path] = (await asyncio.wait_for(http.get(path), timeout=5)).status_code
+                answers["/nothing"] = (await asyncio.wait_for(http.get("/nothing"), timeout=5)).status_code
+            finally:
+                release.set()
+            assert {r.status_code for r in await asyncio.gather(*queued)} == {200}
+        return answers
+
+    assert asyncio.run(scenario()) == {
+        "/healthz": 200, "/v1/layouts": 200, "/": 200, "/static/app.js": 200, "/static/style.css": 200, "/nothing": 404
+    }  # fmt: skip
 
 
 def test_layouts_give_every_hole_angle_and_role_of_the_model(client, predictor):
@@ -141,14 +186,17 @@ def test_explain_is_cg_infers_answer_with_angles_all_explain_mirror(client, pred
     assert client.post("/v1/explain", json=TENSION_ROUTE).json()["mirror"] is not None
 
 
-def test_explain_of_a_one_hold_route_still_grades_and_sweeps_it(client, predictor):
+def test_explain_of_a_one_hold_route_is_cg_infers_answer_its_hold_without_an_effect(client, predictor, tmp_path):
     route = {**KILTER_ROUTE, "frames": KILTER_ROUTE["frames"][:8]}
     response = client.post("/v1/explain", json=route)
     assert response.status_code == 200
     answer = response.json()
+    assert answer == cg_infer_json(route, "--angles", "all", "--explain", "--mirror", tmp_path=tmp_path)
     assert answer["difficulty"] == predictor.predict(route).difficulty
     assert answer["angles"] == predictor.sweep(route).to_dict()["angles"]
-    assert answer["holds"] == [] and answer["crux"] is None
+    [hold] = predictor.explain(route).holds
+    assert answer["holds"] == [{"placement_id": hold.placement_id, "role": hold.role, "effect": None}]
+    assert answer["crux"] is None and ONLY_HOLD_WARNING in answer["warnings"]
 
 
 def test_explain_of_an_invalid_route_is_422_with_cg_infers_message(client, tmp_path):
@@ -164,8 +212,7 @@ def test_picture_of_a_route_shows_its_grade_effects_and_every_hole_as_a_target(c
     response = client.post("/v1/picture", json=KILTER_ROUTE)
     assert response.status_code == 200 and response.headers["content-type"].startswith("image/svg+xml")
     svg = response.text
-    p = predictor.predict(KILTER_ROUTE)
-    assert f"<title>{p.font} · {p.v_grade} · {p.difficulty:.1f} at {p.angle}°</title>" in svg
+    assert f"<title>{picture_title(predictor.predict(KILTER_ROUTE))}</title>" in svg
     layout = predictor.tokenizer.layouts["kilter", 1]
     for pid in layout.placements:
         assert f'data-placement-id="{pid}"' in svg
@@ -183,9 +230,9 @@ def test_picture_of_the_bare_board_and_of_one_hold(client, predictor):
         assert response.text.count("data-placement-id") == len(layout.placements)
     one = {**KILTER_ROUTE, "frames": KILTER_ROUTE["frames"][:8]}
     response = client.post("/v1/picture", json=one)
-    p = predictor.predict(one)
     assert response.status_code == 200
-    assert f"<title>{p.font} · {p.v_grade} · {p.difficulty:.1f} at {p.angle}°</title>" in response.text
+    assert f"<title>{picture_title(predictor.predict(one))}</title>" in response.text
+    assert response.text.count("data-role=") == 1 and response.text.count("</text>") == 1  # a ring, no effect label
 
 
 def test_explain_with_picture_is_the_explain_answer_plus_the_picture(client):
@@ -211,12 +258,30 @@ def test_picture_of_an_invalid_route_or_board_is_422(client, tmp_path):
 # --- errors -------------------------------------------------------------------------------------
 
 
+MALFORMED_BODIES = (b"{bad", b"\xff\xfe", b"NaN", b'{"angle": 1e999}', b'[{"name": -Infinity}]', b"[" * 100_000)
+
+
 def test_malformed_json_is_400_on_every_route_endpoint(client):
     for path in ("/v1/grade", "/v1/explain", "/v1/picture"):
-        for body in (b"{bad", b"", b"\xff\xfe", b"NaN", b'{"angle": 1e999}', b"[" * 100_000):
+        for body in (b"", *MALFORMED_BODIES):
             response = client.post(path, content=body)
             assert response.status_code == 400, (path, body[:20])
             assert response.json()["error"].startswith("request body is not valid JSON: ")
+
+
+def test_malformed_json_is_refused_in_cg_infers_words(client):
+    """One decoder: the API's 400 says what cg-infer says of the same bytes on stdin, the source aside."""
+    for body in MALFORMED_BODIES:
+        command = [str(BIN / "cg-infer"), "-", "--format", "json"]
+        result = subprocess.run(command, input=body, capture_output=True, timeout=600, check=False)
+        [line] = [line for line in result.stderr.decode().splitlines() if line.startswith("error: ")]
+        said = line.removeprefix("error: ").removeprefix("route 0: ")  # a one-line input is read as JSON Lines
+        source = "line 1" if said.startswith("line 1 ") else "stdin"
+        assert result.returncode == 2
+        for answer in result.stdout.splitlines():  # whatever cg-infer wrote is JSON: no bare NaN or Infinity
+            assert "error" in json.loads(answer, parse_constant=lambda name: pytest.fail(f"cg-infer wrote {name}"))
+        expected = said.replace(source, "request body", 1)
+        assert client.post("/v1/grade", content=body).json() == {"error": expected}, body[:20]
 
 
 def test_bodies_over_the_limit_are_413_by_length_and_by_bytes_read(predictor):
@@ -340,6 +405,64 @@ def test_search_leaves_out_what_cg_train_leaves_out(fake_search):
     assert client.get("/v1/climbs", params={"q": "DEFECT"}).json() == {"climbs": []}  # uuid prefix of each defect
     for name in ("DRAFT", "UNLISTED", "MULTIFRAME", "BADFRAMES", "OFFBOARD", "TWICE", "BADROLE", "no stats"):
         assert client.get("/v1/climbs", params={"q": name}).json() == {"climbs": []}
+
+
+def test_search_fills_its_limit_past_many_more_climbed_climbs_the_model_cannot_take(fake_pipeline, fake_dbs, tmp_path):
+    db = tmp_path / "kilter.db"
+    shutil.copyfile(fake_dbs[0], db)  # the synthetic database, with 30 ungradable climbs most climbed of all
+    con = sqlite3.connect(db)
+    layout_id, frames = con.execute("SELECT layout_id, frames FROM climbs WHERE uuid = 'DEFECTOFFBOARD'").fetchone()
+    for n in range(30):
+        con.execute(
+            "INSERT INTO climbs (uuid, layout_id, name, frames_count, frames, is_draft, is_listed, angle) "
+            "VALUES (?, ?, ?, 1, ?, 0, 1, 40)",
+            (f"OFFBOARD{n:02d}", layout_id, f"climb off the board {n}", frames),
+        )
+        con.execute(
+            "INSERT INTO climb_stats (climb_uuid, angle, display_difficulty, ascensionist_count, quality_average) "
+            "VALUES (?, 40, 20.0, 100000, 3.0)",
+            (f"OFFBOARD{n:02d}",),
+        )
+    con.commit()
+    con.close()
+    predictor = GradePredictor.load(fake_pipeline.model)
+    search = ClimbSearch([str(db)], predictor.tokenizer, predictor.grades)
+    try:
+        everything = search.search("climb", limit=MAX_LIMIT)
+        five = search.search("climb", limit=5)
+    finally:
+        search.close()
+    assert len(everything) == MAX_LIMIT and not any(c.uuid.startswith("OFFBOARD") for c in everything)
+    assert five == everything[:5]
+
+
+def test_the_app_closes_its_databases_when_it_shuts_down(predictor, fake_dbs):
+    app = create_app(predictor, databases=fake_dbs)
+    search = app.state.search
+    with TestClient(app) as client:
+        assert client.get("/v1/climbs", params={"q": "climb"}).status_code == 200
+        assert search.search("climb")
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        search.search("climb")
+
+
+def open_files(pid: int) -> set[str]:
+    """What the process's file descriptors point at (Linux /proc)."""
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed since it was listed
+            found.add(os.readlink(fd))
+    return found
+
+
+def test_cg_serve_with_workers_leaves_no_database_open_in_its_parent(fake_dbs):
+    server, url = start_server("--workers", "2", "--db", fake_dbs[0])
+    try:
+        assert httpx.get(url + "healthz", timeout=60).json()["status"] == "ok"
+        assert str(Path(fake_dbs[0]).resolve()) not in open_files(server.pid)
+    finally:
+        code, stderr = stop(server)
+    assert code == 0, stderr
 
 
 @pytest.mark.skipif(REAL_DATA is None, reason="../shared/data (or $CLIMBGRADE_DATA) is not present")

@@ -109,7 +109,7 @@ def test_json_lines_file_is_read_lazily(tmp_path):
     with path.open("a") as handle:
         handle.write('{"late": 1}\n')
     rest = list(records)
-    assert len(rest) == 11 and str(rest[-2]).startswith("line 11: invalid JSON") and rest[-1] == {"late": 1}
+    assert len(rest) == 11 and str(rest[-2]).startswith("line 11 is not valid JSON: ") and rest[-1] == {"late": 1}
 
 
 def test_cg_infer_answers_the_first_chunk_before_stdin_ends(fake_pipeline):

@@ -3,41 +3,42 @@
 Every answer is built by the library (Prediction / RouteInsight `to_dict`, render_route_svg), so the
 API and cg-infer cannot drift apart. Model calls block, so the handlers that make them are plain
 `def`s: FastAPI runs them in its thread pool and the event loop keeps serving (GradePredictor is
-thread-safe). Errors are one-line JSON `{"error": ...}`; nothing a request sends takes the server down.
+thread-safe). Everything else (the page, /healthz, /v1/layouts, the error handlers) is `async def`, so
+it answers on the event loop even while every thread-pool token waits on the model. Errors are one-line
+JSON `{"error": ...}`; nothing a request sends takes the server down.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import RouteError
 from ..geometry import LayoutGeometry
+from ..inputs import decode_json
 from ..insight import Explanation, InsightRequest, RouteInsight, parse_angle_spec
 from ..predictor import GradePredictor
-from ..results import Prediction
 from ..routes import parse_route
-from ..svg import render_route_svg
+from ..svg import picture_title, render_route_svg
 from ..tokenizer import ResolvedRoute, check_angle
 from .climbs import MAX_LIMIT, ClimbSearch
 
 STATIC = Path(__file__).resolve().parent / "static"
+STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 # The page runs only its own files: no inline script or style, no other origin, pictures inline.
 PAGE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -86,31 +87,12 @@ def error(status: int, message: str) -> ApiJSON:
     return ApiJSON({"error": message}, status_code=status)
 
 
-def decode_json(body: bytes) -> Any:
-    """The request body as JSON; ApiError 400 saying why it is not (NaN and infinities are not JSON)."""
+def request_json(body: bytes) -> Any:
+    """The request body as JSON; ApiError 400 with cg-infer's words for the same bytes if it is not."""
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, f"request body is not valid JSON: not UTF-8 text (byte {exc.start})") from exc
-    except json.JSONDecodeError as exc:
-        raise ApiError(
-            400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from exc
-    except RecursionError as exc:
-        raise ApiError(400, "request body is not valid JSON: nested too deeply to hold routes") from exc
-    except ValueError as exc:  # an integer longer than Python converts, a non-finite number
-        raise ApiError(400, f"request body is not valid JSON: {str(exc).splitlines()[0][:80]}") from exc
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
+        return decode_json(body, "request body")
+    except RouteError as exc:
+        raise ApiError(400, str(exc)) from exc
 
 
 class BodyLimit:
@@ -193,21 +175,37 @@ def create_app(
     started = time.monotonic()
     model = {"model": predictor.model_path.name, "sha256": predictor.sidecar.model_sha256}
     layouts = [_layout_dict(layout) for layout in predictor.tokenizer.layouts.values()]
+    # The page's files, read once: answering them needs no thread-pool token, so a kiosk whose model is
+    # busy still loads its page. Only these names are served: no request can name a file.
+    files = {
+        path.name: (path.read_bytes(), STATIC_TYPES[path.suffix])
+        for path in STATIC.iterdir()
+        if path.suffix in STATIC_TYPES
+    }
     model_runs = threading.BoundedSemaphore(max_model_runs or os.cpu_count() or 1)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:  # the server stops: its database connections close with it
+            if search is not None:
+                search.close()
 
     app = FastAPI(
         title="climbgrade kiosk",
         summary="Grade climbing-board routes: the same answers as cg-infer.",
         default_response_class=ApiJSON,
+        lifespan=lifespan,
     )
     app.state.search = search  # for cg-serve's start-up warnings
 
     @app.exception_handler(ApiError)
-    def api_error(_request: Request, exc: ApiError) -> Response:
+    async def api_error(_request: Request, exc: ApiError) -> Response:
         return error(exc.status, exc.message)
 
     @app.exception_handler(HTTPException)
-    def http_error(request: Request, exc: HTTPException) -> Response:
+    async def http_error(request: Request, exc: HTTPException) -> Response:
         path = request.url.path
         if exc.status_code == 404:
             message = f"no such page: {path}"
@@ -219,13 +217,13 @@ def create_app(
         return ApiJSON({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0]
         where = " ".join(str(part) for part in first.get("loc", ()))
         return error(422, f"{where}: {first.get('msg', 'invalid')}")
 
     @app.exception_handler(Exception)
-    def unexpected(_request: Request, exc: Exception) -> Response:
+    async def unexpected(_request: Request, exc: Exception) -> Response:
         # The traceback goes to the server's log (uvicorn), never to the client.
         return error(500, f"internal error ({type(exc).__name__}); the server is still up")
 
@@ -240,23 +238,27 @@ def create_app(
         return {"status": "ok", **model, "uptime_s": round(time.monotonic() - started, 3)}
 
     @app.get("/", include_in_schema=False)
-    def page() -> Response:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+    async def page() -> Response:
+        return _file_response(files["index.html"])
 
-    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        if name not in files:
+            raise ApiError(404, f"no such page: /static/{name}")
+        return _file_response(files[name])
 
     @app.get("/healthz", summary="Liveness and the model served")
-    def healthz() -> Response:
+    async def healthz() -> Response:
         return ApiJSON(health())
 
     @app.get("/v1/layouts", summary="The boards and layouts the model grades, with their holes")
-    def get_layouts() -> Response:
+    async def get_layouts() -> Response:
         return ApiJSON({"layouts": layouts, "model": health(), "search": search is not None})
 
     @app.post("/v1/grade", summary="Grade one route (an object) or many (a list), as cg-infer --format json does",
               openapi_extra=_json_body({"oneOf": [ROUTE_SCHEMA, {"type": "array", "items": ROUTE_SCHEMA}]}))  # fmt: skip
     def grade(body: bytes = Depends(body_bytes)) -> Response:
-        routes = decode_json(body)
+        routes = request_json(body)
         if isinstance(routes, list):
             if len(routes) > max_routes:
                 raise ApiError(413, f"the request holds {len(routes)} routes; the limit is {max_routes} per request")
@@ -274,24 +276,21 @@ def create_app(
         body: bytes = Depends(body_bytes),
         picture: bool = Query(False, description="also the route's picture (as /v1/picture draws it), as SVG text"),
     ) -> Response:
-        route = decode_json(body)
-        # A one-hold route has no hold to leave out: it is answered with its grade and sweep, and no holds.
-        explainable = _hold_count(route) >= 2
-        request = EXPLAIN_REQUEST if explainable else replace(EXPLAIN_REQUEST, explain=False)
+        route = request_json(body)
         with model_runs:
-            [result] = next(predictor.insight_stream([route], request))
+            [result] = next(predictor.insight_stream([route], EXPLAIN_REQUEST))
         if not isinstance(result, RouteInsight):
             raise ApiError(422, result.error)
-        answer = result.to_dict() if explainable else result.to_dict() | {"holds": [], "crux": None}
-        if picture:  # the kiosk's one call per tap: the numbers and the board they belong on
-            answer["picture"] = _route_picture(result.route, result.prediction, result.explanation)
+        answer = result.to_dict()
+        if picture and result.explanation is not None:  # the kiosk's one call per tap: numbers and their board
+            answer["picture"] = _route_picture(result.route, result.explanation)
         return ApiJSON(answer)
 
     @app.post("/v1/picture", summary="The route (or the bare board) as SVG, every hole a tap target",
               response_class=Response, responses={200: {"content": {"image/svg+xml": {}}}},
               openapi_extra=_json_body(ROUTE_SCHEMA))  # fmt: skip
     def picture(body: bytes = Depends(body_bytes)) -> Response:
-        route = decode_json(body)
+        route = request_json(body)
         if isinstance(route, dict) and route.get("frames") == "":  # the bare board, spelled as frames
             route = {k: v for k, v in route.items() if k != "frames"} | {"holds": []}
         try:
@@ -314,6 +313,11 @@ def create_app(
     return app
 
 
+def _file_response(file: tuple[bytes, str]) -> Response:
+    content, media_type = file
+    return Response(content, media_type=media_type)
+
+
 def _layout_dict(layout: LayoutGeometry) -> dict[str, Any]:
     """What the page draws a layout from: its holes (board units, y up), angles, role ids, mirrors or not."""
     return {
@@ -322,7 +326,6 @@ def _layout_dict(layout: LayoutGeometry) -> dict[str, Any]:
         "name": layout.name,
         "angles": list(layout.angles),
         "roles": dict(layout.role_ids),  # how the page spells a role in frames
-        "role_names": {str(rid): name for rid, name in sorted(layout.roles.items())},  # every id frames may use
         "has_mirrors": bool(layout.mirrors),
         "placements": [{"id": pid, "x": x, "y": y} for pid, (x, y) in sorted(layout.placements.items())],
     }
@@ -333,30 +336,18 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-def _hold_count(route: Any) -> int:
-    """The route's number of holds; 0 for one that does not parse (grading it then reports why)."""
-    try:
-        return len(parse_route(route).holds)
-    except RouteError:
-        return 0
-
-
 def _picture(predictor: GradePredictor, record: Any) -> str:
-    """The kiosk's board for a route: graded (and, from 2 holds on, explained) first. No holds: the bare board."""
+    """The kiosk's board for a route, explained first. No holds: the bare board."""
     route = parse_route(record)
     layout = predictor.tokenizer.layouts.get((route.board, route.layout_id))
     if layout is not None and not route.holds:
         check_angle(layout, route.angle)
         return render_route_svg(layout, (), f"{layout.name} at {route.angle}°", interactive=True)
     resolved = predictor.tokenizer.resolve(route)  # cg-infer's error for a route the model cannot take
-    if len(resolved.holds) >= 2:
-        explanation = predictor.explain(route)
-        return _route_picture(resolved, explanation.prediction, explanation)
-    return _route_picture(resolved, predictor.predict(route), None)
+    return _route_picture(resolved, predictor.explain(route))
 
 
-def _route_picture(route: ResolvedRoute, prediction: Prediction, explanation: Explanation | None) -> str:
+def _route_picture(route: ResolvedRoute, explanation: Explanation) -> str:
     """Every hole a tap target, the route's holds in role colours, its grade in the title, each hold's effect."""
-    effects = None if explanation is None else {h.placement_id: h.effect for h in explanation.holds}
-    title = f"{prediction.font} · {prediction.v_grade} · {prediction.difficulty:.1f} at {prediction.angle}°"
-    return render_route_svg(route.layout, route.holds, title, effects, interactive=True)
+    title = picture_title(explanation.prediction)
+    return render_route_svg(route.layout, route.holds, title, explanation.effects, interactive=True)

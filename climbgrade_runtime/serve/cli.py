@@ -141,7 +141,10 @@ def main(
         _announce(host, listener)
         server.run(sockets=[listener])
     else:
-        del app  # each worker process loads its own model; this one only checked that it works
+        # Each worker process loads its own model and opens its own databases; this one only checked them.
+        if search is not None:
+            search.close()
+        del app
         supervisor = Multiprocess(config, sockets=[listener])  # queues signals from here on
         _announce(host, listener)
         supervisor.run()

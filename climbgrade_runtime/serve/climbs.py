@@ -83,8 +83,10 @@ class ClimbSearch:
             raise
 
     def close(self) -> None:
-        for db, _ in self._databases:
-            db.connection.close()
+        """Close every connection (each after any search using it); searching afterwards is an error."""
+        for db, lock in self._databases:
+            with lock:
+                db.connection.close()
 
     def boards_unknown_to_model(self) -> list[str]:
         """The databases whose board has no layout in the model (nothing of theirs can be found)."""
@@ -104,31 +106,37 @@ class ClimbSearch:
         return found[:limit]
 
     def _search(self, db: BoardDatabase, text: str, layouts: list[int], limit: int) -> list[Climb]:
+        """The `limit` most climbed matching climbs the model takes: candidates are read most climbed first
+        until enough are gradable (or none are left), so the model's gaps never shorten the list; only the
+        chosen climbs get their community grades read."""
         pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         graded = f"SELECT {{}} FROM climb_stats s WHERE s.climb_uuid = c.uuid AND {GRADED_STATS_SQL}"
-        rows = db.connection.execute(
+        candidates = db.connection.execute(
             f"SELECT c.uuid, {db.climb_name_sql}, c.layout_id, c.frames, "
             f"({graded.format('SUM(COALESCE(s.ascensionist_count, 0))')}) AS ascents "
             f"FROM climbs c WHERE {USABLE_CLIMB_SQL} AND c.layout_id IN ({','.join('?' * len(layouts))}) "
             f"AND ({db.climb_name_sql} LIKE ? ESCAPE '\\' OR c.uuid LIKE ? ESCAPE '\\') "
-            f"AND EXISTS ({graded.format('1')}) ORDER BY ascents DESC, c.uuid LIMIT ?",
-            [*layouts, f"%{pattern}%", f"{pattern}%", 2 * limit],  # room for climbs the model cannot take
-        ).fetchall()
-        climbs = []
-        for uuid, name, lid, frames, _ in rows:
-            stats = db.connection.execute(
-                "SELECT s.angle, s.display_difficulty, COALESCE(s.ascensionist_count, 0) FROM climb_stats s "
-                f"WHERE s.climb_uuid = ? AND {GRADED_STATS_SQL} ORDER BY s.angle",
-                (uuid,),
-            ).fetchall()
-            if not self._gradable(db.board, int(lid), str(frames or "")):
-                continue
-            angles = tuple(
-                CommunityGrade(int(a), float(d), (g := self.grades.grade(float(d))).font, g.v, int(n))
-                for a, d, n in stats
-            )
-            climbs.append(Climb(str(uuid), str(name), db.board, int(lid), str(frames), angles))
-        return climbs
+            f"AND EXISTS ({graded.format('1')}) ORDER BY ascents DESC, c.uuid",
+            [*layouts, f"%{pattern}%", f"{pattern}%"],
+        )
+        chosen: list[tuple[str, str, int, str]] = []
+        for uuid, name, lid, frames, _ in candidates:  # sqlite3 steps the rows as they are read
+            if self._gradable(db.board, int(lid), str(frames or "")):
+                chosen.append((str(uuid), str(name), int(lid), str(frames)))
+                if len(chosen) == limit:
+                    break
+        candidates.close()
+        if not chosen:
+            return []
+        grades: dict[str, list[CommunityGrade]] = {uuid: [] for uuid, _, _, _ in chosen}
+        for uuid, angle, difficulty, ascents in db.connection.execute(
+            "SELECT s.climb_uuid, s.angle, s.display_difficulty, COALESCE(s.ascensionist_count, 0) FROM climb_stats s "
+            f"WHERE s.climb_uuid IN ({','.join('?' * len(chosen))}) AND {GRADED_STATS_SQL} ORDER BY s.angle",
+            list(grades),
+        ):
+            grade = self.grades.grade(float(difficulty))
+            grades[uuid].append(CommunityGrade(int(angle), float(difficulty), grade.font, grade.v, int(ascents)))
+        return [Climb(uuid, name, db.board, lid, frames, tuple(grades[uuid])) for uuid, name, lid, frames in chosen]
 
     def _gradable(self, board: str, layout_id: int, frames: str) -> bool:
         """Whether the model takes the climb's holds (at any angle of its layout)."""

@@ -13,7 +13,7 @@
     layout: null, // an entry of GET /v1/layouts
     angle: null,
     holds: new Map(), // placement id -> role name, in the order tapped
-    history: [], // snapshots for undo: {holds, climb}
+    history: [], // snapshots for undo: {holds, climb, angle} (loading a climb can change the angle)
     answer: null, // the explain answer for the route on screen (null: none yet, or no holds)
     climb: null, // the community climb loaded from search, until the route is edited
   };
@@ -92,17 +92,6 @@
     return [...holds].map(([pid, role]) => `p${pid}r${state.layout.roles[role]}`).join("");
   }
 
-  /** Frames -> [[placement id, role name]] with any of this layout's role ids; null if a role id is not one of them. */
-  function parseFrames(frames) {
-    const names = state.layout.role_names;
-    const holds = [];
-    for (const [, pid, rid] of frames.matchAll(/p(\d+)r(\d+)/g)) {
-      if (!(rid in names)) return null;
-      holds.push([Number(pid), names[rid]]);
-    }
-    return holds;
-  }
-
   /** The explain answer for `route` with its picture: one request, one model run per tap. */
   function explain(route) {
     return api("v1/explain?picture=true", route);
@@ -151,7 +140,7 @@
       drawSweep(answer.angles || []);
     }
     // The route's own warnings ("route has no finish hold"), not the notes of its left-out holds or mirror.
-    const notes = answer === null ? [] : (answer.warnings || []).filter((w) => !/^(without p\d+:|no mirror graded|mirror:)/.test(w));
+    const notes = answer === null ? [] : (answer.warnings || []).filter((w) => !/^(without p\d+:|no mirror graded|mirror:|a route's only hold)/.test(w));
     $("warnings").textContent = notes.join("; ");
     $("warnings").hidden = notes.length === 0;
     showButtons();
@@ -184,7 +173,7 @@
   }
 
   function remember() {
-    state.history.push({holds: [...state.holds], climb: state.climb});
+    state.history.push({holds: [...state.holds], climb: state.climb, angle: state.angle});
   }
 
   function tap(pid) {
@@ -217,14 +206,9 @@
       return;
     }
     if (my !== seq) return;
-    const holds = answer.holds.length ? answer.holds.map((h) => [h.placement_id, h.role]) : parseFrames(text);
-    if (holds === null) {
-      showError(`a role id in ${text} is not one of ${state.layout.name}'s: ${Object.values(state.layout.roles).join(", ")}`);
-      return;
-    }
     clearError();
     remember();
-    state.holds = new Map(holds);
+    state.holds = new Map(answer.holds.map((h) => [h.placement_id, h.role]));  // the server's reading of the frames
     state.climb = climb;
     setAngle(angle);
     refresh(answer);
@@ -375,6 +359,7 @@
       if (!last) return;
       state.holds = new Map(last.holds);
       state.climb = last.climb;
+      setAngle(last.angle);
       refresh();
     });
     $("clear").addEventListener("click", () => {
