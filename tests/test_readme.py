@@ -56,7 +56,7 @@ COMMANDS: dict[str, click.Command] = {
 KINDS = {"bash setup", "bash training", "bash needs-db", "bash serve", "console", "python", "text", "json"}
 SHELL_OPERATORS = {"|", "||", "&&", ";"}
 STDERR_PREFIXES = ("error:", "warning:")
-MAX_README_LINES = 230
+MAX_README_LINES = 220
 
 
 @dataclass(frozen=True)
