@@ -32,17 +32,19 @@ from .results import RouteFailure
 from .split import SPLITS
 
 EXIT_BAD_INPUT = 2
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("source", metavar="ROUTES")
-@click.option(
+# The model every command grades with (cg-infer, cg-eval, cg-serve).
+MODEL_OPTION = click.option(
     "--model",
     "model_path",
     type=click.Path(dir_okay=True),
     default=None,
     help="Model .onnx (its .onnx.json sidecar beside it). Default: the model shipped with climbgrade.",
 )
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source", metavar="ROUTES")
+@MODEL_OPTION
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option(
     "--threads", type=click.IntRange(min=1), default=1, show_default=True, help="onnxruntime intra-op threads."
@@ -144,13 +146,7 @@ def _make_folder(folder: Path) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(dir_okay=True),
-    default=None,
-    help="Model .onnx (its .onnx.json sidecar beside it). Default: the model shipped with climbgrade.",
-)
+@MODEL_OPTION
 @click.option(
     "--db",
     "databases",

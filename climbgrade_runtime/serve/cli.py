@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..cli import EXIT_BAD_INPUT, MODEL_OPTION
 from ..errors import ClimbgradeError
 from ..predictor import GradePredictor
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-EXIT_BAD_INPUT = 2
 NO_EXTRA = "error: cg-serve needs the serve extra: pip install 'climbgrade[serve]'"
 OPTIONS_ENV = "CLIMBGRADE_SERVE_OPTIONS"  # --workers N > 1: how each worker process builds its app
 GRACEFUL_SHUTDOWN_S = 5  # on SIGTERM, how long requests in flight may take to finish
@@ -56,13 +56,7 @@ def worker_app() -> FastAPI:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(dir_okay=True),
-    default=None,
-    help="Model .onnx (its .onnx.json sidecar beside it). Default: the model shipped with climbgrade.",
-)
+@MODEL_OPTION
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -99,7 +93,7 @@ def main(
     cors_origin: str | None,
     threads: int,
 ) -> None:
-    """Serve the kiosk page and the HTTP API (POST /v1/grade, /v1/explain, /v1/picture; docs at /docs).
+    """Serve the kiosk page and the HTTP API (POST /v1/grade, /v1/explain, /v1/picture; described at /openapi.json).
 
     Binds 127.0.0.1 unless --host says otherwise. Prints the page's URL once it is listening.
     """
