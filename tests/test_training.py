@@ -7,14 +7,17 @@ import dataclasses
 import itertools
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
+from climbgrade_runtime import GradePredictor, Prediction
 from climbgrade_train.export import ExportValidationError, export_run
 
 from conftest import TINY_MODEL, run_script
+from test_parity import route_dicts
 
 EPOCH_ARGS = ["--batch-size", "128", *TINY_MODEL, "--patience", "10"]
 
@@ -158,23 +161,14 @@ def test_resume_keeps_the_runs_options(fake_pipeline):
     assert result.returncode == 2 and "holds no run to resume" in result.stderr
 
 
+def export_int8(run_dir: Path, out: Path, max_drop: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """cg-export the run as out/q.onnx and its int8 twin, allowed to lose `max_drop` points of within-1-V."""
+    args = [str(run_dir), "--out", str(out), "--name", "q", "--quantize", "int8", "--int8-max-drop", max_drop]
+    return run_script("cg-export", *args, check=check)
+
+
 def test_int8_export_writes_a_second_pair_the_runtime_runs(fake_pipeline, tmp_path):
-    run_script(
-        "cg-export",
-        str(fake_pipeline.run_dir),
-        "--out",
-        str(tmp_path),
-        "--name",
-        "q",
-        "--quantize",
-        "int8",
-        "--int8-max-drop",
-        "100",
-    )
-    from climbgrade_runtime import GradePredictor, Prediction
-
-    from test_parity import route_dicts
-
+    export_int8(fake_pipeline.run_dir, tmp_path, max_drop="100")
     fp32, int8 = GradePredictor.load(tmp_path / "q.onnx"), GradePredictor.load(tmp_path / "q.int8.onnx")
     report = int8.sidecar.training["quantization"]
     assert report["fp32_sha256"] == fp32.sidecar.model_sha256
@@ -188,19 +182,7 @@ def test_int8_export_writes_a_second_pair_the_runtime_runs(fake_pipeline, tmp_pa
 
 
 def test_int8_export_refuses_a_model_that_loses_accuracy(fake_pipeline, tmp_path):
-    result = run_script(
-        "cg-export",
-        str(fake_pipeline.run_dir),
-        "--out",
-        str(tmp_path),
-        "--name",
-        "q",
-        "--quantize",
-        "int8",
-        "--int8-max-drop",
-        "-5",
-        check=False,
-    )
+    result = export_int8(fake_pipeline.run_dir, tmp_path, max_drop="-5", check=False)
     assert result.returncode == 2 and "the int8 one was not" in result.stderr
     assert (tmp_path / "q.onnx").is_file() and not (tmp_path / "q.int8.onnx").exists()
 
@@ -219,10 +201,6 @@ def test_ema_run_keeps_and_exports_the_averaged_weights(fake_dbs, tmp_path):
 
 def test_bins_head_trains_and_exports(fake_dbs, tmp_path):
     """A bins-head run exports through the same parity check, and predicts inside its bins."""
-    from climbgrade_runtime import GradePredictor, Prediction
-
-    from test_parity import route_dicts
-
     run = tmp_path / "bins"
     run_script(
         "cg-train",
