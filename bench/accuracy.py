@@ -9,7 +9,11 @@ same test climbs, which none of them trained or selected on):
 - LightGBM on hand-made features plus one-hot holds (bench/gbm.py; `pip install -e '.[bench]'`);
   when the shipped model was trained with --refit (train + val, epochs fixed beforehand), LightGBM
   also gets a refit row: its early-stopped rounds, fitted again on train + val;
-- the shipped model, scored through the torch-free runtime from `exports/` (cg-eval's code);
+- the shipped model, scored through the torch-free runtime from `exports/` (cg-eval's code), with its
+  interval's coverage when it has one; and, when it was distilled and its teacher's run folder is
+  here, that teacher (PyTorch);
+- with --distillation, the shipped student's recipe with one lever changed at a time (DISTILLATION:
+  what the teacher labels, the student's size);
 - with --ablations, one network (reference + cosine schedule) with one lever changed at a time;
   --ablation TEXT runs only the ablation rows whose name contains TEXT (repeatable). SHRUNK_ROWS
   score a finished ablation run with the --shrink chosen on its own validation climbs.
@@ -34,16 +38,18 @@ import pandas as pd
 from climbgrade_runtime.boardlib_db import ClimbFilter
 from climbgrade_runtime.graded import Example, load_examples
 from climbgrade_runtime.grades import GradeTable
-from climbgrade_runtime.metrics import metrics_by_board
+from climbgrade_runtime.metrics import interval_metrics_by_board, metrics_by_board
+from climbgrade_runtime.model_io import INTERVAL_COVERAGE
 from climbgrade_runtime.predictor import GradePredictor
 from climbgrade_runtime.results import Prediction
 from climbgrade_runtime.route_features import ALL_ROUTE_FEATURES, ROUTE_FEATURES, SHAPE_FEATURES
 from climbgrade_runtime.routes import Route
 from climbgrade_runtime.split import uuid_digest
-from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, MOVE_FEATURES, PLACEMENT, PLACEMENT_ROLE
+from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, MOVE_FEATURES, PLACEMENT, PLACEMENT_ROLE, Tokenizer
 from climbgrade_train.calibration import fit_shrink, shrunk
 from climbgrade_train.checkpoints import load_checkpoint
 from climbgrade_train.config import TrainConfig
+from climbgrade_train.dataset import EncodedSet
 from climbgrade_train.predict import torch_predict
 from climbgrade_train.run_folder import prepare_run
 from climbgrade_train.train import resume_run, train_run
@@ -161,6 +167,25 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Distillation (cg-train --teacher): the shipped student's own recipe with one lever changed. These
+# rows start from the shipped options, not ONE_NETWORK, and need the teacher run the sidecar names.
+ON_TRAINING_ROWS = {"teacher_angles": False, "teacher_mirrors": False}
+DISTILLATION: dict[str, dict[str, Any]] = {
+    "student recipe, community grades only (no teacher)": ON_TRAINING_ROWS | {"teacher": ""},
+    "student recipe, teacher on the training rows only": ON_TRAINING_ROWS,
+    "student recipe, teacher on the training rows + mirrors": {"teacher_angles": False},
+    "student recipe, teacher on the training rows + every angle": {"teacher_mirrors": False},
+    "student recipe, teacher on the training rows + every angle + mirrors (shipped)": {},
+    # the student's size, on the cheapest teacher rows (the training rows only)
+    "student size d96, 3 layers (teacher on the training rows only)": ON_TRAINING_ROWS
+    | {"d_model": 96, "d_ff": 192, "n_layers": 3},
+    "student size d96, 4 layers (teacher on the training rows only)": ON_TRAINING_ROWS | {"d_model": 96, "d_ff": 192},
+    "student size d128, 3 layers (teacher on the training rows only)": ON_TRAINING_ROWS | {"n_layers": 3},
+    "student size d160, 3 layers (teacher on the training rows only)": ON_TRAINING_ROWS
+    | {"d_model": 160, "d_ff": 320, "n_layers": 3},
+    "student size d160, 4 layers (teacher on the training rows only)": ON_TRAINING_ROWS | {"d_model": 160, "d_ff": 320},
+}
+
 
 # Rows that score a finished ablation row's run with the --shrink chosen on its own validation climbs
 # (climbgrade_train.calibration); the run is trained first if it is not there.
@@ -196,6 +221,11 @@ def board_angle_mean(train: list[Example], test: list[Example]) -> np.ndarray:
 
 def transformer_predictions(config: TrainConfig, run_dir: Path, test: list[Example]) -> np.ndarray:
     """Train (or reuse) a run and return its best checkpoint's test predictions in `test`'s order."""
+    return transformer_outputs(config, run_dir, test)[0]
+
+
+def transformer_outputs(config: TrainConfig, run_dir: Path, test: list[Example]) -> list[np.ndarray]:
+    """transformer_predictions, and the interval's low and high when the run's model has one."""
     if (run_dir / "metrics.json").is_file():
         saved = TrainConfig.from_dict(json.loads((run_dir / "run.json").read_text())["config"])
         if dataclasses.replace(saved, databases=config.databases, device=config.device) != config:
@@ -204,9 +234,26 @@ def transformer_predictions(config: TrainConfig, run_dir: Path, test: list[Examp
         resume_run(run_dir)
     else:
         train_run(config, run_dir)
-    frame = pd.read_csv(run_dir / "test_predictions.csv")
-    predicted = {(u, a): p for u, a, p in zip(frame.uuid, frame.angle, frame.predicted)}
-    return np.array([predicted[(e.uuid, e.angle)] for e in test])
+    frame = pd.read_csv(run_dir / "test_predictions.csv").set_index(["uuid", "angle"])
+    keys = [(e.uuid, e.angle) for e in test]
+    return [frame.loc[keys, column].to_numpy() for column in ("predicted", "low", "high") if column in frame]
+
+
+def interval_score(examples: list[Example], low: np.ndarray, high: np.ndarray) -> dict[str, dict[str, float]]:
+    """Interval coverage and mean width per board, on all rows and on rows with >= MIN_ASCENTS ascents."""
+    truth = np.array([e.difficulty for e in examples])
+    boards = [e.board for e in examples]
+    out = {f"{k} all rows": v for k, v in interval_metrics_by_board(boards, truth, low, high).items()}
+    keep = np.array([e.ascents >= MIN_ASCENTS for e in examples])
+    trusted = interval_metrics_by_board([b for b, k in zip(boards, keep) if k], truth[keep], low[keep], high[keep])
+    return out | {f"{k} >={MIN_ASCENTS} ascents": v for k, v in trusted.items()}
+
+
+def teacher_predictions(teacher: Path, test: list[Example], tokenizer: Tokenizer) -> np.ndarray:
+    """The distillation teacher's test predictions (PyTorch, from its run folder), in `test`'s order."""
+    model = load_checkpoint(teacher / "best.pt")
+    data = EncodedSet.build(test, tokenizer)
+    return data.predict_with(lambda batch: torch_predict(model, batch))
 
 
 def shrunk_test_predictions(config: TrainConfig, run_dir: Path, test: list[Example]) -> np.ndarray:
@@ -240,6 +287,17 @@ def split_parts(
         err=True,
     )
     return predictor, shipped, parts
+
+
+def print_intervals(intervals: dict[str, dict[str, dict[str, float]]]) -> None:
+    """Coverage of the 80% interval (and its mean width) for the rows whose model has one."""
+    width = max(len(name) for name in intervals) + 2
+    click.echo(f"\ninterval coverage / mean width (target {100 * INTERVAL_COVERAGE:.0f}%)")
+    subsets = list(next(iter(intervals.values())))
+    click.echo(f"{'model':<{width}} " + " ".join(f"{s:>24}" for s in subsets))
+    for name, metrics in intervals.items():
+        cells = [f"{100 * metrics[s]['coverage']:5.1f}% / {metrics[s]['mean_width']:4.2f}" for s in subsets]
+        click.echo(f"{name:<{width}} " + " ".join(f"{c:>24}" for c in cells))
 
 
 def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
@@ -282,6 +340,11 @@ def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
     metavar="TEXT",
     help="Only the ablation rows whose name contains TEXT (repeatable; implies --ablations).",
 )
+@click.option(
+    "--distillation",
+    is_flag=True,
+    help="Also train the student recipe with one lever changed at a time (DISTILLATION; --ablation TEXT filters).",
+)
 @click.option("--skip", multiple=True, type=click.Choice(["reference", "lightgbm"]), help="Leave out a baseline row.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def main(
@@ -290,6 +353,7 @@ def main(
     model_path: Path,
     ablations: bool,
     only: tuple[str, ...],
+    distillation: bool,
     skip: tuple[str, ...],
     json_path: Path | None,
 ) -> None:
@@ -320,23 +384,40 @@ def main(
             f"{model_path} was tested on other climbs than this split's: pass the databases it was trained on"
         )
     graded = predictor.predict_many([Route(e.board, e.layout_id, e.angle, e.route.holds) for e in test])
-    shipped_predicted = np.array([p.difficulty for p in graded if isinstance(p, Prediction)])
-    assert len(shipped_predicted) == len(test), "the model refused routes of its own test split"
-    results[f"shipped ({model_path.name})"] = score(test, shipped_predicted, grades)
-    if ablations or only:
-        chosen = {name: change for name, change in ABLATIONS.items() if not only or any(t in name for t in only)}
-        chosen_shrunk = {name: base for name, base in SHRUNK_ROWS.items() if not only or any(t in name for t in only)}
-        if not chosen and not chosen_shrunk:
+    shipped_graded = [p for p in graded if isinstance(p, Prediction)]
+    assert len(shipped_graded) == len(test), "the model refused routes of its own test split"
+    shipped_name = f"shipped ({model_path.name})"
+    results[shipped_name] = score(test, np.array([p.difficulty for p in shipped_graded]), grades)
+    intervals: dict[str, dict[str, dict[str, float]]] = {}
+    if predictor.has_interval:
+        bounds = [np.array([getattr(p, side) for p in shipped_graded]) for side in ("low", "high")]
+        intervals[shipped_name] = interval_score(test, *bounds)
+    if shipped.teacher and Path(shipped.teacher, "best.pt").is_file():
+        name = f"its teacher ({shipped.teacher}, PyTorch)"
+        results[name] = score(test, teacher_predictions(Path(shipped.teacher), test, predictor.tokenizer), grades)
+    if ablations or only or distillation:
+        picked = [n for n in [*ABLATIONS, *SHRUNK_ROWS, *DISTILLATION] if not only or any(t in n for t in only)]
+        if not picked:
             raise click.ClickException(f"no ablation row's name contains {' or '.join(map(repr, only))}")
-        for name, change in chosen.items():
-            config = TrainConfig.from_dict(shipped.to_dict() | ONE_NETWORK | change)
-            results[name] = score(test, transformer_predictions(config, runs_dir / slug(name), test), grades)
-        for name, base in chosen_shrunk.items():
-            config = TrainConfig.from_dict(shipped.to_dict() | ONE_NETWORK | ABLATIONS[base])
-            results[name] = score(test, shrunk_test_predictions(config, runs_dir / slug(base), test), grades)
+        for name in picked:
+            if name in ABLATIONS and (ablations or only):
+                config = TrainConfig.from_dict(shipped.to_dict() | ONE_NETWORK | ABLATIONS[name])
+                results[name] = score(test, transformer_predictions(config, runs_dir / slug(name), test), grades)
+            elif name in SHRUNK_ROWS and (ablations or only):
+                base = SHRUNK_ROWS[name]
+                config = TrainConfig.from_dict(shipped.to_dict() | ONE_NETWORK | ABLATIONS[base])
+                results[name] = score(test, shrunk_test_predictions(config, runs_dir / slug(base), test), grades)
+            elif name in DISTILLATION and (distillation or only):
+                config = TrainConfig.from_dict(shipped.to_dict() | DISTILLATION[name])
+                outputs = transformer_outputs(config, runs_dir / slug(name), test)
+                results[name] = score(test, outputs[0], grades)
+                if len(outputs) == 3:
+                    intervals[name] = interval_score(test, outputs[1], outputs[2])
     print_table(results)
+    if intervals:
+        print_intervals(intervals)
     if json_path is not None:
-        json_path.write_text(json.dumps(results, indent=1) + "\n")
+        json_path.write_text(json.dumps(results | {"intervals": intervals}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,36 +1,46 @@
-"""Runtime benchmark: speed, footprint and int8 figures of the shipped model, with their targets.
+"""Runtime benchmark: speed, footprint and int8 figures of a model, each beside its target and reference.
 
-    .venv/bin/python bench/runtime.py            # real routes from $CLIMBGRADE_DATA or ../shared/data
-    .venv/bin/python bench/runtime.py --section insight --section eval   # only those figures
+    .venv/bin/python bench/runtime.py            # every section; real routes from $CLIMBGRADE_DATA or ../shared/data
+    .venv/bin/python bench/runtime.py --quick --section predict --section throughput   # the speed ratios, fast
 
-Needs the training extra (PyTorch is the reference) and the real databases. Every figure is
-measured here, in one run; nothing is asserted on timing in the test suite.
+The speed targets are ratios to the seed notebook's network (bench/seed_reference.py: random weights,
+exported in this run, run bare in onnxruntime on the very feeds the model under test gets), timed
+interleaved with the model so that a busy or drifting machine moves both alike. The PyTorch
+comparison needs a checkpoint (--checkpoint RUN_DIR reads its best.pt); without one it is skipped.
+Routes are real ones when the databases are here, else the examples repeated. Everything is measured
+in one run and ends in one table (target | measured | reference | pass); nothing here is a timed test.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import itertools
 import json
 import os
-import random
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 import torch
+from sample_routes import DATA_OPTION, load_routes
+from seed_reference import seed_model
 
 from climbgrade_runtime import GradePredictor
-from climbgrade_runtime.boardlib_db import ClimbFilter
-from climbgrade_runtime.graded import load_examples
 from climbgrade_runtime.model_io import pad_batch
+from climbgrade_runtime.predictor import DEFAULT_BATCH_SIZE
 from climbgrade_runtime.routes import parse_route
+from climbgrade_runtime.session import create_session
+from climbgrade_runtime.tokenizer import Encoded, Tokenizer
 from climbgrade_train.checkpoints import load_checkpoint
 from climbgrade_train.predict import torch_predict
 
@@ -38,107 +48,207 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # Parts of the benchmark, in the order they run; --section picks some.
 SECTIONS = ("predict", "throughput", "process", "soak", "int8", "insight", "eval", "venv")
+SEED_SECTIONS = {"predict", "throughput"}  # the ones timed against the seed network
+ROUTE_SECTIONS = SEED_SECTIONS | {"soak", "insight"}
+ONE_ROUTE = ROOT / "examples" / "route.json"
 
 
-class TimedSession:
-    """Wraps an onnxruntime session to add up the time spent inside `run`."""
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """How much each section measures: the full run, or --quick's."""
 
-    def __init__(self, session: Any) -> None:
-        self.session = session
-        self.seconds = 0.0
-
-    def run(self, *args: Any) -> Any:
-        started = time.perf_counter()
-        out = self.session.run(*args)
-        self.seconds += time.perf_counter() - started
-        return out
+    routes: int  # predict_many's routes (the first `single` of them are graded one at a time)
+    single: int
+    rounds: int  # interleaved passes of predict_many and the seed; the median counts
+    batch_sizes: tuple[int, ...]  # predict_many's; DEFAULT_BATCH_SIZE is the one held to the target
+    processes: int  # fresh cg-infer processes (and as many `import torch`)
+    soak: int
 
 
-def percentiles(samples: list[float]) -> tuple[float, float]:
+FULL = Scale(
+    routes=10_000, single=3_000, rounds=3, batch_sizes=(64, 128, DEFAULT_BATCH_SIZE, 512), processes=10, soak=100_000
+)
+QUICK = Scale(routes=3_000, single=1_000, rounds=2, batch_sizes=(DEFAULT_BATCH_SIZE,), processes=5, soak=10_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One figure of the final table; `passed` is None where there is no target to pass."""
+
+    figure: str
+    measured: str
+    target: str = ""
+    reference: str = ""
+    passed: bool | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Bench:
+    """What the sections measure: the model (and its int8 twin), the routes and the seed network."""
+
+    model: Path
+    int8_model: Path | None
+    checkpoint: Path | None
+    routes: list[dict[str, Any]]
+    tokenizer: Tokenizer
+    seed: Path | None
+    scale: Scale
+
+
+def percentiles(samples: Sequence[float]) -> tuple[float, float]:
+    """p50 and p99 of `samples` (seconds), in ms."""
     ms = np.array(samples) * 1e3
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def time_each(fn: Callable[[Any], Any], items: list[Any], warmup: int = 300) -> list[float]:
-    for item in items[:warmup]:
-        fn(item)
-    out = []
-    for item in items:
-        started = time.perf_counter()
-        fn(item)
-        out.append(time.perf_counter() - started)
-    return out
+def time_each(fn: Callable[[Any], Any], items: Sequence[Any], warmup: int = 300) -> list[float]:
+    return time_interleaved({"": (fn, items)}, warmup)[""]
 
 
-def real_routes(data_dir: Path, count: int, seed: int = 0) -> list[dict[str, Any]]:
-    """`count` real routes as users send them (JSON objects with frames), sampled across lengths."""
-    examples = load_examples([str(p) for p in sorted(data_dir.glob("*.db"))], ClimbFilter()).examples
-    random.Random(seed).shuffle(examples)
-    routes = []
-    for e in examples[:count]:
-        layout = e.route.layout
-        frames = "".join(f"p{pid}r{layout.role_ids[role]}" for pid, role in e.route.holds)
-        routes.append({"board": layout.board, "layout_id": layout.layout_id, "angle": e.angle, "frames": frames})
-    return routes
+def time_interleaved(
+    calls: dict[str, tuple[Callable[[Any], Any], Sequence[Any]]], warmup: int = 300
+) -> dict[str, list[float]]:
+    """Seconds of each call on each of its items (lists of one length), the calls taking turns item by
+    item so that a drift in the machine's load hits them all alike."""
+    count = min(len(items) for _, items in calls.values())
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for i in itertools.chain(range(min(warmup, count)), range(count)):
+        for name, (fn, items) in calls.items():
+            started = time.perf_counter()
+            fn(items[i])
+            samples[name].append(time.perf_counter() - started)
+    return {name: s[min(warmup, count) :] for name, s in samples.items()}
 
 
-def single_route(model: Path, routes: list[dict[str, Any]]) -> dict[str, float]:
-    """GradePredictor.predict end to end (parse + tokenize + run), 1 thread, and its time inside onnxruntime."""
-    predictor = GradePredictor.load(model, intra_op_threads=1)
-    predictor.warm_up()
-    timed = TimedSession(predictor._session)
-    predictor._session_instance = timed
-    for route in routes[:300]:
-        predictor.predict(route)
-    timed.seconds = 0.0
-    samples = time_each(predictor.predict, routes, warmup=0)
-    p50, p99 = percentiles(samples)
-    return {"p50": p50, "p99": p99, "outside_share": 1 - timed.seconds / sum(samples)}
+def rates_interleaved(calls: dict[str, Callable[[], Any]], items: int, rounds: int) -> dict[str, float]:
+    """Items per second of each call (one pass over `items` items), the median of `rounds` taking turns."""
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            started = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - started)
+    return {name: items / statistics.median(s) for name, s in seconds.items()}
 
 
-def pytorch_single_route(checkpoint: Path, model: Path, routes: list[dict[str, Any]]) -> float:
-    """PyTorch eval of the same model on the same routes, 1 thread (tokenized by the runtime, excluded)."""
+def verdict(passed: bool | None) -> str:
+    return "" if passed is None else "PASS" if passed else "MISS"
+
+
+def encode_all(tokenizer: Tokenizer, routes: Iterable[dict[str, Any]]) -> list[Encoded]:
+    return [tokenizer.encode(parse_route(r)) for r in routes]
+
+
+def seed_batches(tokenizer: Tokenizer, routes: list[dict[str, Any]], batch_size: int) -> list[dict[str, np.ndarray]]:
+    """The feeds predict_many runs for `routes`: sorted by length, padded to each batch's longest."""
+    encoded = sorted(encode_all(tokenizer, routes), key=lambda e: len(e.ids))
+    return [pad_batch(encoded[i : i + batch_size]) for i in range(0, len(encoded), batch_size)]
+
+
+def predict_rows(bench: Bench) -> list[Row]:
+    """predict end to end (1 thread) against the seed network and the model's own bare run, same routes."""
+    assert bench.seed is not None
+    routes = bench.routes[: bench.scale.single]
+    feeds = [pad_batch([e]) for e in encode_all(bench.tokenizer, routes)]
+    calls: dict[str, tuple[Callable[[Any], Any], Sequence[Any]]] = {}
+    for label, path in (("fp32", bench.model), ("int8", bench.int8_model)):
+        if path is not None:
+            predictor = GradePredictor.load(path, intra_op_threads=1)
+            predictor.warm_up()
+            calls[label] = (predictor.predict, routes)
+    for label, path in (("bare", bench.model), ("seed", bench.seed)):
+        calls[label] = (functools.partial(create_session(path, intra_op_threads=1).run, None), feeds)
+    p50 = {name: percentiles(s) for name, s in time_interleaved(calls).items()}
+    seed_ms, model_ms, bare_ms = p50["seed"][0], p50["fp32"][0], p50["bare"][0]
+    outside = (model_ms - bare_ms) / model_ms
+    reference = f"seed network, bare onnxruntime: {seed_ms:.3f} ms"
+    rows = [
+        Row(
+            f"`predict` end to end (parse + tokenize + run), {len(routes):,} routes, fp32, 1 thread: p50 / p99",
+            f"{model_ms:.3f} / {p50['fp32'][1]:.3f} ms: {model_ms / seed_ms:.2f}x the seed",
+            "p50 <= 1.0x the seed",
+            reference,
+            model_ms <= seed_ms,
+        ),
+        Row(
+            "  share of it outside onnxruntime: (p50 - bare session.run p50) / p50",
+            f"{100 * outside:.1f}%",
+            "<= 15%",
+            f"the model's bare session.run: {bare_ms:.3f} ms ({bare_ms / seed_ms:.2f}x the seed)",
+            outside <= 0.15,
+        ),
+        pytorch_row(bench, feeds, model_ms),
+    ]
+    if "int8" in p50:
+        int8_ms = p50["int8"][0]
+        rows.append(
+            Row(
+                "`predict`, int8, 1 thread: p50 / p99",
+                f"{int8_ms:.3f} / {p50['int8'][1]:.3f} ms: {int8_ms / seed_ms:.2f}x the seed",
+                reference=reference,
+            )
+        )
+    return rows
+
+
+def pytorch_row(bench: Bench, feeds: list[dict[str, np.ndarray]], model_ms: float) -> Row:
+    """PyTorch eval of the checkpoint on the same feeds, 1 thread (tokenized by the runtime, excluded)."""
+    figure = "PyTorch eval of the checkpoint, same routes, 1 thread: p50"
+    if bench.checkpoint is None:
+        return Row(figure, "skipped: pass --checkpoint RUN_DIR (its best.pt) or a .pt file to compare")
     torch.set_num_threads(1)
-    net = load_checkpoint(checkpoint)
-    tokenizer = GradePredictor.load(model).tokenizer
-    batches = [pad_batch([tokenizer.encode(parse_route(r))]) for r in routes]
-    return percentiles(time_each(lambda b: torch_predict(net, b), batches))[0]
+    net = load_checkpoint(bench.checkpoint)
+    torch_ms = percentiles(time_each(lambda b: torch_predict(net, b), feeds))[0]
+    return Row(
+        figure,
+        f"{torch_ms:.3f} ms: `predict` is {torch_ms / model_ms:.1f}x faster",
+        target=">= 2x faster than PyTorch",
+        passed=torch_ms >= 2 * model_ms,
+    )
 
 
-def throughput(model: Path, routes: list[dict[str, Any]], threads: int) -> dict[int, float]:
-    """Routes per second of predict_many on all routes (parse + tokenize + batched run), per batch size."""
-    predictor = GradePredictor.load(model, intra_op_threads=threads)
-    predictor.warm_up()
-    out = {}
-    for batch_size in (64, 128, 256, 512):
-        predictor.predict_many(routes[:2000], batch_size=batch_size)
-        started = time.perf_counter()
-        predictor.predict_many(routes, batch_size=batch_size)
-        out[batch_size] = len(routes) / (time.perf_counter() - started)
-    return out
-
-
-def insight_route(model: Path, routes: list[dict[str, Any]]) -> dict[str, float]:
-    """p50 (ms) of GradePredictor.sweep at every angle of the route's board and of .explain, 1 thread."""
-    predictor = GradePredictor.load(model, intra_op_threads=1)
-    predictor.warm_up()
-    several = [r for r in routes if r["frames"].count("p") >= 2]  # explain needs 2 holds
-    return {
-        "sweep": percentiles(time_each(predictor.sweep, several, warmup=20))[0],
-        "explain": percentiles(time_each(predictor.explain, several, warmup=20))[0],
-        "angles": statistics.mean(len(predictor.tokenizer.resolve(parse_route(r)).layout.angles) for r in several),
-        "holds": statistics.mean(r["frames"].count("p") for r in several),
-    }
-
-
-def eval_throughput(model: Path, data_dir: Path) -> tuple[int, float]:
-    """Rows and rows/s of `cg-eval --predictions` on every database in `data_dir` (fresh process, wall)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "predictions.csv"
-        dbs = [arg for db in sorted(data_dir.glob("*.db")) for arg in ("--db", str(db))]
-        seconds, _ = run_process([str(BIN / "cg-eval"), "--model", str(model), *dbs, "--predictions", str(out)])
-        rows = len(out.read_text().splitlines()) - 1
-    return rows, rows / seconds
+def throughput_rows(bench: Bench) -> list[Row]:
+    """predict_many (2 threads) against the seed network's bare batched runs of the same routes, same run."""
+    assert bench.seed is not None
+    routes, scale = bench.routes, bench.scale
+    calls: dict[str, Callable[[], Any]] = {}
+    for label, path in (("fp32", bench.model), ("int8", bench.int8_model)):
+        if path is None:
+            continue
+        predictor = GradePredictor.load(path, intra_op_threads=2)
+        predictor.warm_up()
+        sizes = scale.batch_sizes if label == "fp32" else (DEFAULT_BATCH_SIZE,)
+        for size in sizes:
+            calls[f"{label} {size}"] = functools.partial(predictor.predict_many, routes, batch_size=size)
+    seed = create_session(bench.seed, intra_op_threads=2)
+    batches = seed_batches(bench.tokenizer, routes, DEFAULT_BATCH_SIZE)
+    calls["seed"] = lambda: [seed.run(None, b) for b in batches]
+    rates_interleaved(calls, len(routes), rounds=1)  # warm-up: every batch shape once
+    rates = rates_interleaved(calls, len(routes), scale.rounds)
+    seed_rate, model_rate = rates["seed"], rates[f"fp32 {DEFAULT_BATCH_SIZE}"]
+    reference = f"seed network, bare onnxruntime, batch {DEFAULT_BATCH_SIZE}: {seed_rate:,.0f} routes/s"
+    rows = [
+        Row(
+            f"`predict_many`, {len(routes):,} routes, 2 threads, fp32, batch {DEFAULT_BATCH_SIZE}",
+            f"{model_rate:,.0f} routes/s: {model_rate / seed_rate:.2f}x the seed",
+            ">= 1.0x the seed",
+            reference,
+            model_rate >= seed_rate,
+        )
+    ]
+    others = [s for s in scale.batch_sizes if s != DEFAULT_BATCH_SIZE]
+    if others:
+        rows.append(Row("  other batch sizes", ", ".join(f"{s}: {rates[f'fp32 {s}']:,.0f} routes/s" for s in others)))
+    if f"int8 {DEFAULT_BATCH_SIZE}" in rates:
+        int8_rate = rates[f"int8 {DEFAULT_BATCH_SIZE}"]
+        rows.append(
+            Row(
+                "`predict_many`, same, int8",
+                f"{int8_rate:,.0f} routes/s: {int8_rate / seed_rate:.2f}x the seed",
+                reference=reference,
+            )
+        )
+    return rows
 
 
 def run_process(args: list[str]) -> tuple[float, int]:
@@ -155,15 +265,49 @@ def run_process(args: list[str]) -> tuple[float, int]:
     return float(seconds), int(peak_kb)
 
 
-def soak(model: Path, routes: list[dict[str, Any]], count: int) -> tuple[float, float]:
-    """RSS (MB) after warming up and after `count` more predictions in this process."""
-    predictor = GradePredictor.load(model, intra_op_threads=1)
-    for route in routes[:2000]:
+def process_rows(bench: Bench) -> list[Row]:
+    """Fresh `cg-infer` on one route against a fresh `import torch`, taking turns."""
+    infer_args = [str(BIN / "cg-infer"), "--model", str(bench.model), str(ONE_ROUTE)]
+    torch_args = [sys.executable, "-c", "import torch"]
+    infer, torch_import = [], []
+    for _ in range(bench.scale.processes):
+        infer.append(run_process(infer_args))
+        torch_import.append(run_process(torch_args)[0])
+    wall, torch_wall = statistics.median(t for t, _ in infer), statistics.median(torch_import)
+    peak_mb = max(rss for _, rss in infer) / 1024
+    figure = f"fresh `cg-infer {ONE_ROUTE.relative_to(ROOT)}`, start to printed answer (median of {len(infer)})"
+    reference = f"fresh `python -c 'import torch'`: {torch_wall:.3f} s"
+    return [
+        Row(
+            figure,
+            f"{wall:.3f} s: {torch_wall / wall:.1f}x faster",
+            ">= 4x faster than `import torch`",
+            reference,
+            torch_wall >= 4 * wall,
+        ),
+        Row("  its wall time", f"{wall:.3f} s", "<= 0.35 s", "", wall <= 0.35),
+        Row("  its peak RSS", f"{peak_mb:.0f} MB", "<= 120 MB", "", peak_mb <= 120),
+    ]
+
+
+def soak_rows(bench: Bench) -> list[Row]:
+    """RSS before and after `scale.soak` more predictions in this process, once warm."""
+    predictor = GradePredictor.load(bench.model, intra_op_threads=1)
+    for route in bench.routes[:2000]:
         predictor.predict(route)
     before = _rss_mb()
-    for i in range(count):
-        predictor.predict(routes[i % len(routes)])
-    return before, _rss_mb()
+    for i in range(bench.scale.soak):
+        predictor.predict(bench.routes[i % len(bench.routes)])
+    growth = _rss_mb() - before
+    return [
+        Row(
+            f"soak: {bench.scale.soak:,} predictions in one process",
+            f"RSS {before:.1f} MB, {growth:+.1f} MB after",
+            "flat (< 1 MB growth)",
+            "",
+            growth < 1.0,
+        )
+    ]
 
 
 def _rss_mb() -> float:
@@ -171,8 +315,70 @@ def _rss_mb() -> float:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def runtime_venv_size() -> tuple[float, list[str]]:
-    """Size on disk (MB) and packages of a fresh venv with only `pip install .`."""
+def int8_rows(bench: Bench) -> list[Row]:
+    """The int8 twin's size and accuracy change, as its export measured them (in its sidecar)."""
+    if bench.int8_model is None:
+        return [Row("int8 model", f"skipped: no {int8_twin(bench.model).name} beside the model (--int8-model PATH)")]
+    quant = json.loads(Path(f"{bench.int8_model}.json").read_text())["training"]["quantization"]
+    change = quant["test_within_1_vgrade_change_points"]
+    return [
+        Row(
+            "int8 model size",
+            f"{quant['size_bytes'] / 1e6:.2f} MB",
+            "",
+            f"fp32: {quant['fp32_size_bytes'] / 1e6:.2f} MB",
+        ),
+        Row(
+            f"int8 vs fp32 on the {quant['test_rows']:,} test routes: max / mean |diff|",
+            f"{quant['test_max_abs_diff_vs_fp32']:.3f} / {quant['test_mean_abs_diff_vs_fp32']:.4f}",
+        ),
+        Row(
+            "  within-1-V-grade on the test split, int8",
+            f"{100 * quant['test_within_1_vgrade_int8']:.2f}% ({change:+.2f} points)",
+            "change < 0.5 points to ship",
+            f"fp32: {100 * quant['test_within_1_vgrade_fp32']:.2f}%",
+            abs(change) < 0.5,
+        ),
+    ]
+
+
+def insight_rows(bench: Bench) -> list[Row]:
+    """p50 of GradePredictor.sweep at every angle of the route's board and of .explain, 1 thread."""
+    predictor = GradePredictor.load(bench.model, intra_op_threads=1)
+    predictor.warm_up()
+    resolved = [predictor.tokenizer.resolve(parse_route(r)) for r in bench.routes[:300]]
+    several = [(r, x) for r, x in zip(bench.routes, resolved) if len(x.holds) >= 2]  # explain needs 2 holds
+    routes = [r for r, _ in several]
+    timings = time_interleaved({"sweep": (predictor.sweep, routes), "explain": (predictor.explain, routes)}, warmup=20)
+    angles = statistics.mean(len(x.layout.angles) for _, x in several)
+    holds = statistics.mean(len(x.holds) for _, x in several)
+    return [
+        Row(
+            f"sweep, every angle (~{angles:.0f}) of one route, fp32, 1 thread: p50",
+            f"{percentiles(timings['sweep'])[0]:.2f} ms",
+        ),
+        Row(
+            f"explain, one route (~{holds:.0f} holds: a batch of n+1), fp32, 1 thread: p50",
+            f"{percentiles(timings['explain'])[0]:.2f} ms",
+        ),
+    ]
+
+
+def eval_rows(bench: Bench, data_dir: Path) -> list[Row]:
+    """Rows/s of `cg-eval --predictions` on every database in `data_dir` (fresh process, wall)."""
+    figure = f"`cg-eval --predictions`, all of {data_dir.name}/, fresh process, 2 threads"
+    dbs = [arg for db in sorted(data_dir.glob("*.db")) for arg in ("--db", str(db))]
+    if not dbs:
+        return [Row(figure, f"skipped: no databases in {data_dir}")]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "predictions.csv"
+        seconds, _ = run_process([str(BIN / "cg-eval"), "--model", str(bench.model), *dbs, "--predictions", str(out)])
+        count = len(out.read_text().splitlines()) - 1
+    return [Row(figure, f"{count:,} rows, {count / seconds:,.0f} rows/s (wall, reading the databases included)")]
+
+
+def venv_rows() -> list[Row]:
+    """Size on disk and packages of a fresh venv with only `pip install .`."""
     with tempfile.TemporaryDirectory() as tmp:
         venv = Path(tmp) / "venv"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -180,91 +386,60 @@ def runtime_venv_size() -> tuple[float, list[str]]:
         listing = subprocess.run(
             [str(venv / "bin/pip"), "list", "--format", "json"], check=True, capture_output=True, text=True
         ).stdout
-        size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink())
-        return size / 1e6, sorted(p["name"].lower() for p in json.loads(listing))
-
-
-def predict_rows(
-    model: Path, int8_model: Path, checkpoint: Path, single_routes: list[dict[str, Any]]
-) -> list[tuple[str, str, str]]:
-    fp32 = single_route(model, single_routes)
-    torch_p50 = pytorch_single_route(checkpoint, model, single_routes)
-    int8 = single_route(int8_model, single_routes)
+        size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink()) / 1e6
+    packages = sorted(p["name"].lower() for p in json.loads(listing))
+    heavy = sorted(set(packages) & {"torch", "pandas", "onnx", "onnxscript"})
     return [
-        ("predict, fp32, 1 thread: p50 / p99", f"{fp32['p50']:.3f} / {fp32['p99']:.3f} ms", "<= 0.5 / <= 1 ms"),
-        ("  share of it outside onnxruntime", f"{100 * fp32['outside_share']:.1f}%", "<= 15%"),
-        (
-            "  PyTorch eval p50 (same routes) and ratio",
-            f"{torch_p50:.3f} ms, {torch_p50 / fp32['p50']:.1f}x slower",
-            ">= 2x",
-        ),
-        ("predict, int8, 1 thread: p50 / p99", f"{int8['p50']:.3f} / {int8['p99']:.3f} ms", ""),
-    ]
-
-
-def throughput_rows(model: Path, int8_model: Path, routes: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    rows = []
-    for label, path in (("fp32", model), ("int8", int8_model)):
-        rates = throughput(path, routes, threads=2)
-        best = max(rates, key=lambda b: rates[b])
-        rows.append(
-            (
-                f"predict_many, 10,000 real routes, 2 threads, {label}",
-                f"{rates[best]:,.0f} routes/s at batch {best} ("
-                + ", ".join(f"{b}: {r:,.0f}" for b, r in rates.items())
-                + ")",
-                ">= 5,000 routes/s" if label == "fp32" else "",
-            )
-        )
-    return rows
-
-
-def process_rows() -> list[tuple[str, str, str]]:
-    infer = [run_process([str(BIN / "cg-infer"), "examples/routes.json"]) for _ in range(10)]
-    torch_import = [run_process([sys.executable, "-c", "import torch"])[0] for _ in range(5)]
-    wall = statistics.median(t for t, _ in infer)
-    return [
-        (
-            "cg-infer examples/routes.json, fresh process, wall (median of 10)",
-            f"{wall:.3f} s; import torch alone {statistics.median(torch_import):.3f} s "
-            f"({statistics.median(torch_import) / wall:.1f}x)",
-            "<= 0.35 s, >= 4x",
-        ),
-        ("  its peak RSS", f"{max(rss for _, rss in infer) / 1024:.0f} MB", "<= 120 MB"),
-    ]
-
-
-def int8_rows(int8_model: Path) -> list[tuple[str, str, str]]:
-    quant = json.loads(Path(f"{int8_model}.json").read_text())["training"]["quantization"]
-    return [
-        ("int8 model size (fp32)", f"{quant['size_bytes'] / 1e6:.2f} MB ({quant['fp32_size_bytes'] / 1e6:.2f} MB)", ""),
-        (
-            f"int8 vs fp32 on the {quant['test_rows']:,} test routes: max / mean |diff|",
-            f"{quant['test_max_abs_diff_vs_fp32']:.3f} / {quant['test_mean_abs_diff_vs_fp32']:.4f}",
+        Row(
+            "runtime-only install (`pip install .` in a fresh venv)",
+            f"{size:.0f} MB; {', '.join(packages)}" + (f"; FOUND {', '.join(heavy)}" if heavy else ""),
+            "<= 200 MB, no torch/pandas/onnx",
             "",
-        ),
-        (
-            "  within-1-V-grade fp32 -> int8",
-            f"{100 * quant['test_within_1_vgrade_fp32']:.2f}% -> "
-            f"{100 * quant['test_within_1_vgrade_int8']:.2f}% ({quant['test_within_1_vgrade_change_points']:+.2f} points)",
-            "change < 0.5 points to ship",
-        ),
+            size <= 200 and not heavy,
+        )
     ]
+
+
+def int8_twin(model: Path) -> Path:
+    return model.with_name(f"{model.stem}.int8.onnx")
+
+
+def checkpoint_file(path: Path | None) -> Path | None:
+    """--checkpoint: a .pt file, or a run folder whose best.pt it means."""
+    if path is None or path.is_file():
+        return path
+    if not (path / "best.pt").is_file():
+        raise click.BadParameter(f"{path} holds no best.pt", param_hint="--checkpoint")
+    return path / "best.pt"
+
+
+def print_table(rows: list[Row], header: str) -> None:
+    """The figures as one markdown table the docs can take as it is."""
+    click.echo(f"\n{header}\n")
+    click.echo("| figure | target | measured | reference | pass |")
+    click.echo("|---|---|---|---|---|")
+    for row in rows:
+        cells = (row.figure, row.target, row.measured, row.reference, verdict(row.passed))
+        click.echo("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    judged = [row.passed for row in rows if row.passed is not None]
+    click.echo(f"\n{judged.count(True)} of {len(judged)} targets passed")
 
 
 @click.command()
-@click.option(
-    "--data",
-    "data_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=lambda: os.environ.get("CLIMBGRADE_DATA", str(ROOT.parent / "shared" / "data")),
-)
+@DATA_OPTION
 @click.option("--model", type=click.Path(exists=True, path_type=Path), default=ROOT / "exports/climbgrade.onnx")
 @click.option(
-    "--int8-model", type=click.Path(exists=True, path_type=Path), default=ROOT / "exports/climbgrade.int8.onnx"
+    "--int8-model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The int8 twin (default: MODEL's .int8.onnx beside it, when there is one).",
 )
-@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), default=ROOT / "exports/climbgrade.pt")
-@click.option("--soak-predictions", type=int, default=100_000, show_default=True)
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, path_type=Path),
+    help="PyTorch reference: a run folder (its best.pt) or a .pt file. Without it that comparison is skipped.",
+)
+@click.option("--soak-predictions", type=int, help=f"Default {FULL.soak:,} ({QUICK.soak:,} with --quick).")
+@click.option("--quick", is_flag=True, help=f"Fewer routes and repeats ({QUICK.routes:,} routes): a rough figure.")
 @click.option("--skip-venv", is_flag=True, help="Skip building a fresh runtime venv (needs PyPI, ~30 s).")
 @click.option(
     "--section",
@@ -276,72 +451,47 @@ def int8_rows(int8_model: Path) -> list[tuple[str, str, str]]:
 def main(
     data_dir: Path,
     model: Path,
-    int8_model: Path,
-    checkpoint: Path,
-    soak_predictions: int,
+    int8_model: Path | None,
+    checkpoint: Path | None,
+    soak_predictions: int | None,
+    quick: bool,
     skip_venv: bool,
     sections: tuple[str, ...],
 ) -> None:
-    wanted = set(sections or SECTIONS) - ({"venv"} if skip_venv else set())
-    routes = real_routes(data_dir, 10_000) if wanted & {"predict", "throughput", "soak", "insight"} else []
-    single_routes = routes[:3000]
-    rows: list[tuple[str, str, str]] = []
-
-    if "predict" in wanted:
-        rows += predict_rows(model, int8_model, checkpoint, single_routes)
-    if "throughput" in wanted:
-        rows += throughput_rows(model, int8_model, routes)
-    if "process" in wanted:
-        rows += process_rows()
-    if "soak" in wanted:
-        before, after = soak(model, routes, soak_predictions)
-        rows.append(
-            (
-                f"soak: {soak_predictions:,} predictions in one process",
-                f"RSS {before:.1f} -> {after:.1f} MB ({after - before:+.1f} MB)",
-                "flat",
-            )
-        )
-    if "int8" in wanted:
-        rows += int8_rows(int8_model)
-    if "insight" in wanted:
-        timings = insight_route(model, routes[:300])
-        rows += [
-            (
-                f"sweep, every angle (~{timings['angles']:.0f}) of one route, fp32, 1 thread: p50",
-                f"{timings['sweep']:.2f} ms",
-                "",
-            ),
-            (
-                f"explain, one route (~{timings['holds']:.0f} holds: a batch of n+1), fp32, 1 thread: p50",
-                f"{timings['explain']:.2f} ms",
-                "",
-            ),
-        ]
-    if "eval" in wanted:
-        count, rate = eval_throughput(model, data_dir)
-        rows.append(
-            (
-                f"cg-eval --predictions, all of {data_dir.name}/ ({count:,} rows), fresh process, 2 threads",
-                f"{rate:,.0f} rows/s (wall, reading the databases included)",
-                "",
-            )
-        )
-    if "venv" in wanted:
-        size, packages = runtime_venv_size()
-        heavy = sorted(set(packages) & {"torch", "pandas", "onnx", "onnxscript"})
-        rows.append(
-            (
-                "runtime-only venv (pip install .)",
-                f"{size:.0f} MB; {', '.join(packages)}",
-                f"<= 200 MB, no torch/pandas/onnx{'' if not heavy else ' -- FOUND ' + ', '.join(heavy)}",
-            )
-        )
-
-    width = max(len(r[0]) for r in rows)
-    click.echo(f"climbgrade runtime benchmark ({os.cpu_count()} CPUs, onnxruntime model {model.name})")
-    for name, value, target in rows:
-        click.echo(f"{name.ljust(width)}  {value}" + (f"   [target {target}]" if target else ""))
+    wanted = [s for s in SECTIONS if s in (sections or SECTIONS) and not (s == "venv" and skip_venv)]
+    scale = QUICK if quick else FULL
+    if soak_predictions is not None:
+        scale = dataclasses.replace(scale, soak=soak_predictions)
+    loaded = GradePredictor.load(model)  # a folder means its climbgrade.onnx
+    model, tokenizer = loaded.model_path, loaded.tokenizer
+    checkpoint = checkpoint_file(checkpoint)
+    routes, source = load_routes(scale.routes, data_dir) if set(wanted) & ROUTE_SECTIONS else ([], "none")
+    routes = list(itertools.islice(itertools.cycle(routes), scale.routes)) if routes else []
+    twin = int8_model or (int8_twin(model) if int8_twin(model).is_file() else None)
+    runs = {
+        "predict": predict_rows,
+        "throughput": throughput_rows,
+        "process": process_rows,
+        "soak": soak_rows,
+        "int8": int8_rows,
+        "insight": insight_rows,
+        "eval": lambda b: eval_rows(b, data_dir),
+        "venv": lambda b: venv_rows(),
+    }
+    rows: list[Row] = []
+    seed = seed_model(tokenizer, seed_batches(tokenizer, routes[:2], 2)[0]) if set(wanted) & SEED_SECTIONS else None
+    with seed or contextlib.nullcontext() as seed_path:
+        bench = Bench(model, twin, checkpoint, routes, tokenizer, seed_path, scale)
+        for name in wanted:
+            started = time.perf_counter()
+            rows += runs[name](bench)
+            click.echo(f"{name}: {time.perf_counter() - started:.0f} s", err=True)
+    print_table(
+        rows,
+        f"climbgrade runtime benchmark: {model.relative_to(ROOT) if model.is_relative_to(ROOT) else model}"
+        f"{f' (int8: {twin.name})' if twin else ''}; routes: {source}; {os.cpu_count()} CPUs"
+        f"{'; --quick' if quick else ''}",
+    )
 
 
 if __name__ == "__main__":

@@ -28,30 +28,10 @@ from typing import Any
 import click
 import httpx
 import numpy as np
+from sample_routes import load_routes
 
-from climbgrade_runtime.boardlib_db import ClimbFilter
-from climbgrade_runtime.graded import load_examples
-from climbgrade_runtime.insight import frames_of
-
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-EXAMPLES = ROOT / "examples" / "routes.json"
 START_S = 120
-
-
-def load_routes(limit: int) -> tuple[list[dict[str, Any]], str]:
-    """Up to `limit` real routes (route JSON, as a client sends them) and where they came from."""
-    folder = Path(os.environ.get("CLIMBGRADE_DATA", ROOT.parent / "shared" / "data"))
-    dbs = [str(p) for p in sorted(folder.glob("*.db"))] if folder.is_dir() else []
-    if not dbs:
-        return json.loads(EXAMPLES.read_text()), str(EXAMPLES)
-    examples = load_examples(dbs, ClimbFilter()).examples
-    step = max(1, len(examples) // limit)
-    routes = [
-        {"board": e.board, "layout_id": e.layout_id, "angle": e.angle, "frames": frames_of(e.route)}
-        for e in examples[::step][:limit]
-    ]
-    return routes, f"{len(routes)} routes of {', '.join(dbs)}"
 
 
 def rss_kib(pid: int) -> int:

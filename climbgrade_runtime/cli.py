@@ -105,7 +105,7 @@ def main(
     except ClimbgradeError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    writer = ResultWriter(output_format, routes.shape, sys.stdout)
+    writer = ResultWriter(output_format, routes.shape, sys.stdout, interval=predictor.has_interval)
     failed = False
     stream: Iterator[Sequence[Result]]
     if request.empty and pictures is None:

@@ -2,6 +2,7 @@
 
 This is how a gym checks a model on its own board's data, and how the README's figures are
 reproduced: with `split="test"` only the climbs the model's sidecar says it was tested on count.
+A model with an interval is also scored on it: how often the community grade falls inside, how wide it is.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from .boardlib_db import ClimbFilter
 from .errors import ClimbgradeError, ModelError
 from .files import atomic_open, atomic_write_text
 from .graded import Example, load_examples, skip_reason
-from .metrics import METRIC_NAMES, metrics_by_board
+from .metrics import METRIC_NAMES, interval_metrics_by_board, metrics_by_board
+from .model_io import INTERVAL_COVERAGE
 from .predictor import DEFAULT_BATCH_SIZE, GradePredictor
 from .results import Prediction, RouteFailure
 from .routes import Route
@@ -47,7 +49,20 @@ PREDICTION_COLUMNS = (
     "predicted_font",
     "predicted_v_grade",
 )
+# Added after predicted_difficulty when the model has an interval.
+INTERVAL_COLUMNS = ("predicted_low", "predicted_high")
 PREDICTION_FORMATS = (".csv", ".jsonl")
+# The interval is also scored on rows with at least this many ascents, whose community grade is settled.
+INTERVAL_TRUSTED_ASCENTS = 5
+_INTERVAL_HEADERS = ("board", "rows", "coverage", "width", f">={INTERVAL_TRUSTED_ASCENTS} asc", "coverage", "width")
+
+
+def prediction_columns(interval: bool) -> tuple[str, ...]:
+    """The columns of `cg-eval --predictions`: PREDICTION_COLUMNS, with INTERVAL_COLUMNS for a model with one."""
+    if not interval:
+        return PREDICTION_COLUMNS
+    at = PREDICTION_COLUMNS.index("predicted_difficulty") + 1
+    return PREDICTION_COLUMNS[:at] + INTERVAL_COLUMNS + PREDICTION_COLUMNS[at:]
 
 
 class Progress(Protocol):
@@ -72,6 +87,7 @@ class GradedRow:
 
     def to_dict(self) -> dict[str, Any]:
         e, p = self.example, self.prediction
+        interval = {} if p.low is None or p.high is None else dict(zip(INTERVAL_COLUMNS, (p.low, p.high)))
         return {
             "uuid": e.uuid,
             "name": e.name,
@@ -81,6 +97,7 @@ class GradedRow:
             "ascents": e.ascents,
             "community_difficulty": round(e.difficulty, 4),
             "predicted_difficulty": round(p.difficulty, 4),
+            **{k: round(v, 4) for k, v in interval.items()},
             "residual": round(self.residual, 4),
             "community_font": self.community_font,
             "community_v_grade": self.community_v_grade,
@@ -91,7 +108,11 @@ class GradedRow:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Metrics overall ('all') and per board, with what was left out and why."""
+    """Metrics overall ('all') and per board, with what was left out and why.
+
+    `interval`, for a model with one: its nominal coverage, and interval_metrics per board on all rows
+    ("all_rows") and on rows with >= INTERVAL_TRUSTED_ASCENTS ascents ("trusted_rows").
+    """
 
     model: str
     split: str  # "all", or one of SPLITS
@@ -100,6 +121,7 @@ class Evaluation:
     not_graded: dict[str, int] = field(default_factory=dict)  # reason -> rows the model could not grade
     notes: tuple[str, ...] = ()
     rows: tuple[GradedRow, ...] = field(default=(), repr=False, compare=False)  # in database order
+    interval: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +129,7 @@ class Evaluation:
             "split": self.split,
             "min_ascents": self.min_ascents,
             "metrics": self.metrics,
+            **({} if self.interval is None else {"interval": self.interval}),
             "not_graded": self.not_graded,
             "notes": list(self.notes),
         }
@@ -120,7 +143,22 @@ class Evaluation:
             cells = [board, f"{m['count']:,}", f"{m['mae']:.3f}", f"{m['rmse']:.3f}", f"{m['r2']:.3f}"]
             cells += [f"{100 * m[name]:.1f}%" for name in METRIC_NAMES[3:]]
             lines.append("  ".join(f"{c:>8}" for c in cells))
+        if self.interval is not None:
+            nominal = self.interval["nominal_coverage"]
+            lines.append(f"\ninterval (made to hold {nominal:.0%} of community grades): rows inside it, mean width")
+            lines.append("  ".join(f"{h:>8}" for h in _INTERVAL_HEADERS))
+            trusted = self.interval["trusted_rows"]
+            for board, m in self.interval["all_rows"].items():
+                cells = [board, *_interval_cells(m), *_interval_cells(trusted.get(board))]
+                lines.append("  ".join(f"{c:>8}" for c in cells))
         return "\n".join(lines)
+
+
+def _interval_cells(m: dict[str, float] | None) -> list[str]:
+    """rows, coverage, mean width of one board's interval_metrics; dashes where it has no rows."""
+    if m is None or m["count"] == 0:
+        return ["0", "-", "-"]
+    return [f"{m['count']:,}", f"{100 * m['coverage']:.1f}%", f"{m['mean_width']:.2f}"]
 
 
 def evaluate(
@@ -169,8 +207,29 @@ def evaluate(
     )
     community = [predictor.grades.grade(e.difficulty) for e, _ in graded]
     rows = tuple(GradedRow(e, r, g.font, g.v) for (e, r), g in zip(graded, community))
+    interval = _interval(graded) if predictor.has_interval else None
     return Evaluation(
-        str(predictor.model_path), split or "all", min_ascents, metrics, dict(not_graded), tuple(notes), rows
+        str(predictor.model_path), split or "all", min_ascents, metrics, dict(not_graded), tuple(notes), rows, interval
+    )
+
+
+def _interval(graded: Sequence[tuple[Example, Prediction]]) -> dict[str, Any]:
+    """The interval's coverage and width per board, on all rows and on the rows with settled grades."""
+    trusted = [(e, p) for e, p in graded if e.ascents >= INTERVAL_TRUSTED_ASCENTS]
+    return {
+        "nominal_coverage": INTERVAL_COVERAGE,
+        "all_rows": _interval_by_board(graded),
+        "trusted_min_ascents": INTERVAL_TRUSTED_ASCENTS,
+        "trusted_rows": _interval_by_board(trusted),
+    }
+
+
+def _interval_by_board(graded: Sequence[tuple[Example, Prediction]]) -> dict[str, dict[str, float]]:
+    return interval_metrics_by_board(
+        [e.board for e, _ in graded],
+        np.array([e.difficulty for e, _ in graded]),
+        np.array([p.low for _, p in graded], dtype=np.float64),
+        np.array([p.high for _, p in graded], dtype=np.float64),
     )
 
 
@@ -191,12 +250,13 @@ def check_predictions_path(path: str | Path) -> None:
 
 
 def write_predictions(rows: Sequence[GradedRow], path: str | Path) -> None:
-    """Every graded row as CSV or JSON Lines (by `path`'s suffix), PREDICTION_COLUMNS in order; atomic."""
+    """Every graded row as CSV or JSON Lines (by `path`'s suffix), prediction_columns in order; atomic."""
     check_predictions_path(path)
+    columns = prediction_columns(bool(rows) and rows[0].prediction.low is not None)
     try:
         with atomic_open(path) as handle:
             if Path(path).suffix.lower() == ".csv":
-                writer = csv.DictWriter(handle, fieldnames=PREDICTION_COLUMNS, lineterminator="\n")
+                writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
                 writer.writeheader()
                 writer.writerows(row.to_dict() for row in rows)
             else:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import RouteError
 from .geometry import LayoutGeometry
-from .results import Prediction
+from .results import Prediction, interval_dict
 from .routes import Route
 from .tokenizer import ResolvedRoute, check_angle
 
@@ -63,15 +63,23 @@ def parse_angle_spec(text: str) -> AngleSpec:
 
 @dataclass(frozen=True)
 class AngleGrade:
-    """The route graded at one wall angle."""
+    """The route graded at one wall angle (with the model's interval there, when it has one)."""
 
     angle: int
     difficulty: float
     font: str
     v_grade: str
+    low: float | None = None
+    high: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"angle": self.angle, "difficulty": self.difficulty, "font": self.font, "v_grade": self.v_grade}
+        return {
+            "angle": self.angle,
+            "difficulty": self.difficulty,
+            **interval_dict(self.low, self.high),
+            "font": self.font,
+            "v_grade": self.v_grade,
+        }
 
 
 @dataclass(frozen=True)
@@ -143,9 +151,17 @@ class Mirror:
     frames: str
     holds: tuple[tuple[int, str], ...]
     warnings: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"difficulty": self.difficulty, "font": self.font, "v_grade": self.v_grade, "frames": self.frames}
+        return {
+            "difficulty": self.difficulty,
+            **interval_dict(self.low, self.high),
+            "font": self.font,
+            "v_grade": self.v_grade,
+            "frames": self.frames,
+        }
 
 
 def frames_of(route: ResolvedRoute, like: Route | None = None) -> str:

@@ -1,6 +1,8 @@
-"""The eight accuracy metrics every report uses (training, export sidecar, evaluation)."""
+"""The metrics every report uses (training, export sidecar, evaluation): eight for accuracy, two for the interval."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -48,9 +50,39 @@ def metrics_by_board(
     """Metrics overall (key 'all') and for each board name present."""
     true = np.asarray(y_true, dtype=np.float64)
     pred = np.asarray(y_pred, dtype=np.float64)
+    return _by_board(boards, lambda rows: regression_metrics(true[rows], pred[rows], grades))
+
+
+def interval_metrics(targets: np.ndarray, low: np.ndarray, high: np.ndarray) -> dict[str, float]:
+    """How well a model's interval holds the community grades: `coverage`, the share of targets with
+    low <= target <= high (an 80% interval should hold about 0.8), and `mean_width` (high - low).
+
+    Both are NaN for no rows, as regression_metrics' are.
+    """
+    true, lo, hi = (np.asarray(a, dtype=np.float64) for a in (targets, low, high))
+    if not true.shape == lo.shape == hi.shape or true.ndim != 1:
+        raise ValueError(f"expected three 1-D arrays of equal length, got {true.shape}, {lo.shape} and {hi.shape}")
+    if true.size == 0:
+        return {"count": 0, "coverage": float("nan"), "mean_width": float("nan")}
+    return {
+        "count": int(true.size),
+        "coverage": float(np.mean((lo <= true) & (true <= hi))),
+        "mean_width": float(np.mean(hi - lo)),
+    }
+
+
+def interval_metrics_by_board(
+    boards: list[str], targets: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """interval_metrics overall (key 'all') and for each board name present."""
+    true, lo, hi = (np.asarray(a, dtype=np.float64) for a in (targets, low, high))
+    return _by_board(boards, lambda rows: interval_metrics(true[rows], lo[rows], hi[rows]))
+
+
+def _by_board(boards: list[str], score: Callable[[np.ndarray], dict[str, float]]) -> dict[str, dict[str, float]]:
+    """`score(rows)` over every row (key 'all'), then over each board's rows (`rows`: a boolean mask)."""
     board_arr = np.asarray(boards)
-    out = {"all": regression_metrics(true, pred, grades)}
+    out = {"all": score(np.ones(len(board_arr), dtype=bool))}
     for board in sorted(set(boards)):
-        mask = board_arr == board
-        out[board] = regression_metrics(true[mask], pred[mask], grades)
+        out[board] = score(board_arr == board)
     return out

@@ -17,9 +17,15 @@ TOKEN_IDS = "token_ids"  # int64 [batch, seq]
 COORDS = "coords"  # float32 [batch, seq, features]: x_norm, y_norm, is_hold, then Tokenizer.features' others
 ATTENTION_MASK = "attention_mask"  # int64 [batch, seq]: 1 = token, 0 = padding
 DIFFICULTY = "difficulty"  # float32 [batch]: Aurora display_difficulty
+LOW = "low"  # float32 [batch]: lower end of the model's calibrated interval (see INTERVAL_COVERAGE)
+HIGH = "high"  # float32 [batch]: upper end
 
 INPUTS = ((TOKEN_IDS, "int64"), (COORDS, "float32"), (ATTENTION_MASK, "int64"))
 OUTPUTS = ((DIFFICULTY, "float32"),)
+# A model with a bins head also outputs an interval; a model without one (older releases, value
+# heads) outputs OUTPUTS alone, and the runtime answers without low/high.
+INTERVAL_OUTPUTS = OUTPUTS + ((LOW, "float32"), (HIGH, "float32"))
+INTERVAL_COVERAGE = 0.8  # the share of community grades the interval is calibrated to hold (on validation)
 
 # Keys of the ONNX file's metadata_props that tie it to its sidecar.
 META_VOCAB_SIZE = "climbgrade.vocab_size"

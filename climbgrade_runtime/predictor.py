@@ -7,9 +7,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Any, NamedTuple
 
 from . import model_io
 from .errors import ModelError, RouteError
@@ -33,6 +31,14 @@ from .tokenizer import Encoded, ResolvedRoute, check_angle, resolved_from_holds
 DEFAULT_MODEL_FILE = "climbgrade.onnx"
 DEFAULT_BATCH_SIZE = 256  # routes per onnxruntime run in predict_many (measured best with 2 threads)
 STREAM_CHUNK_ROUTES = 1024  # routes read, graded and handed back at a time by predict_stream
+
+
+class Estimate(NamedTuple):
+    """What the model says of one route: its difficulty and, from a model with an interval, the interval's ends."""
+
+    difficulty: float
+    low: float | None = None
+    high: float | None = None
 
 
 def default_model_path() -> Path:
@@ -63,6 +69,14 @@ class GradePredictor:
         self._session_options = session_options
         self._session_instance: Any = None
         self._session_lock = threading.Lock()
+
+    @property
+    def has_interval(self) -> bool:
+        """Whether the model outputs a calibrated interval (Prediction.low/.high), as its sidecar says.
+
+        Opening the session checks that the graph outputs what the sidecar lists.
+        """
+        return tuple(n for n, _ in self.sidecar.outputs) == tuple(n for n, _ in model_io.INTERVAL_OUTPUTS)
 
     @property
     def _session(self) -> Any:
@@ -111,8 +125,7 @@ class GradePredictor:
         """Grade one route (a Route or its JSON object); raises RouteError if it cannot be graded."""
         parsed, labels, warnings = _parse(route)
         encoded = self.tokenizer.encode(parsed)
-        difficulty = self._run([encoded])[0]
-        return self._prediction(0, parsed, encoded, float(difficulty), labels, warnings)
+        return self._prediction(0, parsed, encoded, self._run([encoded])[0], labels, warnings)
 
     def predict_many(
         self,
@@ -147,9 +160,9 @@ class GradePredictor:
         pending.sort(key=lambda p: len(p[2].ids))
         for start in range(0, len(pending), batch_size):
             chunk = pending[start : start + batch_size]
-            outputs = self._run([p[2] for p in chunk])
-            for (index, parsed, encoded, labels, warnings), value in zip(chunk, outputs):
-                results[index - first_index] = self._prediction(index, parsed, encoded, float(value), labels, warnings)
+            estimates = self._run([p[2] for p in chunk])
+            for (index, parsed, encoded, labels, warnings), estimate in zip(chunk, estimates):
+                results[index - first_index] = self._prediction(index, parsed, encoded, estimate, labels, warnings)
             if progress is not None:
                 progress(len(chunk))
         return [r for r in results if r is not None]
@@ -237,10 +250,13 @@ class GradePredictor:
         batch = (resolved.angle, *(a for a in wanted if a != resolved.angle))  # the route's own angle first
         own = self.tokenizer.encode_resolved(resolved)
         encoded = [own, *(self.tokenizer.at_angle(own, a) for a in batch[1:])]
-        values = dict(zip(batch, (float(v) for v in self._run(encoded))))
+        values = dict(zip(batch, self._run(encoded)))
         prediction = self._prediction(0, parsed, encoded[0], values[resolved.angle], labels, warnings)
-        grades = {a: self.grades.grade(values[a]) for a in wanted}
-        return Sweep(prediction, tuple(AngleGrade(a, values[a], grades[a].font, grades[a].v) for a in wanted))
+        return Sweep(prediction, tuple(self._angle_grade(a, values[a]) for a in wanted))
+
+    def _angle_grade(self, angle: int, estimate: Estimate) -> AngleGrade:
+        grade = self.grades.grade(estimate.difficulty)
+        return AngleGrade(angle, estimate.difficulty, grade.font, grade.v, estimate.low, estimate.high)
 
     def _explain(
         self, parsed: Route, resolved: ResolvedRoute, labels: dict[str, Any], warnings: tuple[str, ...]
@@ -248,13 +264,14 @@ class GradePredictor:
         holds = resolved.holds
         if len(holds) < 2:  # its only hold cannot be left out (no holds is no route): graded whole, no effect
             own = self.tokenizer.encode_resolved(resolved)
-            prediction = self._prediction(0, parsed, own, float(self._run([own])[0]), labels, warnings)
+            prediction = self._prediction(0, parsed, own, self._run([own])[0], labels, warnings)
             return Explanation(prediction, tuple(HoldEffect(pid, role, None) for pid, role in holds), None)
         layout, angle = resolved.layout, resolved.angle
         without = [resolved_from_holds(layout, angle, holds[:i] + holds[i + 1 :]) for i in range(len(holds))]
         encoded = [self.tokenizer.encode_resolved(r) for r in (resolved, *without)]
-        values = [float(v) for v in self._run(encoded)]
-        prediction = self._prediction(0, parsed, encoded[0], values[0], labels, warnings)
+        estimates = self._run(encoded)
+        values = [e.difficulty for e in estimates]
+        prediction = self._prediction(0, parsed, encoded[0], estimates[0], labels, warnings)
         effects = tuple(
             HoldEffect(pid, role, value - values[0], tuple(w for w in route.warnings if w not in resolved.warnings))
             for (pid, role), value, route in zip(holds, values[1:], without)
@@ -268,26 +285,29 @@ class GradePredictor:
         if mirrored is None:
             return None
         encoded = self.tokenizer.encode_resolved(mirrored)
-        difficulty = float(self._run([encoded])[0])
-        grade = self.grades.grade(difficulty)
-        return Mirror(difficulty, grade.font, grade.v, frames_of(mirrored, route), mirrored.holds, encoded.warnings)
+        e = self._run([encoded])[0]
+        grade = self.grades.grade(e.difficulty)
+        frames = frames_of(mirrored, route)
+        return Mirror(e.difficulty, grade.font, grade.v, frames, mirrored.holds, encoded.warnings, e.low, e.high)
 
-    def _run(self, encoded: Sequence[Encoded]) -> np.ndarray:
-        return self._session.run([model_io.DIFFICULTY], model_io.pad_batch(encoded))[0]
+    def _run(self, encoded: Sequence[Encoded]) -> list[Estimate]:
+        """One onnxruntime run: per route, the model's outputs (those _check_pair accepted) as an Estimate."""
+        outputs = self._session.run([name for name, _ in self.sidecar.outputs], model_io.pad_batch(encoded))
+        return [Estimate(*row) for row in zip(*(values.tolist() for values in outputs))]
 
     def _prediction(
         self,
         index: int,
         route: Route,
         encoded: Encoded,
-        difficulty: float,
+        estimate: Estimate,
         labels: dict[str, Any],
         warnings: tuple[str, ...],
     ) -> Prediction:
-        grade = self.grades.grade(difficulty)
+        grade = self.grades.grade(estimate.difficulty)
         return Prediction(
             index=index,
-            difficulty=difficulty,
+            difficulty=estimate.difficulty,
             font=grade.font,
             v_grade=grade.v,
             board=route.board,
@@ -295,6 +315,8 @@ class GradePredictor:
             angle=route.angle,
             warnings=warnings + encoded.warnings,
             labels=labels,
+            low=estimate.low,
+            high=estimate.high,
         )
 
 
@@ -333,7 +355,8 @@ def _check_pair(model_path: Path, sidecar: Sidecar, session: Any) -> None:
     outputs = tuple(o.name for o in session.get_outputs())
     if inputs != tuple(n for n, _ in model_io.INPUTS) or inputs != tuple(n for n, _ in sidecar.inputs):
         problems.append(f"inputs: model {inputs}, sidecar {tuple(n for n, _ in sidecar.inputs)}")
-    if outputs != tuple(n for n, _ in model_io.OUTPUTS) or outputs != tuple(n for n, _ in sidecar.outputs):
+    known = [tuple(n for n, _ in o) for o in (model_io.OUTPUTS, model_io.INTERVAL_OUTPUTS)]  # without/with an interval
+    if outputs not in known or outputs != tuple(n for n, _ in sidecar.outputs):
         problems.append(f"outputs: model {outputs}, sidecar {tuple(n for n, _ in sidecar.outputs)}")
     if problems:
         raise ModelError(

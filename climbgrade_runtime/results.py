@@ -12,7 +12,11 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Prediction:
-    """A graded route: Aurora difficulty, its nearest Font and V grade, and any warnings."""
+    """A graded route: Aurora difficulty, its nearest Font and V grade, and any warnings.
+
+    `low`/`high`: the model's calibrated interval (model_io.INTERVAL_COVERAGE of community grades fall
+    in it); None for a model that outputs none, whose answers then read as they always have.
+    """
 
     index: int
     difficulty: float
@@ -23,6 +27,8 @@ class Prediction:
     angle: int
     warnings: tuple[str, ...] = ()
     labels: dict[str, Any] = field(default_factory=dict)
+    low: float | None = None
+    high: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -32,10 +38,16 @@ class Prediction:
             "layout_id": self.layout_id,
             "angle": self.angle,
             "difficulty": self.difficulty,
+            **interval_dict(self.low, self.high),
             "font": self.font,
             "v_grade": self.v_grade,
             "warnings": list(self.warnings),
         }
+
+
+def interval_dict(low: float | None, high: float | None) -> dict[str, float]:
+    """`low` and `high` for an answer's JSON, or nothing when the model gave no interval (older models)."""
+    return {} if low is None or high is None else {"low": low, "high": high}
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ geometry on <CLS> (climbgrade_runtime.route_features).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,9 @@ def board_token(board: str, layout_id: int) -> str:
 
 def angle_token(angle: int) -> str:
     return f"<ANGLE_{angle}>"
+
+
+ANGLE_TOKEN = re.compile(r"<ANGLE_(-?\d+)>")  # what angle_token writes
 
 
 PLACEMENT_ROLE, PLACEMENT = "placement_role", "placement"
@@ -96,6 +100,28 @@ def _parse_hold_token(token: str) -> tuple[tuple[str, int], int, str | None] | N
     if len(parts) < 3 or not parts[1].isdigit() or not parts[2].startswith("p") or not parts[2][1:].isdigit():
         return None
     return (parts[0], int(parts[1])), int(parts[2][1:]), parts[3] if len(parts) == 4 else None
+
+
+def _angle_ids(index: Mapping[str, int]) -> dict[int, int]:
+    """Angle -> id, for each angle token in `index` (the inverse of angle_token)."""
+    out = {}
+    for token, i in index.items():
+        match = ANGLE_TOKEN.fullmatch(token)
+        if match and angle_token(int(match[1])) == token:
+            out[int(match[1])] = i
+    return out
+
+
+def _as_slice(columns: list[int]) -> slice | list[int]:
+    """`columns` as a slice when they run contiguously (numpy assigns a slice ~3x faster than a list)."""
+    if columns and columns == list(range(columns[0], columns[-1] + 1)):
+        return slice(columns[0], columns[-1] + 1)
+    return columns
+
+
+def _pick(values: list[float], positions: list[int] | None) -> list[float]:
+    """values[positions]; every value, in order, for None."""
+    return values if positions is None else [values[p] for p in positions]
 
 
 @dataclass(frozen=True)
@@ -205,19 +231,36 @@ class Tokenizer:
     hold_tokens: str = PLACEMENT_ROLE
     features: tuple[str, ...] = BASE_FEATURES
     index: dict[str, int] = field(init=False, repr=False, compare=False)
+    # Token id of each layout's board token and of each angle token: the prefix of every encoding,
+    # looked up without formatting token strings per route.
+    board_ids: dict[tuple[str, int], int] = field(init=False, repr=False, compare=False)
+    angle_ids: dict[int, int] = field(init=False, repr=False, compare=False)
     # Per layout, hold key -> token id ((placement, role) or placement, by scheme): encoding looks
     # ids up without building token strings.
     hold_ids: dict[tuple[str, int], dict[Any, int]] = field(init=False, repr=False, compare=False)
     # Worked out once from `features`, read by every encode: feature name -> coords column; whether
-    # any feature needs a RouteGeometry; per <CLS> feature group in use, its coords columns, the
-    # positions of those features in the group, and the function that computes the group.
+    # any feature needs a RouteGeometry; per <CLS> feature group in use, the function that computes
+    # the group and the positions of the features used in its output; and the coords columns those
+    # features fill, in that order (a slice where they are contiguous, as in every model so far).
     columns: dict[str, int] = field(init=False, repr=False, compare=False)
+    # The role features' coords columns (None without any) and per role name its values there ("" for a
+    # role no feature names: all zero).
+    role_columns: slice | list[int] | None = field(init=False, repr=False, compare=False)
+    role_one_hot: dict[str, tuple[float, ...]] = field(init=False, repr=False, compare=False)
+    nearest_columns: list[tuple[int, int]] = field(init=False, repr=False, compare=False)  # (rank, column)
     uses_geometry: bool = field(init=False, repr=False, compare=False)
-    cls_groups: tuple[tuple[np.ndarray, np.ndarray, Callable[[RouteGeometry], np.ndarray]], ...] = field(
+    cls_groups: tuple[tuple[Callable[[RouteGeometry], list[float]], list[int] | None], ...] = field(
         init=False, repr=False, compare=False
     )
+    cls_columns: slice | list[int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._check()
+        self._index_tokens()
+        self._plan_columns()
+
+    def _check(self) -> None:
+        """ModelError unless the vocabulary, length, scheme and features are ones this tokenizer can use."""
         if self.vocab[: len(SPECIALS)] != SPECIALS:
             raise ModelError(f"vocabulary must start with {', '.join(SPECIALS)}")
         if len(set(self.vocab)) != len(self.vocab):
@@ -238,21 +281,39 @@ class Tokenizer:
                 f"features must start with {', '.join(BASE_FEATURES)} and come from {', '.join(FEATURES)}; "
                 f"got {', '.join(self.features)}: upgrade climbgrade or re-export the model"
             )
+
+    def _index_tokens(self) -> None:
+        """Token -> id, and the ids encoding looks up per route without building token strings."""
         object.__setattr__(self, "index", {tok: i for i, tok in enumerate(self.vocab)})
-        object.__setattr__(self, "columns", {name: i for i, name in enumerate(self.features)})
-        object.__setattr__(self, "uses_geometry", not GEOMETRY_FEATURES.isdisjoint(self.features))
-        cls_groups = []
-        for names, compute in CLS_FEATURE_GROUPS:
-            used = [(i, names.index(name)) for i, name in enumerate(self.features) if name in names]
-            if used:
-                cls_groups.append((np.array([i for i, _ in used]), np.array([p for _, p in used]), compute))
-        object.__setattr__(self, "cls_groups", tuple(cls_groups))
+        object.__setattr__(self, "board_ids", {key: self.index.get(board_token(*key), UNK_ID) for key in self.layouts})
+        object.__setattr__(self, "angle_ids", _angle_ids(self.index))
         hold_ids: dict[tuple[str, int], dict[Any, int]] = {key: {} for key in self.layouts}
         for token, i in self.index.items():
             parsed = _parse_hold_token(token)
             if parsed is not None and parsed[0] in hold_ids and (parsed[2] is None) == (self.hold_tokens == PLACEMENT):
                 hold_ids[parsed[0]][parsed[1] if parsed[2] is None else (parsed[1], parsed[2])] = i
         object.__setattr__(self, "hold_ids", hold_ids)
+
+    def _plan_columns(self) -> None:
+        """Where each feature goes in coords, worked out once so that encoding only fills columns."""
+        columns = {name: i for i, name in enumerate(self.features)}
+        object.__setattr__(self, "columns", columns)
+        roles = [name for name in self.features if name in ROLE_FEATURES]
+        object.__setattr__(self, "role_columns", _as_slice([columns[name] for name in roles]) or None)
+        one_hot = {role: tuple(float(ROLE_FEATURES[name] == role) for name in roles) for role in ROLE_FEATURES.values()}
+        object.__setattr__(self, "role_one_hot", one_hot | {"": (0.0,) * len(roles)})
+        nearest = [(rank, columns[name]) for rank, name in enumerate(("nearest", "nearest2")) if name in columns]
+        object.__setattr__(self, "nearest_columns", nearest)
+        object.__setattr__(self, "uses_geometry", not GEOMETRY_FEATURES.isdisjoint(self.features))
+        cls_groups, cls_columns = [], []
+        for names, compute in CLS_FEATURE_GROUPS:
+            used = [(i, names.index(name)) for i, name in enumerate(self.features) if name in names]
+            if used:
+                positions = [p for _, p in used]
+                cls_groups.append((compute, None if positions == list(range(len(names))) else positions))
+                cls_columns += [i for i, _ in used]
+        object.__setattr__(self, "cls_groups", tuple(cls_groups))
+        object.__setattr__(self, "cls_columns", _as_slice(cls_columns))
 
     @property
     def max_holds(self) -> int:
@@ -290,15 +351,16 @@ class Tokenizer:
     def encode_resolved(self, resolved: ResolvedRoute) -> Encoded:
         """Ids of ResolvedRoute.tokens(scheme) (unknown holds -> <UNK>) and their features."""
         layout = resolved.layout
-        index = self.index
         holds = self.hold_ids[layout.key]
         keys = resolved.holds if self.hold_tokens == PLACEMENT_ROLE else [pid for pid, _ in resolved.holds]
         hold_ids = [holds.get(key, UNK_ID) for key in keys]
-        prefix = [CLS_ID, index.get(board_token(*layout.key), UNK_ID), index.get(angle_token(resolved.angle), UNK_ID)]
+        prefix = [CLS_ID, self.board_ids[layout.key], self.angle_ids.get(resolved.angle, UNK_ID)]
         ids = np.array(prefix + hold_ids, dtype=np.int64)
         coords = np.zeros((len(ids), len(self.features)), dtype=np.float32)
         normalised = layout.normalised
-        coords[PREFIX_TOKENS:, :2] = [normalised[pid] for pid, _ in resolved.holds]  # resolve_route: >= 1 hold
+        xy = [normalised[pid] for pid, _ in resolved.holds]  # resolve_route: >= 1 hold
+        coords[PREFIX_TOKENS:, 0] = [x for x, _ in xy]
+        coords[PREFIX_TOKENS:, 1] = [y for _, y in xy]
         coords[PREFIX_TOKENS:, 2] = 1.0
         if len(self.features) > len(BASE_FEATURES):
             self._extra_features(resolved, coords)
@@ -317,7 +379,7 @@ class Tokenizer:
         encode_resolved gives at that angle, bit for bit, without recomputing the hold features,
         none of which but the angle token and the "angle" column depend on the wall angle."""
         ids = encoded.ids.copy()
-        ids[PREFIX_TOKENS - 1] = self.index.get(angle_token(angle), UNK_ID)  # <CLS> <BOARD_..> <ANGLE_..>
+        ids[PREFIX_TOKENS - 1] = self.angle_ids.get(angle, UNK_ID)  # <CLS> <BOARD_..> <ANGLE_..>
         coords = encoded.coords
         if "angle" in self.columns:
             coords = coords.copy()
@@ -326,27 +388,34 @@ class Tokenizer:
 
     def _extra_features(self, resolved: ResolvedRoute, coords: np.ndarray) -> None:
         """Fill the role, angle, neighbour-distance, move and route columns (beyond x, y, is_hold) in place."""
+        if self.role_columns is not None:
+            one_hot, no_role = self.role_one_hot, self.role_one_hot[""]
+            coords[PREFIX_TOKENS:, self.role_columns] = [one_hot.get(role, no_role) for _, role in resolved.holds]
+        if "angle" in self.columns:
+            coords[:, self.columns["angle"]] = resolved.angle / ANGLE_SCALE
+        if self.uses_geometry:
+            self._geometry_features(RouteGeometry.of(resolved.layout, resolved.holds), coords)
+
+    def _geometry_features(self, geometry: RouteGeometry, coords: np.ndarray) -> None:
+        """Fill the neighbour-distance, move and <CLS> route columns in place."""
         holds = coords[PREFIX_TOKENS:]
-        columns = self.columns
-        for name, role_name in ROLE_FEATURES.items():
-            if name in columns:
-                holds[:, columns[name]] = [role == role_name for _, role in resolved.holds]
-        if "angle" in columns:
-            coords[:, columns["angle"]] = resolved.angle / ANGLE_SCALE
-        if not self.uses_geometry:
-            return
-        geometry = RouteGeometry.of(resolved.layout, resolved.holds)
-        for rank, name in enumerate(("nearest", "nearest2")):
-            if name in columns and rank < geometry.gaps.shape[1]:  # a route of 2 holds has no 2nd-nearest other hold
-                # in float32 board units, then scaled: the values every model so far was trained on
-                board_units = (geometry.gaps[:, rank] * DISTANCE_SCALE).astype(np.float32)
-                holds[:, columns[name]] = board_units / np.float32(DISTANCE_SCALE)
+        if self.nearest_columns:
+            # in float32 board units, then scaled: the values every model so far was trained on
+            nearest = (geometry.gaps * DISTANCE_SCALE).astype(np.float32) / np.float32(DISTANCE_SCALE)
+            for rank, column in self.nearest_columns:
+                if rank < nearest.shape[1]:  # a route of 2 holds has no 2nd-nearest other hold
+                    holds[:, column] = nearest[:, rank]
         moves = geometry.hand_moves()
         for axis, name in enumerate(MOVE_FEATURES):
-            if name in columns:
-                holds[geometry.hands[1:], columns[name]] = moves[:, axis]
-        for cls_columns, positions, compute in self.cls_groups:
-            coords[0, cls_columns] = compute(geometry)[positions]
+            if name in self.columns:
+                values = [0.0] * len(holds)  # zero on feet and on the lowest hand hold
+                for hold, move in zip(geometry.hands[1:], moves):
+                    values[hold] = move[axis]
+                holds[:, self.columns[name]] = values
+        if self.cls_groups:
+            coords[0, self.cls_columns] = [
+                value for compute, positions in self.cls_groups for value in _pick(compute(geometry), positions)
+            ]
 
     def placement_groups(self) -> list[int]:
         """Per token id, a group id shared by one placement's tokens in every role (others alone).

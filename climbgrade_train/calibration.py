@@ -4,7 +4,8 @@ An ensemble of networks that fit their training grades closely spreads its predi
 the grades it predicts: on validation, regressing the grade on the prediction gives a slope below 1
 (0.89 for the bins-head ensemble). Pulling every prediction toward the training mean by the factor
 that minimises validation MAE corrects that. It is chosen on a run that held validation out, then
-given to the refit (--shrink), like the number of epochs.
+given to the refit (--shrink), like the number of epochs; or, with --calibrate, built into the
+run's own best.pt together with the interval's width (fit_interval_scale).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from climbgrade_runtime.model_io import INTERVAL_COVERAGE
 
 from .model import ModelConfig
 
@@ -47,3 +50,14 @@ def fit_shrink(predicted: np.ndarray, targets: np.ndarray, config: ModelConfig) 
     return ShrinkFit(
         shrink=float(SHRINK_GRID[best]), mae_before=float(np.abs(predicted - targets).mean()), mae_after=maes[best]
     )
+
+
+def fit_interval_scale(difficulty: np.ndarray, low: np.ndarray, high: np.ndarray, targets: np.ndarray) -> float:
+    """The ModelConfig.interval_scale whose interval holds INTERVAL_COVERAGE of `targets`, given the
+    outputs of the same model with interval_scale 1: each row needs the scale that just reaches its
+    grade, and the scale chosen is that need's INTERVAL_COVERAGE quantile."""
+    difficulty, targets = np.asarray(difficulty, np.float64), np.asarray(targets, np.float64)
+    below = np.maximum(difficulty - np.asarray(low, np.float64), 1e-6)
+    above = np.maximum(np.asarray(high, np.float64) - difficulty, 1e-6)
+    need = np.where(targets < difficulty, (difficulty - targets) / below, (targets - difficulty) / above)
+    return float(np.quantile(need, INTERVAL_COVERAGE))

@@ -172,6 +172,43 @@ def _words(text: str) -> tuple[str, ...]:
     "--refit logs (and writes to metrics.json) the value best on its validation climbs.",
 )
 @click.option(
+    "--calibrate",
+    is_flag=True,
+    help="After training, choose --shrink and the width of the 80% interval on the validation climbs and "
+    "build both into best.pt (the exported graph then also outputs low and high). Not with --refit.",
+)
+@click.option(
+    "--interval-scale",
+    type=click.FloatRange(min=0),
+    default=TrainConfig.interval_scale,
+    show_default=True,
+    help="Width of the interval for a --refit run (what --calibrate chose on a validation run); 0 = none.",
+)
+@click.option(
+    "--teacher",
+    metavar="RUN",
+    default=TrainConfig.teacher,
+    help="Distil: learn this finished bins-head run's distributions (an ensemble; same split and filters). "
+    "The student reads routes with the teacher's tokenizer.",
+)
+@click.option(
+    "--teacher-weight",
+    type=click.FloatRange(0, 1),
+    default=TrainConfig.teacher_weight,
+    show_default=True,
+    help="Share of the teacher's distribution in a graded row's target; the rest is the community grade.",
+)
+@click.option(
+    "--teacher-angles",
+    is_flag=True,
+    help="The teacher also labels every training climb at each other angle its board offers.",
+)
+@click.option(
+    "--teacher-mirrors",
+    is_flag=True,
+    help="The teacher also labels every training climb mirrored (layouts with mirrored holes).",
+)
+@click.option(
     "--coord-encoding",
     type=click.Choice(COORD_ENCODINGS),
     default=TrainConfig.coord_encoding,

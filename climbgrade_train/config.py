@@ -59,6 +59,12 @@ class TrainConfig:
     head: str = VALUE_HEAD  # "bins": a distribution over difficulty bins, trained with cross-entropy (see ModelConfig)
     bin_sigma: float = 0.0  # bins head's target: 0 = split between the two nearest bins; > 0 = a Gaussian this wide
     shrink: float = 1.0  # predictions pulled toward the training mean by this factor (ModelConfig.shrink)
+    calibrate: bool = False  # after training, choose --shrink and the interval's width on validation, into best.pt
+    interval_scale: float = 0.0  # the interval's width for a run with no validation (--refit): see ModelConfig
+    teacher: str = ""  # a finished bins-head run whose distributions the network learns (distill.py)
+    teacher_weight: float = 0.5  # share of the teacher in a graded row's target (the rest: the community grade)
+    teacher_angles: bool = False  # the teacher also labels each training climb at every other angle of its board
+    teacher_mirrors: bool = False  # ... and each training climb mirrored, where the layout has mirrors
     coord_encoding: str = "linear"
     members: int = 1
     member_holds: tuple[str, ...] = ()  # cycled over members: "token" or "placement" (see ModelConfig)
@@ -101,6 +107,19 @@ class TrainConfig:
             )
         if not 0 < self.shrink <= 1:
             raise TrainError(f"--shrink must be above 0 and at most 1, not {self.shrink}")
+        if self.calibrate and (self.refit or self.head != BINS_HEAD):
+            raise TrainError(
+                f"--calibrate chooses the shrink and interval on validation: it needs --head {BINS_HEAD} and no --refit "
+                "(give a refit the values a validation run chose: --shrink and --interval-scale)"
+            )
+        if self.interval_scale < 0 or (self.interval_scale > 0 and self.head != BINS_HEAD):
+            raise TrainError(f"--interval-scale needs --head {BINS_HEAD} and a value >= 0, not {self.interval_scale}")
+        if not self.teacher and (self.teacher_angles or self.teacher_mirrors):
+            raise TrainError("--teacher-angles and --teacher-mirrors are rows a teacher labels: give --teacher RUN")
+        if self.teacher and self.head != BINS_HEAD:
+            raise TrainError(f"--teacher gives a distribution over bins: the student needs --head {BINS_HEAD}")
+        if not 0 <= self.teacher_weight <= 1:
+            raise TrainError(f"--teacher-weight must be between 0 and 1, not {self.teacher_weight}")
         if self.workers < 1:
             raise TrainError(f"--workers must be at least 1, not {self.workers}")
         if not 0 < self.train_fraction <= 1 or (self.refit and self.train_fraction < 1):

@@ -22,6 +22,7 @@ class EncodedSet:
     lengths: np.ndarray
     ascents: np.ndarray
     mirrored: list[Encoded | None] | None = None  # for mirror augmentation (training set only)
+    teacher: np.ndarray | None = None  # [rows, bins] a teacher's distributions (distill.py; training set only)
 
     @classmethod
     def build(cls, examples: list[Example], tokenizer: Tokenizer, mirrors: bool = False) -> EncodedSet:
@@ -48,7 +49,7 @@ class EncodedSet:
         return [self.mirrored[i] or self.encoded[i] if flip else self.encoded[i] for i, flip in zip(idx, flips)]
 
     def __len__(self) -> int:
-        return len(self.examples)
+        return len(self.encoded)
 
     @property
     def boards(self) -> list[str]:
@@ -61,10 +62,20 @@ class EncodedSet:
 
         `run_batch` is PyTorch (training) or onnxruntime (export checks): one loop serves both.
         """
-        out = np.empty(len(self), dtype=np.float32)
+        return self.outputs_with(lambda batch: (run_batch(batch),), batch_size)[0]
+
+    def outputs_with(
+        self, run_batch: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, ...]], batch_size: int = 256
+    ) -> tuple[np.ndarray, ...]:
+        """predict_with for a model with several outputs (difficulty, low, high): one array each."""
+        outs: list[np.ndarray] = []
         for idx in length_batches(self.lengths, batch_size):
-            out[idx] = run_batch(pad_batch([self.encoded[i] for i in idx]))
-        return out
+            found = run_batch(pad_batch([self.encoded[i] for i in idx]))
+            if not outs:
+                outs = [np.empty(len(self), dtype=np.float32) for _ in found]
+            for out, values in zip(outs, found):
+                out[idx] = values
+        return tuple(outs)
 
 
 def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:

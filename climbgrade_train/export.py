@@ -41,14 +41,14 @@ from .checkpoints import load_checkpoint
 from .config import TrainError
 from .dataset import EncodedSet
 from .model import GradeModel
-from .predict import torch_predict
+from .predict import torch_outputs
 from .run_folder import prepare_run, read_config, read_grades, read_run_info, read_tokenizer
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 DEFAULT_TOLERANCE = 1e-4
-VALIDATION_BATCH_SIZES = (1, 7, 64)
+VALIDATION_BATCH_SIZES = (1, 7, 128)
 VALIDATION_ROUTES = 512
 DEFAULT_INT8_MAX_DROP = 0.5  # points of within-1-V-grade an int8 model may lose on the test split
 
@@ -76,8 +76,15 @@ class ExportWrapper(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, token_ids: torch.Tensor, coords: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(token_ids, coords, attention_mask == 0)
+    def forward(
+        self, token_ids: torch.Tensor, coords: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        return self.model.outputs(token_ids, coords, attention_mask == 0)
+
+
+def output_names(model: GradeModel) -> tuple[tuple[str, str], ...]:
+    """The graph's outputs (model_io): with the interval when the model has one."""
+    return model_io.INTERVAL_OUTPUTS if model.has_interval else model_io.OUTPUTS
 
 
 def export_onnx(model: GradeModel, example: dict[str, np.ndarray], opset: int) -> bytes:
@@ -104,13 +111,13 @@ def export_onnx(model: GradeModel, example: dict[str, np.ndarray], opset: int) -
             opset_version=opset,
             dynamic_shapes=dynamic,
             input_names=[n for n, _ in model_io.INPUTS],
-            output_names=[n for n, _ in model_io.OUTPUTS],
+            output_names=[n for n, _ in output_names(model)],
             external_data=False,
             verbose=False,
         )
         proto = onnx.load(str(path))
     logger.debug("exporter output:\n%s", noise.getvalue())
-    _check_graph(proto, opset)
+    _check_graph(proto, opset, output_names(model))
     meta = {
         model_io.META_VOCAB_SIZE: str(model.config.vocab_size),
         model_io.META_MAX_LEN: str(model.config.max_len),
@@ -139,17 +146,19 @@ def _quiet_loggers(*names: str) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _check_graph(proto: onnx.ModelProto, opset: int) -> None:
+def _check_graph(proto: onnx.ModelProto, opset: int, outputs: tuple[tuple[str, str], ...]) -> None:
     found = {o.domain: o.version for o in proto.opset_import}
     if found.get("", found.get("ai.onnx")) != opset:
         raise ExportError(
             f"exported opset_import is {found}, not {opset}: this torch/onnxscript cannot write opset {opset}"
         )
     names = [i.name for i in proto.graph.input]
-    if names != [n for n, _ in model_io.INPUTS] or [o.name for o in proto.graph.output] != [
-        n for n, _ in model_io.OUTPUTS
-    ]:
-        raise ExportError(f"exported graph has inputs {names}, expected {[n for n, _ in model_io.INPUTS]}")
+    found_outputs = [o.name for o in proto.graph.output]
+    if names != [n for n, _ in model_io.INPUTS] or found_outputs != [n for n, _ in outputs]:
+        raise ExportError(
+            f"exported graph has inputs {names} and outputs {found_outputs}, expected "
+            f"{[n for n, _ in model_io.INPUTS]} and {[n for n, _ in outputs]}"
+        )
     for tensor in proto.graph.input:
         dims = tensor.type.tensor_type.shape.dim[:2]
         if any(not d.dim_param for d in dims):
@@ -174,12 +183,16 @@ def compare_with_torch(
     session: Any, model: GradeModel, batches: Sequence[Sequence[Encoded]]
 ) -> list[tuple[str, float]]:
     """Max |onnxruntime - PyTorch| of each batch, with a description naming its size and padded length."""
+    names = [n for n, _ in output_names(model)]
     out = []
     for n, batch in enumerate(batches):
         feeds = model_io.pad_batch(batch)
-        diff = float(np.max(np.abs(session.run([model_io.DIFFICULTY], feeds)[0] - torch_predict(model, feeds))))
+        found = session.run(names, feeds)
+        diffs = [float(np.max(np.abs(a - b))) for a, b in zip(found, torch_outputs(model, feeds))]
         size, length = feeds[model_io.TOKEN_IDS].shape
-        out.append((f"batch {n} (size {size}, length {length}): max |diff| {diff:.2e}", diff))
+        worst = max(diffs)
+        where = "" if len(names) == 1 else f" ({names[diffs.index(worst)]})"
+        out.append((f"batch {n} (size {size}, length {length}): max |diff| {worst:.2e}{where}", worst))
     return out
 
 
@@ -227,7 +240,7 @@ def export_run(
         model_sha256=hashlib.sha256(data).hexdigest(),
         opset=opset,
         inputs=model_io.INPUTS,
-        outputs=model_io.OUTPUTS,
+        outputs=output_names(model),
         tokenizer=tokenizer,
         grades=read_grades(run_dir),
         metrics=json.loads(metrics_path.read_text()) if metrics_path.is_file() else {},

@@ -16,6 +16,8 @@ from torch import nn
 
 from climbgrade_runtime.tokenizer import PAD_ID
 
+from .encoder import Encoder
+
 TOKEN_HOLDS, PLACEMENT_HOLDS = "token", "placement"
 MEMBER_HOLDS = (TOKEN_HOLDS, PLACEMENT_HOLDS)
 COORD_ENCODINGS = ("linear", "fourier")
@@ -55,6 +57,10 @@ class ModelConfig:
     # The graph outputs target_mean + shrink * (ensemble mean - target_mean): below 1 it corrects an
     # ensemble whose predictions spread wider than the grades do (chosen on validation; see calibration.py)
     shrink: float = 1.0
+    # > 0 (bins heads): the graph also outputs an interval, the predicted distribution's 10th and 90th
+    # percentiles' distances from its mean times this factor, around the difficulty (calibrated on
+    # validation to hold model_io.INTERVAL_COVERAGE of the grades; see calibration.py)
+    interval_scale: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +74,17 @@ class ModelConfig:
 
     def holds_of(self, member: int) -> str:
         return self.member_holds[member % len(self.member_holds)] if self.member_holds else TOKEN_HOLDS
+
+
+INTERVAL_QUANTILES = (0.1, 0.9)  # the central 80% of a predicted distribution, before calibration
+
+
+def quantile(probs: torch.Tensor, q: float, bin_low: float) -> torch.Tensor:
+    """[B]: the q-quantile of bin distributions [B, bins], each bin spread evenly over one difficulty
+    unit around its centre (bin_low + i). Elementwise ops and a cumulative sum, so it exports."""
+    before = probs.cumsum(dim=-1) - probs  # the mass below each bin
+    filled = ((q - before) / probs.clamp(min=1e-12)).clamp(0.0, 1.0)  # how much of each bin lies below q
+    return bin_low - 0.5 + filled.sum(dim=-1)
 
 
 class GradeTransformer(nn.Module):
@@ -95,18 +112,7 @@ class GradeTransformer(nn.Module):
         n_waves = 0 if frequencies is None else 4 * FOURIER_FREQUENCIES
         self.coord_projection = nn.Linear(config.n_features + n_waves, config.d_model)
         self.embedding_dropout = nn.Dropout(config.dropout)
-        layer = nn.TransformerEncoderLayer(
-            d_model=config.d_model,
-            nhead=config.n_heads,
-            dim_feedforward=config.d_ff,
-            dropout=config.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        self.encoder = nn.TransformerEncoder(
-            layer, num_layers=config.n_layers, norm=nn.LayerNorm(config.d_model), enable_nested_tensor=False
-        )
+        self.encoder = Encoder(config.d_model, config.n_heads, config.d_ff, config.dropout, config.n_layers)
         # The route geometry straight into the head, as a tree model reads it, beside what attention made of it.
         self.head_features = config.n_features if config.readout == "cls+features" else 0
         bins = config.head == BINS_HEAD
@@ -146,7 +152,7 @@ class GradeTransformer(nn.Module):
             phases = (coords[..., :2, None] * self.frequencies).flatten(-2)  # x and y at every frequency
             coords = torch.cat([coords, phases.sin(), phases.cos()], dim=-1)
         x = self.token_embedding(token_ids) + self.position_embedding(positions) + self.coord_projection(coords)
-        x = self.encoder(self.embedding_dropout(x), src_key_padding_mask=padding_mask)
+        x = self.encoder(self.embedding_dropout(x), padding_mask)
         readout = torch.cat([x[:, 0], cls_features], dim=-1) if self.head_features else x[:, 0]
         output = self.head(readout)
         if self.token_score is not None:
@@ -184,6 +190,41 @@ class GradeModel(nn.Module):
     ) -> list[torch.Tensor]:
         """Each member's head output (GradeTransformer.head_output); training gives each member its own loss."""
         return [member.head_output(token_ids, coords, padding_mask) for member in self.transformers]
+
+    @property
+    def has_interval(self) -> bool:
+        return self.config.head == BINS_HEAD and self.config.interval_scale > 0
+
+    def distribution(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        """[B, bins]: the members' bin distributions averaged (bins heads only): what a student distils."""
+        total = self.transformers[0].head_output(token_ids, coords, padding_mask).softmax(dim=-1)
+        for member in self.transformers[1:]:
+            total = total + member.head_output(token_ids, coords, padding_mask).softmax(dim=-1)
+        return total if len(self.members) == 1 else total / len(self.members)
+
+    def with_interval(
+        self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(difficulty, low, high), each [B]: the difficulty as forward gives it, and around it the
+        distribution's central interval (INTERVAL_QUANTILES) scaled by config.interval_scale."""
+        probs = self.distribution(token_ids, coords, padding_mask)
+        centres = self.transformers[0].bin_centres
+        assert centres is not None  # has_interval: a bins head
+        mean = probs @ centres
+        difficulty = self.config.target_mean + self.config.shrink * (mean - self.config.target_mean)
+        below, above = (quantile(probs, q, self.config.bin_low) for q in INTERVAL_QUANTILES)
+        scale = self.config.interval_scale
+        low = difficulty - scale * (mean - below).clamp(min=0.0)
+        high = difficulty + scale * (above - mean).clamp(min=0.0)
+        return difficulty, low, high
+
+    def outputs(
+        self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """What the exported graph outputs, in model_io order: (difficulty,) or (difficulty, low, high)."""
+        if self.has_interval:
+            return self.with_interval(token_ids, coords, padding_mask)
+        return (self(token_ids, coords, padding_mask),)
 
     def forward(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         # A chain of Adds, not stack().mean(): ReduceMean changed at opset 18 and the exporter's

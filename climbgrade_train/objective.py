@@ -52,13 +52,33 @@ def bin_targets(target: torch.Tensor, centres: torch.Tensor, sigma: float) -> to
     return (-0.5 * ((centres[None, :] - target[:, None]) / sigma) ** 2).softmax(dim=-1)
 
 
-def member_loss(
-    config: TrainConfig, member: GradeTransformer, head_output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+def distilled_targets(
+    config: TrainConfig, target: torch.Tensor, teacher: torch.Tensor, centres: torch.Tensor
 ) -> torch.Tensor:
-    """Weighted mean loss of one member: cross-entropy against bin_targets for a bins head; else
-    --loss on standardised difficulty (difficulty / std; MSE is the reference design's)."""
+    """[B, bins]: the teacher's distribution mixed with the community grade's (--teacher-weight), or
+    the teacher's alone on rows with no grade (NaN: the extra angles and mirrors)."""
+    graded = ~target.isnan()
+    community = bin_targets(torch.where(graded, target, centres[0]), centres, config.bin_sigma)
+    mixed = config.teacher_weight * teacher + (1 - config.teacher_weight) * community
+    return torch.where(graded[:, None], mixed, teacher)
+
+
+def member_loss(
+    config: TrainConfig,
+    member: GradeTransformer,
+    head_output: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    teacher: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Weighted mean loss of one member: cross-entropy against bin_targets (or, given a teacher's
+    distributions, distilled_targets) for a bins head; else --loss on standardised difficulty
+    (difficulty / std; MSE is the reference design's)."""
     if member.bin_centres is not None:
-        targets = bin_targets(target, member.bin_centres, config.bin_sigma)
+        if teacher is None:
+            targets = bin_targets(target, member.bin_centres, config.bin_sigma)
+        else:
+            targets = distilled_targets(config, target, teacher, member.bin_centres)
         per_row = -(targets * head_output.log_softmax(dim=-1)).sum(dim=-1)
         return (per_row * weight).sum() / weight.sum()
     scale = member.config.target_std

@@ -26,7 +26,15 @@ def to_tensors(
 
 
 @torch.no_grad()
-def torch_predict(model: GradeModel, batch: dict[str, np.ndarray], device: torch.device | str = "cpu") -> np.ndarray:
-    """Eval-mode difficulty of each route of a runtime-format batch: the reference ONNX is held to."""
+def torch_outputs(
+    model: GradeModel, batch: dict[str, np.ndarray], device: torch.device | str = "cpu"
+) -> tuple[np.ndarray, ...]:
+    """Eval-mode outputs of a runtime-format batch, as the exported graph gives them (GradeModel.outputs):
+    the reference ONNX is held to."""
     model.eval()
-    return model(*to_tensors(batch, device)).float().cpu().numpy()
+    return tuple(out.float().cpu().numpy() for out in model.outputs(*to_tensors(batch, device)))
+
+
+def torch_predict(model: GradeModel, batch: dict[str, np.ndarray], device: torch.device | str = "cpu") -> np.ndarray:
+    """Eval-mode difficulty of each route of a runtime-format batch."""
+    return torch_outputs(model, batch, device)[0]

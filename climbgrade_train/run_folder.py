@@ -49,6 +49,8 @@ def prepare_run(config: TrainConfig, out: Path, resume: bool) -> PreparedRun:
     trained_on = ("train", "val") if config.refit else ("train",)  # --refit trains on val too
     if resume:
         tokenizer = read_tokenizer(out)
+    elif config.teacher:  # a student reads routes exactly as its teacher does
+        tokenizer = read_tokenizer(Path(config.teacher))
     else:
         members = {uuid for name in trained_on for uuid in split[name]}
         train_routes = [e.route for e in data.examples if e.uuid in members]

@@ -8,6 +8,7 @@ loop that ties them together and the final evaluation that writes metrics.json.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -24,21 +25,24 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from climbgrade_runtime.files import atomic_write_text
-from climbgrade_runtime.metrics import metrics_by_board, regression_metrics
-from climbgrade_runtime.model_io import pad_batch
-from climbgrade_runtime.tokenizer import UNK_ID
+from climbgrade_runtime.metrics import interval_metrics_by_board, metrics_by_board, regression_metrics
+from climbgrade_runtime.model_io import INTERVAL_COVERAGE, pad_batch
+from climbgrade_runtime.tokenizer import UNK_ID, Tokenizer
 
-from .calibration import fit_shrink
+from .calibration import fit_interval_scale, fit_shrink
 from .checkpoints import load_checkpoint, model_state, save_checkpoint, saved_group_states
 from .config import TrainConfig, TrainError
 from .dataset import EncodedSet, length_batches
+from .distill import distilled_training_set, load_teacher
 from .model import BINS_HEAD, PLACEMENT_HOLDS, GradeModel, ModelConfig
 from .objective import ascent_weights, learning_rate, member_loss
-from .predict import to_tensors, torch_predict
+from .predict import to_tensors, torch_outputs, torch_predict
 from .run_folder import PreparedRun, prepare_run, read_config, write_csv, write_run_files
 from .workers import GroupEpoch, GroupRunner, GroupState, group_random_streams, load_group_weights, member_groups
 
 logger = logging.getLogger(__name__)
+
+TRUSTED_ASCENTS = 5  # rows graded by at least this many climbers: interval coverage is reported apart for them
 
 
 @dataclass
@@ -82,11 +86,16 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
     run = prepare_run(config, out, resume)
     checkpoint = torch.load(last_path, map_location=device, weights_only=True) if resume else None
     groups = run.tokenizer.placement_groups()
+    teacher = load_teacher(Path(config.teacher), config) if config.teacher else None
     if checkpoint is not None:
         model_config = ModelConfig.from_dict(checkpoint["model_config"])
     else:
-        model_config = new_model_config(config, run, groups)
+        model_config = new_model_config(config, run, groups, teacher)
         torch.manual_seed(config.seed)
+    train_set = run.sets["train"]
+    if teacher is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        train_set = distilled_training_set(train_set, config, run.tokenizer, teacher[0], out)
     model = GradeModel(model_config).to(device)
     model.set_placement_groups(groups)
     # The average damps the step-to-step noise of small-batch training; it is what is validated and kept.
@@ -109,7 +118,7 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
         f" {member_sets}" if len(member_sets) > 1 else "",
     )
 
-    with GroupRunner(train_group_epoch, run.sets["train"], member_sets, device) as runner:
+    with GroupRunner(train_group_epoch, train_set, member_sets, device) as runner:
         while state.epoch < config.epochs and (config.refit or state.bad_epochs < config.patience):
             epoch = state.epoch + 1
             started = time.perf_counter()
@@ -170,9 +179,20 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
     return _final_evaluation(out, run, device, state)
 
 
-def new_model_config(config: TrainConfig, run: PreparedRun, placement_groups: list[int]) -> ModelConfig:
-    """A fresh run's network: the options' sizes, the tokenizer's vocabulary and the training targets' scale."""
+def new_model_config(
+    config: TrainConfig,
+    run: PreparedRun,
+    placement_groups: list[int],
+    teacher: tuple[GradeModel, Tokenizer] | None = None,
+) -> ModelConfig:
+    """A fresh run's network: the options' sizes, the tokenizer's vocabulary and the training targets'
+    scale (a student takes its teacher's bins, so their distributions line up)."""
     tokenizer, train_targets = run.tokenizer, run.sets["train"].targets
+    bins: dict[str, Any] = {}
+    if teacher is not None:
+        bins = {"bin_low": teacher[0].config.bin_low, "bins": teacher[0].config.bins}
+    elif config.head == BINS_HEAD:
+        bins = _bin_range(train_targets)
     return ModelConfig(
         vocab_size=len(tokenizer.vocab),
         max_len=tokenizer.max_len,
@@ -191,7 +211,8 @@ def new_model_config(config: TrainConfig, run: PreparedRun, placement_groups: li
         target_std=float(train_targets.std()),
         head=config.head,
         shrink=config.shrink,
-        **(_bin_range(train_targets) if config.head == BINS_HEAD else {}),
+        interval_scale=config.interval_scale,
+        **bins,
     )
 
 
@@ -251,6 +272,7 @@ def _train_epoch(
     model.train()
     batches = length_batches(data.lengths, config.batch_size, rng)
     targets = torch.from_numpy(data.targets).to(device)
+    teacher = None if data.teacher is None else torch.from_numpy(data.teacher).to(device)
     weights = torch.from_numpy(ascent_weights(data.ascents, config.ascent_weight_floor)).to(device)
     total, count = 0.0, 0
     for step, idx in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=None)):
@@ -263,7 +285,7 @@ def _train_epoch(
         rows = torch.from_numpy(idx).to(device)
         outputs = model.member_head_outputs(ids, coords, padding)
         member_losses = (
-            member_loss(config, member, out, targets[rows], weights[rows])
+            member_loss(config, member, out, targets[rows], weights[rows], None if teacher is None else teacher[rows])
             for member, out in zip(model.transformers, outputs)
         )
         loss = cast(torch.Tensor, sum(member_losses)) / len(outputs)
@@ -279,25 +301,34 @@ def _train_epoch(
 
 
 def _final_evaluation(out: Path, run: PreparedRun, device: torch.device, state: RunState) -> dict[str, Any]:
-    """best.pt on val and test: metrics.json, test_predictions.csv, and the validation-best --shrink."""
+    """best.pt on val and test: metrics.json, test_predictions.csv, the validation-best --shrink and,
+    with --calibrate, that shrink and the interval's width built into best.pt."""
     model = load_checkpoint(out / "best.pt", device)
     grades = run.data.grades
     metrics: dict[str, Any] = {"best_epoch": state.best_epoch, "epochs_run": state.epoch}
     if run.config.refit:  # the val climbs were trained on: only test is held out
         metrics["trained_on"] = "train+val"
+    else:
+        val = run.sets["val"]
+        fit = fit_shrink(val.predict_with(lambda batch: torch_predict(model, batch, device)), val.targets, model.config)
+        metrics["val_best_shrink"] = fit.to_dict()
+        logger.info(
+            "validation-best --shrink %.2f (val MAE %.3f -> %.3f)%s",
+            fit.shrink,
+            fit.mae_before,
+            fit.mae_after,
+            ": built into best.pt (--calibrate)" if run.config.calibrate else ": give it to a --refit of this recipe",
+        )
+        if run.config.calibrate:
+            model = _calibrate(out / "best.pt", model, val, fit.shrink, device)
+            metrics["calibration"] = {"shrink": fit.shrink, "interval_scale": model.config.interval_scale}
     for name in ("test",) if run.config.refit else ("val", "test"):
         data = run.sets[name]
-        pred = data.predict_with(lambda batch: torch_predict(model, batch, device))
+        outputs = data.outputs_with(lambda batch: torch_outputs(model, batch, device))
+        pred = outputs[0]
         metrics[name] = metrics_by_board(data.boards, data.targets, pred, grades)
-        if name == "val":
-            fit = fit_shrink(pred, data.targets, model.config)
-            metrics["val_best_shrink"] = fit.to_dict()
-            logger.info(
-                "validation-best --shrink %.2f (val MAE %.3f -> %.3f): give it to a --refit of this recipe",
-                fit.shrink,
-                fit.mae_before,
-                fit.mae_after,
-            )
+        if model.has_interval:
+            metrics[name + "_interval"] = _interval_report(data, *outputs)
         if name == "test":
             frame = pd.DataFrame(
                 {
@@ -311,9 +342,18 @@ def _final_evaluation(out: Path, run: PreparedRun, device: torch.device, state: 
                     "grade": [grades.grade(d).name for d in data.targets],
                     "predicted_grade": [grades.grade(p).name for p in pred],
                 }
+                | ({"low": outputs[1], "high": outputs[2]} if model.has_interval else {})
             )
             write_csv(out / "test_predictions.csv", frame)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+    if model.has_interval:
+        covered = metrics["test_interval"]
+        logger.info(
+            "test interval (scale %.2f): coverage %s; mean width %.2f",
+            model.config.interval_scale,
+            ", ".join(f"{board} {100 * m['coverage']:.1f}%" for board, m in covered["rows"].items()),
+            covered["rows"]["all"]["mean_width"],
+        )
     test = metrics["test"]["all"]
     logger.info(
         "test (never trained or selected on): MAE %.3f  within-1-V %.1f%%  within-2-V %.1f%%  (%d rows)",
@@ -323,3 +363,34 @@ def _final_evaluation(out: Path, run: PreparedRun, device: torch.device, state: 
         test["count"],
     )
     return metrics
+
+
+def _calibrate(path: Path, model: GradeModel, val: EncodedSet, shrink: float, device: torch.device) -> GradeModel:
+    """`model` with `shrink` and the interval width that holds INTERVAL_COVERAGE of the validation
+    grades (calibration.py); saved into the checkpoint at `path`, so export writes it into the graph."""
+    wide = _with_config(model, dataclasses.replace(model.config, shrink=shrink, interval_scale=1.0))
+    difficulty, low, high = val.outputs_with(lambda batch: torch_outputs(wide, batch, device))
+    scale = fit_interval_scale(difficulty, low, high, val.targets)
+    calibrated = _with_config(model, dataclasses.replace(wide.config, interval_scale=scale))
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    save_checkpoint(path, checkpoint | {"model_config": calibrated.config.to_dict()})
+    logger.info("interval width x%.2f holds %.0f%% of validation grades", scale, 100 * INTERVAL_COVERAGE)
+    return calibrated
+
+
+def _with_config(model: GradeModel, config: ModelConfig) -> GradeModel:
+    """The same weights under another config (one that changes only what the graph computes from them)."""
+    rebuilt = GradeModel(config).to(next(model.parameters()).device)
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt.eval()
+
+
+def _interval_report(data: EncodedSet, difficulty: np.ndarray, low: np.ndarray, high: np.ndarray) -> dict[str, Any]:
+    """Interval coverage and width per board, over all rows and over rows with >= 5 ascents."""
+    sure = data.ascents >= TRUSTED_ASCENTS
+    return {
+        "rows": interval_metrics_by_board(data.boards, data.targets, low, high),
+        f"rows_with_{TRUSTED_ASCENTS}_ascents": interval_metrics_by_board(
+            [b for b, keep in zip(data.boards, sure) if keep], data.targets[sure], low[sure], high[sure]
+        ),
+    }

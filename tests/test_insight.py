@@ -15,6 +15,7 @@ from climbgrade_runtime import GradePredictor, RouteError, parse_angle_spec
 from climbgrade_runtime.boardlib_db import open_database
 from climbgrade_runtime.geometry import LayoutGeometry
 from climbgrade_runtime.insight import ONLY_HOLD_WARNING
+from climbgrade_runtime.predictor import Estimate
 from climbgrade_runtime.routes import parse_route
 from climbgrade_runtime.svg import RING_WIDTH
 
@@ -145,7 +146,7 @@ def test_explain_scores_an_only_start_hold_with_the_usual_warning(predictor):
 def test_explain_crux_is_none_when_no_hold_makes_the_route_easier(predictor, monkeypatch):
     n = len(holds_of(predictor, KILTER))
     # Whole route 10, every leave-one-out easier (9, 8, ...): no hold's removal raises the grade.
-    monkeypatch.setattr(predictor, "_run", lambda encoded: np.arange(10, 10 - len(encoded), -1, dtype=np.float32))
+    monkeypatch.setattr(predictor, "_run", lambda encoded: [Estimate(10.0 - i) for i in range(len(encoded))])
     explanation = predictor.explain(KILTER)
     assert [h.effect for h in explanation.holds] == [-float(i) for i in range(1, n + 1)]
     assert explanation.crux is None and explanation.to_dict()["crux"] is None

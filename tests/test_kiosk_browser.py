@@ -318,6 +318,9 @@ def test_a_pasted_route_gets_the_grade_cg_infer_gives(kiosk, server):
     kiosk.choose_angle(route["angle"])
     kiosk.load(route["frames"])
     assert kiosk.text("#grade") == grade_text(answer)
+    # Under the grade, the model's interval when it has one ("likely 21.3–24.8"); nothing when it has none.
+    shows = f"likely {answer['low']:.1f}–{answer['high']:.1f}" if "low" in answer else None
+    assert (kiosk.text("#range") if kiosk.page.locator("#range").is_visible() else None) == shows
     assert holds_of(kiosk.frames()) == holds_of(route["frames"])
     assert kiosk.page.locator("#board .route [data-placement-id]").count() == len(holds_of(route["frames"]))
     assert kiosk.page.locator("#error").is_hidden()

@@ -79,6 +79,11 @@
     return `${g.difficulty.toFixed(1)} · ${g.font} · ${g.v_grade}`;
   }
 
+  /** A model with an interval answers `low` and `high` (older models do not): "likely 21.3–24.8", else "". */
+  function rangeText(g) {
+    return g && g.low !== undefined && g.high !== undefined ? `likely ${g.low.toFixed(1)}–${g.high.toFixed(1)}` : "";
+  }
+
   function currentRoute() {
     return {
       board: state.layout.board,
@@ -130,6 +135,8 @@
     state.answer = answer;
     const grade = $("grade");
     grade.classList.remove("stale");
+    $("range").textContent = rangeText(answer);
+    $("range").hidden = $("range").textContent === "";
     if (answer === null) {
       grade.textContent = "Tap holds to build a route";
       grade.classList.add("empty");
@@ -250,18 +257,27 @@
       return;
     }
     const W = 360, H = 150, left = 40, right = 10, top = 16, bottom = 24;
-    const lo = Math.min(...angles.map((a) => a.difficulty)), hi = Math.max(...angles.map((a) => a.difficulty));
+    const banded = angles.every((a) => rangeText(a) !== "");  // a model with an interval: its band behind the line
+    const lo = Math.min(...angles.map((a) => banded ? a.low : a.difficulty));
+    const hi = Math.max(...angles.map((a) => banded ? a.high : a.difficulty));
+    const easiest = Math.min(...angles.map((a) => a.difficulty)), hardest = Math.max(...angles.map((a) => a.difficulty));
     const a0 = angles[0].angle, a1 = angles[angles.length - 1].angle;
     const x = (angle) => left + (a1 === a0 ? 0.5 : (angle - a0) / (a1 - a0)) * (W - left - right);
     const y = (d) => top + (hi === lo ? 0.5 : (hi - d) / (hi - lo)) * (H - top - bottom);
     const chart = svg("svg", {viewBox: `0 0 ${W} ${H}`, class: "sweep-chart", role: "img"});
     chart.append(svg("title", {}, "difficulty at every angle"));
-    const low = angles.find((a) => a.difficulty === lo), high = angles.find((a) => a.difficulty === hi);
+    const low = angles.find((a) => a.difficulty === easiest), high = angles.find((a) => a.difficulty === hardest);
+    if (banded) {
+      const edge = [...angles.map((a) => `${x(a.angle)},${y(a.high)}`), ...[...angles].reverse().map((a) => `${x(a.angle)},${y(a.low)}`)];
+      chart.append(svg("polygon", {points: edge.join(" "), class: "band"}));
+    }
     chart.append(
-      svg("text", {x: left - 4, y: y(hi) + 4, class: "axis end"}, high.font),
-      svg("text", {x: left - 4, y: y(lo) + 4, class: "axis end"}, low.font),
+      svg("text", {x: left - 4, y: y(hardest) + 4, class: "axis end"}, high.font),
       svg("line", {x1: left, y1: H - bottom, x2: W - right, y2: H - bottom, class: "base"}),
     );
+    if (y(easiest) - y(hardest) >= 12) {  // inside a band, a flat line's two labels would overlap: one is enough
+      chart.append(svg("text", {x: left - 4, y: y(easiest) + 4, class: "axis end"}, low.font));
+    }
     for (const a of angles) {
       if (a.angle % 10 === 0 || angles.length <= 8) chart.append(svg("text", {x: x(a.angle), y: H - 6, class: "axis mid"}, `${a.angle}°`));
     }
