@@ -7,7 +7,7 @@ same test climbs, which none of them trained or selected on):
 - per-(board, angle) mean of the training rows;
 - the reference transformer, exactly the end-to-end design (`cg-train` with REFERENCE's options);
 - LightGBM on hand-made features plus one-hot holds (bench/gbm.py; `pip install -e '.[bench]'`);
-  when the shipped model was trained with --refit (train + val, epochs fixed beforehand), LightGBM
+  when the shipped model (or its teacher) was trained with --refit (train + val, epochs fixed beforehand), LightGBM
   also gets a refit row: its early-stopped rounds, fitted again on train + val;
 - the shipped model, scored through the torch-free runtime from `exports/` (cg-eval's code), with its
   interval's coverage when it has one; and, when it was distilled and its teacher's run folder is
@@ -51,7 +51,7 @@ from climbgrade_train.checkpoints import load_checkpoint
 from climbgrade_train.config import TrainConfig
 from climbgrade_train.dataset import EncodedSet
 from climbgrade_train.predict import torch_predict
-from climbgrade_train.run_folder import prepare_run
+from climbgrade_train.run_folder import prepare_run, read_config
 from climbgrade_train.train import resume_run, train_run
 
 MIN_ASCENTS = 5
@@ -176,6 +176,7 @@ DISTILLATION: dict[str, dict[str, Any]] = {
     "student recipe, teacher on the training rows + mirrors": {"teacher_angles": False},
     "student recipe, teacher on the training rows + every angle": {"teacher_mirrors": False},
     "student recipe, teacher on the training rows + every angle + mirrors (shipped)": {},
+    "student recipe at d128, 4 layers, 6 epochs (the teacher's member size)": {"n_layers": 4, "epochs": 6},
     # the student's size, on the cheapest teacher rows (the training rows only)
     "student size d96, 3 layers (teacher on the training rows only)": ON_TRAINING_ROWS
     | {"d_model": 96, "d_ff": 192, "n_layers": 3},
@@ -374,7 +375,11 @@ def main(
         predicted, rounds = fit_predict(parts["train"], parts["val"], test)
         click.echo(f"lightgbm: {rounds} rounds (early-stopped on val MAE)", err=True)
         results["LightGBM + one-hot holds"] = score(test, predicted, grades)
-        if shipped.refit:  # the shipped model trained on train + val: so does this row
+        teacher = Path(shipped.teacher) / "run.json" if shipped.teacher else None
+        teacher_refit = teacher is not None and teacher.is_file() and read_config(teacher.parent).refit
+        if (
+            shipped.refit or teacher_refit
+        ):  # the shipped model (or its teacher) trained on train + val: so does this row
             predicted, rounds = fit_predict(parts["train"], parts["val"], test, refit=True)
             click.echo(f"lightgbm refit on train + val: {rounds} rounds", err=True)
             results["LightGBM + one-hot holds, refit on train + val"] = score(test, predicted, grades)

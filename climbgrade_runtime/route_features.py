@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from itertools import pairwise
-from operator import itemgetter
+from functools import reduce
+from itertools import combinations, pairwise
+from operator import add, gt, sub
+from typing import NamedTuple
 
 import numpy as np
 
@@ -82,28 +83,19 @@ _PAIRWISE_BLOCK = 128  # numpy's PW_BLOCKSIZE: longer sums are split in two halv
 def numpy_sum(values: Sequence[float]) -> float:
     """The float64 sum np.sum gives for `values`, bit for bit: numpy's pairwise_sum (in its umath loops)
     step for step. It adds fewer than 8 values in order and more in 8 interleaved running sums (in halves
-    past 128), which rounds differently from a plain left-to-right sum once a route has 8 or more holds."""
+    past 128), which rounds differently from a plain left-to-right sum once a route has 8 or more holds.
+    (Never the builtin sum: from Python 3.12 it compensates, which rounds differently again.)"""
     n = len(values)
     if n < 8:
-        total = 0.0
-        for value in values:
-            total += value
-        return total
+        return reduce(add, values, 0.0)
     if n > _PAIRWISE_BLOCK:
         half = n // 2 - (n // 2) % 8
         return numpy_sum(values[:half]) + numpy_sum(values[half:])
     end = n - n % 8  # the values the eight running sums take, eight at a time
-    lanes: Sequence[float] = values  # one round (fewer than 16 values): the first eight values themselves
-    if end > 8:
-        running = list(values[:8])
-        for start in range(8, end, 8):
-            for lane in range(8):
-                running[lane] += values[start + lane]
-        lanes = running
+    # each running sum adds its lane left to right; one round (under 16 values) is the first eight themselves
+    lanes = [reduce(add, values[lane:end:8]) for lane in range(8)] if end > 8 else values
     total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
-    for value in values[end:]:
-        total += value
-    return 0.0 + total  # numpy's reduction starts from 0.0 (which turns a -0.0 total into 0.0)
+    return 0.0 + reduce(add, values[end:], total)  # numpy's reduction starts from 0.0 (-0.0 becomes 0.0)
 
 
 def numpy_mean(values: Sequence[float]) -> float:
@@ -123,27 +115,39 @@ def _spread(values: Sequence[float], centre: float) -> float:
 
 def _stats(values: Sequence[float]) -> list[float]:
     """min, max, mean and std of `values`, as numpy gave them."""
-    centre = numpy_mean(values)
+    centre = numpy_sum(values) / len(values)  # numpy_mean
     return [min(values), max(values), centre, _spread(values, centre)]
 
 
-@dataclass(frozen=True)
-class RouteGeometry:
+def _distance(x: list[float], y: list[float], a: int, b: int) -> float:
+    """Holds a and b's distance as numpy worked it out: sqrt(dx*dx + dy*dy), never hypot (which rounds differently)."""
+    dx, dy = x[a] - x[b], y[a] - y[b]
+    return math.sqrt(dx * dx + dy * dy)
+
+
+class RouteGeometry(NamedTuple):
     """One route's hold positions, roles and distances, in its canonical bottom-to-top order.
 
     The distances, the hand holds and their steps are worked out once here and shared by the
     tokenizer's columns and every feature group, so the predict path never computes them twice.
+    (A NamedTuple: built once per encoded route, where a frozen dataclass's checked setattr per field costs.)
     """
 
     x: list[float]  # per hold, board units / DISTANCE_SCALE
     y: list[float]  # per hold, non-decreasing (the canonical order is bottom to top)
     roles: list[str]  # role names
-    distance: list[list[float]]  # between every two holds, same units; inf on the diagonal
     gaps: np.ndarray  # [holds, <= 2] per hold, its distances to its nearest and 2nd-nearest other holds
+    nearest: list[float]  # gaps[:, 0]; [0.0] for a single hold
+    nearest_hand: list[float]  # per hold, its distance to the nearest other hand_index hold (inf if none)
     hands: list[int]  # indices of the hand holds, bottom to top (empty when every hold is a foot)
+    feet: list[int]  # indices of the feet
     hand_index: list[int]  # the hand holds; a route of feet only counts every hold as a hand
-    hand_steps: list[tuple[float, float]]  # (dx, dy) from each hand_index hold to the next one up
+    hand_x: list[float]  # x of the hand_index holds
+    hand_y: list[float]  # y, likewise
+    step_x: list[float]  # dx from each hand_index hold to the next one up (the move onto hands[1:], if any)
+    step_y: list[float]  # dy, likewise
     move_lengths: list[float]  # the length of each hand step; [0.0] for a single hand hold
+    move_sum: float  # numpy_sum(move_lengths), read by both feature groups
     start_y: float  # mean height of the start holds (of the lowest hand hold when none is marked start)
 
     @classmethod
@@ -153,63 +157,68 @@ class RouteGeometry:
         x = [px / DISTANCE_SCALE for px, _ in points]
         y = [py / DISTANCE_SCALE for _, py in points]
         roles = [role for _, role in holds]
-        hands = [i for i, role in enumerate(roles) if role != "foot"]
-        hand_index = hands or list(range(len(x)))
-        steps = [(x[b] - x[a], y[b] - y[a]) for a, b in pairwise(hand_index)]
-        starts = [yi for yi, role in zip(y, roles) if role == "start"]
-        distance, gaps = _distances(x, y)
+        every = list(range(len(x)))
+        feet = [i for i in every if roles[i] == "foot"]
+        hands = [i for i in every if roles[i] != "foot"] if feet else every
+        hand_index = hands or every
+        hand_x, hand_y = (x, y) if hand_index is every else ([x[i] for i in hand_index], [y[i] for i in hand_index])
+        step_x, step_y = list(map(sub, hand_x[1:], hand_x)), list(map(sub, hand_y[1:], hand_y))
+        moves = [math.sqrt(dx * dx + dy * dy) for dx, dy in zip(step_x, step_y)] or [0.0]
+        starts = [y[i] for i in every if roles[i] == "start"]
         return cls(
-            x=x,
-            y=y,
-            roles=roles,
-            distance=distance,
-            gaps=gaps,
-            hands=hands,
-            hand_index=hand_index,
-            hand_steps=steps,
-            move_lengths=[math.sqrt(dx * dx + dy * dy) for dx, dy in steps] or [0.0],
-            start_y=numpy_mean(starts) if starts else y[hand_index[0]],
+            x,
+            y,
+            roles,
+            *_neighbours(x, y, hand_index),
+            hands,
+            feet,
+            hand_index,
+            hand_x,
+            hand_y,
+            step_x,
+            step_y,
+            moves,
+            numpy_sum(moves),
+            numpy_mean(starts) if starts else y[hand_index[0]],
         )
 
-    def hand_moves(self) -> list[tuple[float, float]]:
-        """The move onto each hand hold but the lowest (none for a route of feet only)."""
-        return self.hand_steps if self.hands else []
 
-
-def _distances(x: list[float], y: list[float]) -> tuple[list[list[float]], np.ndarray]:
-    """Every two holds' distance (inf for a hold and itself), and per hold the distances to its nearest and
-    2nd-nearest other holds. The one step that grows with the square of the holds (a long route has 60), so
-    numpy's, computed as it always was: sqrt(dx*dx + dy*dy), never hypot, which rounds differently."""
+def _neighbours(x: list[float], y: list[float], among: list[int]) -> tuple[np.ndarray, list[float], list[float]]:
+    """RouteGeometry's gaps, nearest and nearest_hand (the nearest other hold of `among`). The one step that grows with the square of the holds (a long route has 60), so numpy's, computed
+    as it always was: sqrt(dx*dx + dy*dy) between every two holds, never hypot, which rounds differently."""
+    n = len(x)
     xy = np.array([x, y])
     steps = xy[:, :, None] - xy[:, None, :]  # [2, holds, holds]: dx and dy between every two holds
     squared = steps * steps
     distance = np.sqrt(squared[0] + squared[1])
-    distance.flat[:: len(x) + 1] = np.inf
-    return distance.tolist(), np.sort(distance, axis=1)[:, : min(len(x) - 1, 2)]
+    distance.flat[:: n + 1] = np.inf  # a hold is not its own neighbour
+    gaps = np.sort(distance, axis=1)[:, : min(n - 1, 2)]
+    if n == 1:
+        return gaps, [0.0], [math.inf]
+    nearest = gaps[:, 0].tolist()
+    return gaps, nearest, nearest if len(among) == n else distance[:, among].min(axis=1).tolist()
 
 
 def route_features(geometry: RouteGeometry) -> list[float]:
     """The ROUTE_FEATURES of one route (at least one hold), float64 as LightGBM bins them; the
     tokenizer stores them in its float32 coords."""
-    x, y, roles, distance, hands = geometry.x, geometry.y, geometry.roles, geometry.distance, geometry.hands
+    x, y, roles, hands, feet = geometry.x, geometry.y, geometry.roles, geometry.hands, geometry.feet
+    n = len(x)
     position_stats = _stats(x) + _stats(y)
-    if len(geometry.hand_index) == len(x):  # no feet (or only feet): the hand holds are all the holds
-        hand_stats, hand_y = position_stats, y
+    hand_y = geometry.hand_y
+    if len(hand_y) == n:  # no feet (or only feet): the hand holds are all the holds
+        hand_stats = position_stats
     else:
-        hand_y = [y[i] for i in hands]
-        hand_stats = _stats([x[i] for i in hands]) + _stats(hand_y)
-    moves = geometry.move_lengths
-    move_sum = numpy_sum(moves)
-    nearest = geometry.gaps[:, 0].tolist() if len(x) > 1 else [0.0]
-    feet = [i for i, role in enumerate(roles) if role == "foot"]
+        hand_stats = _stats(geometry.hand_x) + _stats(hand_y)
+    moves, move_sum = geometry.move_lengths, geometry.move_sum
+    nearest = geometry.nearest
     # A route of feet only is its own hands: each foot is then 0 from the nearest "hand".
-    foot_hand = numpy_mean(_nearest_of(distance, feet, hands)) if feet and hands else 0.0
+    foot_hand = numpy_mean([geometry.nearest_hand[i] for i in feet]) if feet and hands else 0.0
     start_y = geometry.start_y
     finishes = [yi for yi, role in zip(y, roles) if role == "finish"]
     finish_y = numpy_mean(finishes) if finishes else hand_y[-1]
-    counts = [len(x)] + [roles.count(role) for role in ROLES]
     return (
-        [c / COUNT_SCALE for c in counts]
+        [n / COUNT_SCALE, *[roles.count(role) / COUNT_SCALE for role in ROLES]]
         + position_stats
         + hand_stats
         + [
@@ -229,25 +238,24 @@ def route_features(geometry: RouteGeometry) -> list[float]:
 def shape_features(geometry: RouteGeometry) -> list[float]:
     """The SHAPE_FEATURES of one route: move sequence (ends, spread, lateral travel, direction changes,
     big moves), the start hands' span, how sparse the hand holds are, and the support below them."""
-    x, y, distance, index = geometry.x, geometry.y, geometry.distance, geometry.hand_index
-    steps = geometry.hand_steps or [(0.0, 0.0)]
+    x, y, index = geometry.x, geometry.y, geometry.hand_index
+    step_x, step_y = geometry.step_x or [0.0], geometry.step_y or [0.0]
     moves = geometry.move_lengths
-    sides = [dx > 0 for dx, _ in steps if abs(dx) > 1e-9]  # left or right, where the move goes sideways
+    sides = [dx > 0 for dx in step_x if abs(dx) > 1e-9]  # left or right, where the move goes sideways
     turns = sum([a != b for a, b in pairwise(sides)])
     starts = [i for i, role in enumerate(geometry.roles) if role == "start"]
-    start_span = max([distance[a][b] for a in starts for b in starts if a != b]) if len(starts) > 1 else 0.0
-    hand_nearest = _nearest_of(distance, index, index) if len(index) > 1 else [0.0]
+    start_span = max([_distance(x, y, a, b) for a, b in combinations(starts, 2)]) if len(starts) > 1 else 0.0
+    hand_nearest = [geometry.nearest_hand[i] for i in index] if len(index) > 1 else [0.0]
     support = _support(index, x, y)
-    heights = sorted(y)
-    feet = [yi for yi, role in zip(y, geometry.roles) if role == "foot"]
+    feet = geometry.feet
     return [
         moves[0],
         moves[-1],
         sorted(moves)[-2] if len(moves) > 1 else 0.0,
-        numpy_std(moves),
-        max([dy for _, dy in steps]),
-        numpy_sum([abs(dx) for dx, _ in steps]),
-        sum([abs(dx) > abs(dy) for dx, dy in steps]) / len(steps),
+        _spread(moves, geometry.move_sum / len(moves)),  # numpy_std(moves)
+        max(step_y),
+        numpy_sum(list(map(abs, step_x))),
+        sum(map(gt, map(abs, step_x), map(abs, step_y))) / len(step_x),  # the moves more sideways than up
         turns / COUNT_SCALE,
         sum([v > BIG_MOVE for v in moves]) / COUNT_SCALE,
         sum([v > HUGE_MOVE for v in moves]) / COUNT_SCALE,
@@ -256,19 +264,9 @@ def shape_features(geometry: RouteGeometry) -> list[float]:
         max(hand_nearest),
         sum(support) / len(support) / COUNT_SCALE,
         min(support) / COUNT_SCALE,
-        max([b - a for a, b in pairwise(heights)]) if len(heights) > 1 else 0.0,
-        max(feet) - geometry.start_y if feet else 0.0,
+        max(map(sub, y[1:], y)) if len(y) > 1 else 0.0,  # y is sorted: the largest gap in height
+        max([y[i] for i in feet]) - geometry.start_y if feet else 0.0,
     ]
-
-
-def _nearest_of(distance: list[list[float]], holds: list[int], among: list[int]) -> list[float]:
-    """Per hold of `holds`, its distance to the nearest of `among` (at least one hold; itself is inf away)."""
-    if len(among) == len(distance):
-        return [min(distance[i]) for i in holds]
-    if len(among) == 1:
-        return [distance[i][among[0]] for i in holds]
-    pick = itemgetter(*among)  # a tuple of a row's distances to `among`, read in C
-    return [min(pick(distance[i])) for i in holds]
 
 
 def _support(hands: list[int], x: list[float], y: list[float]) -> list[int]:

@@ -125,6 +125,14 @@ def _pick(values: list[float], positions: list[int] | None) -> list[float]:
 
 
 @dataclass(frozen=True)
+class _LayoutHolds:
+    """One layout's holds as a tokenizer encodes them (Tokenizer._tabulate_holds)."""
+
+    entries: dict[tuple[int, str], tuple[int, int]]  # (placement, role name) -> (token id, row of `static`)
+    static: np.ndarray  # float32 [rows, static features]: x, y, is_hold and the role features, in coords order
+
+
+@dataclass(frozen=True)
 class ResolvedRoute:
     """A route checked against the board geometry, holds in canonical order with role names."""
 
@@ -235,29 +243,27 @@ class Tokenizer:
     # looked up without formatting token strings per route.
     board_ids: dict[tuple[str, int], int] = field(init=False, repr=False, compare=False)
     angle_ids: dict[int, int] = field(init=False, repr=False, compare=False)
-    # Per layout, hold key -> token id ((placement, role) or placement, by scheme): encoding looks
-    # ids up without building token strings.
-    hold_ids: dict[tuple[str, int], dict[Any, int]] = field(init=False, repr=False, compare=False)
-    # Worked out once from `features`, read by every encode: feature name -> coords column; whether
-    # any feature needs a RouteGeometry; per <CLS> feature group in use, the function that computes
-    # the group and the positions of the features used in its output; and the coords columns those
-    # features fill, in that order (a slice where they are contiguous, as in every model so far).
+    # Worked out once from `features`, read by every encode: feature name -> coords column; the coords
+    # columns of the features a hold token has whatever its route (x, y, is_hold, roles: a slice where they
+    # are contiguous, as in every model so far); the neighbour-distance columns ((rank, column)); whether
+    # any feature needs a RouteGeometry; per <CLS> feature group in use, the function that computes the
+    # group and the positions of the features used in its output; and the coords columns those fill.
     columns: dict[str, int] = field(init=False, repr=False, compare=False)
-    # The role features' coords columns (None without any) and per role name its values there ("" for a
-    # role no feature names: all zero).
-    role_columns: slice | list[int] | None = field(init=False, repr=False, compare=False)
-    role_one_hot: dict[str, tuple[float, ...]] = field(init=False, repr=False, compare=False)
-    nearest_columns: list[tuple[int, int]] = field(init=False, repr=False, compare=False)  # (rank, column)
+    static_columns: slice | list[int] = field(init=False, repr=False, compare=False)
+    nearest_columns: list[tuple[int, int]] = field(init=False, repr=False, compare=False)
     uses_geometry: bool = field(init=False, repr=False, compare=False)
     cls_groups: tuple[tuple[Callable[[RouteGeometry], list[float]], list[int] | None], ...] = field(
         init=False, repr=False, compare=False
     )
     cls_columns: slice | list[int] = field(init=False, repr=False, compare=False)
+    # Per layout, its holds' token ids and static features, looked up once per hold (_LayoutHolds).
+    holds: dict[tuple[str, int], _LayoutHolds] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._check()
         self._index_tokens()
         self._plan_columns()
+        self._tabulate_holds()
 
     def _check(self) -> None:
         """ModelError unless the vocabulary, length, scheme and features are ones this tokenizer can use."""
@@ -287,21 +293,13 @@ class Tokenizer:
         object.__setattr__(self, "index", {tok: i for i, tok in enumerate(self.vocab)})
         object.__setattr__(self, "board_ids", {key: self.index.get(board_token(*key), UNK_ID) for key in self.layouts})
         object.__setattr__(self, "angle_ids", _angle_ids(self.index))
-        hold_ids: dict[tuple[str, int], dict[Any, int]] = {key: {} for key in self.layouts}
-        for token, i in self.index.items():
-            parsed = _parse_hold_token(token)
-            if parsed is not None and parsed[0] in hold_ids and (parsed[2] is None) == (self.hold_tokens == PLACEMENT):
-                hold_ids[parsed[0]][parsed[1] if parsed[2] is None else (parsed[1], parsed[2])] = i
-        object.__setattr__(self, "hold_ids", hold_ids)
 
     def _plan_columns(self) -> None:
         """Where each feature goes in coords, worked out once so that encoding only fills columns."""
         columns = {name: i for i, name in enumerate(self.features)}
         object.__setattr__(self, "columns", columns)
-        roles = [name for name in self.features if name in ROLE_FEATURES]
-        object.__setattr__(self, "role_columns", _as_slice([columns[name] for name in roles]) or None)
-        one_hot = {role: tuple(float(ROLE_FEATURES[name] == role) for name in roles) for role in ROLE_FEATURES.values()}
-        object.__setattr__(self, "role_one_hot", one_hot | {"": (0.0,) * len(roles)})
+        static = [columns[name] for name in self.features if name in BASE_FEATURES or name in ROLE_FEATURES]
+        object.__setattr__(self, "static_columns", _as_slice(static))
         nearest = [(rank, columns[name]) for rank, name in enumerate(("nearest", "nearest2")) if name in columns]
         object.__setattr__(self, "nearest_columns", nearest)
         object.__setattr__(self, "uses_geometry", not GEOMETRY_FEATURES.isdisjoint(self.features))
@@ -314,6 +312,30 @@ class Tokenizer:
                 cls_columns += [i for i, _ in used]
         object.__setattr__(self, "cls_groups", tuple(cls_groups))
         object.__setattr__(self, "cls_columns", _as_slice(cls_columns))
+
+    def _tabulate_holds(self) -> None:
+        """Every (placement, role name) a resolved route can hold on each layout: its token id (hold
+        tokens outside the vocabulary -> <UNK>) and its row of static features (x, y, is_hold, the role
+        features, in coords order), so that encoding looks each hold up once instead of building token
+        strings and filling those columns one by one."""
+        token_ids: dict[tuple[tuple[str, int], Any], int] = {}  # (layout key, hold key by scheme) -> id
+        for token, i in self.index.items():
+            parsed = _parse_hold_token(token)
+            if parsed is not None and (parsed[2] is None) == (self.hold_tokens == PLACEMENT):
+                token_ids[(parsed[0], parsed[1] if parsed[2] is None else (parsed[1], parsed[2]))] = i
+        static = [name for name in self.features if name in BASE_FEATURES or name in ROLE_FEATURES]
+        tables = {}
+        for key, layout in self.layouts.items():
+            entries: dict[tuple[int, str], tuple[int, int]] = {}
+            rows: list[list[float]] = []
+            for pid, (x, y) in layout.normalised.items():
+                for role in layout.role_names:
+                    hold = pid if self.hold_tokens == PLACEMENT else (pid, role)
+                    entries[(pid, role)] = (token_ids.get((key, hold), UNK_ID), len(rows))
+                    values = {"x": x, "y": y, "is_hold": 1.0}
+                    rows.append([values.get(name, float(ROLE_FEATURES.get(name) == role)) for name in static])
+            tables[key] = _LayoutHolds(entries, np.array(rows, dtype=np.float32))
+        object.__setattr__(self, "holds", tables)
 
     @property
     def max_holds(self) -> int:
@@ -350,25 +372,23 @@ class Tokenizer:
 
     def encode_resolved(self, resolved: ResolvedRoute) -> Encoded:
         """Ids of ResolvedRoute.tokens(scheme) (unknown holds -> <UNK>) and their features."""
-        layout = resolved.layout
-        holds = self.hold_ids[layout.key]
-        keys = resolved.holds if self.hold_tokens == PLACEMENT_ROLE else [pid for pid, _ in resolved.holds]
-        hold_ids = [holds.get(key, UNK_ID) for key in keys]
+        layout, holds = resolved.layout, resolved.holds
+        table = self.holds[layout.key]
+        entries = [table.entries[hold] for hold in holds]  # resolve_route: >= 1 hold, each on the layout
+        hold_ids = [i for i, _ in entries]
         prefix = [CLS_ID, self.board_ids[layout.key], self.angle_ids.get(resolved.angle, UNK_ID)]
         ids = np.array(prefix + hold_ids, dtype=np.int64)
         coords = np.zeros((len(ids), len(self.features)), dtype=np.float32)
-        normalised = layout.normalised
-        xy = [normalised[pid] for pid, _ in resolved.holds]  # resolve_route: >= 1 hold
-        coords[PREFIX_TOKENS:, 0] = [x for x, _ in xy]
-        coords[PREFIX_TOKENS:, 1] = [y for _, y in xy]
-        coords[PREFIX_TOKENS:, 2] = 1.0
-        if len(self.features) > len(BASE_FEATURES):
-            self._extra_features(resolved, coords)
+        coords[PREFIX_TOKENS:, self.static_columns] = table.static[[row for _, row in entries]]
+        if "angle" in self.columns:
+            coords[:, self.columns["angle"]] = resolved.angle / ANGLE_SCALE
+        if self.uses_geometry:
+            self._geometry_features(RouteGeometry.of(layout, holds), coords)
         warnings = resolved.warnings
         if UNK_ID in hold_ids:
             unknown = [
                 f"p{pid}" + (f" as {role}" if self.hold_tokens == PLACEMENT_ROLE else "")
-                for (pid, role), i in zip(resolved.holds, hold_ids)
+                for (pid, role), i in zip(holds, hold_ids)
                 if i == UNK_ID
             ]
             warnings += (f"hold(s) {', '.join(unknown)} {UNSEEN_HOLDS}; graded as unknown holds",)
@@ -386,16 +406,6 @@ class Tokenizer:
             coords[:, self.columns["angle"]] = angle / ANGLE_SCALE
         return Encoded(ids=ids, coords=coords, warnings=encoded.warnings)
 
-    def _extra_features(self, resolved: ResolvedRoute, coords: np.ndarray) -> None:
-        """Fill the role, angle, neighbour-distance, move and route columns (beyond x, y, is_hold) in place."""
-        if self.role_columns is not None:
-            one_hot, no_role = self.role_one_hot, self.role_one_hot[""]
-            coords[PREFIX_TOKENS:, self.role_columns] = [one_hot.get(role, no_role) for _, role in resolved.holds]
-        if "angle" in self.columns:
-            coords[:, self.columns["angle"]] = resolved.angle / ANGLE_SCALE
-        if self.uses_geometry:
-            self._geometry_features(RouteGeometry.of(resolved.layout, resolved.holds), coords)
-
     def _geometry_features(self, geometry: RouteGeometry, coords: np.ndarray) -> None:
         """Fill the neighbour-distance, move and <CLS> route columns in place."""
         holds = coords[PREFIX_TOKENS:]
@@ -405,13 +415,10 @@ class Tokenizer:
             for rank, column in self.nearest_columns:
                 if rank < nearest.shape[1]:  # a route of 2 holds has no 2nd-nearest other hold
                     holds[:, column] = nearest[:, rank]
-        moves = geometry.hand_moves()
-        for axis, name in enumerate(MOVE_FEATURES):
-            if name in self.columns:
-                values = [0.0] * len(holds)  # zero on feet and on the lowest hand hold
-                for hold, move in zip(geometry.hands[1:], moves):
-                    values[hold] = move[axis]
-                holds[:, self.columns[name]] = values
+        moved = geometry.hands[1:]  # every hand hold but the lowest; feet and that one keep 0.0
+        for name, values in zip(MOVE_FEATURES, (geometry.step_x, geometry.step_y)):
+            if name in self.columns and moved:
+                holds[moved, self.columns[name]] = values
         if self.cls_groups:
             coords[0, self.cls_columns] = [
                 value for compute, positions in self.cls_groups for value in _pick(compute(geometry), positions)

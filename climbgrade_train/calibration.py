@@ -19,6 +19,7 @@ from climbgrade_runtime.model_io import INTERVAL_COVERAGE
 
 from .model import ModelConfig
 
+MIN_BOARD_ROWS = 100  # validation rows a board needs for an interval scale of its own
 SHRINK_GRID = np.round(np.arange(0.80, 1.0001, 0.01), 2)  # the --shrink values tried
 
 
@@ -61,3 +62,24 @@ def fit_interval_scale(difficulty: np.ndarray, low: np.ndarray, high: np.ndarray
     above = np.maximum(np.asarray(high, np.float64) - difficulty, 1e-6)
     need = np.where(targets < difficulty, (difficulty - targets) / below, (targets - difficulty) / above)
     return float(np.quantile(need, INTERVAL_COVERAGE))
+
+
+def fit_board_interval_scales(
+    difficulty: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    targets: np.ndarray,
+    boards: list[str],
+    board_tokens: dict[str, list[int]],
+) -> tuple[float, tuple[tuple[int, float], ...]]:
+    """(the scale fitted on every row, (board token id, scale) for each board with at least
+    MIN_BOARD_ROWS rows): a board whose grades a model predicts more surely gets a narrower interval."""
+    overall = fit_interval_scale(difficulty, low, high, targets)
+    names = np.asarray(boards)
+    own: list[tuple[int, float]] = []
+    for board, tokens in sorted(board_tokens.items()):
+        rows = names == board
+        if rows.sum() >= MIN_BOARD_ROWS:
+            scale = fit_interval_scale(difficulty[rows], low[rows], high[rows], targets[rows])
+            own += [(token, scale) for token in tokens]
+    return overall, tuple(own)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from climbgrade_runtime.tokenizer import PAD_ID
+from climbgrade_runtime.tokenizer import PAD_ID, PREFIX_TOKENS
 
 from .encoder import Encoder
 
@@ -61,6 +61,9 @@ class ModelConfig:
     # percentiles' distances from its mean times this factor, around the difficulty (calibrated on
     # validation to hold model_io.INTERVAL_COVERAGE of the grades; see calibration.py)
     interval_scale: float = 0.0
+    # (board token id, scale) pairs: a board's own interval_scale, read from each route's board token
+    # (calibrated on that board's validation rows); boards not listed take interval_scale
+    board_interval_scales: tuple[tuple[int, float], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,20 +73,24 @@ class ModelConfig:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         values["member_holds"] = tuple(values.get("member_holds", ()))
+        values["board_interval_scales"] = tuple((int(t), float(v)) for t, v in values.get("board_interval_scales", ()))
         return cls(**values)
 
     def holds_of(self, member: int) -> str:
         return self.member_holds[member % len(self.member_holds)] if self.member_holds else TOKEN_HOLDS
 
 
+BOARD_POSITION = PREFIX_TOKENS - 2  # <CLS> <BOARD_..> <ANGLE_..>: where a route's board token sits
 INTERVAL_QUANTILES = (0.1, 0.9)  # the central 80% of a predicted distribution, before calibration
 
 
-def quantile(probs: torch.Tensor, q: float, bin_low: float) -> torch.Tensor:
-    """[B]: the q-quantile of bin distributions [B, bins], each bin spread evenly over one difficulty
-    unit around its centre (bin_low + i). Elementwise ops and a cumulative sum, so it exports."""
-    before = probs.cumsum(dim=-1) - probs  # the mass below each bin
-    filled = ((q - before) / probs.clamp(min=1e-12)).clamp(0.0, 1.0)  # how much of each bin lies below q
+def quantiles(probs: torch.Tensor, qs: tuple[float, ...], bin_low: float) -> torch.Tensor:
+    """[B, len(qs)]: the quantiles of bin distributions [B, bins], each bin spread evenly over one
+    difficulty unit around its centre (bin_low + i). Elementwise ops and a cumulative sum, all the
+    quantiles in one pass (each op costs a single route time in onnxruntime), so it exports."""
+    before = (probs.cumsum(dim=-1) - probs)[:, None, :]  # the mass below each bin
+    q = torch.tensor(qs, dtype=probs.dtype, device=probs.device)[:, None]
+    filled = ((q - before) / probs.clamp(min=1e-12)[:, None, :]).clamp(0.0, 1.0)  # each bin's share below q
     return bin_low - 0.5 + filled.sum(dim=-1)
 
 
@@ -167,12 +174,19 @@ class GradeModel(nn.Module):
     better than members that differ only in their initialisation.
     """
 
+    interval_scales: torch.Tensor  # buffer: per token id, the interval's scale (see ModelConfig)
+
     def __init__(self, config: ModelConfig, members: Sequence[int] | None = None) -> None:
         """`members`: build only these of the config's members (the share one training worker trains)."""
         super().__init__()
         self.config = config
         chosen = range(config.members) if members is None else members
         self.members = nn.ModuleList(GradeTransformer(config, config.holds_of(i)) for i in chosen)
+        # Per token id, the interval's scale: the board token (position 1 of every route) picks it.
+        scales = torch.full((config.vocab_size,), config.interval_scale)
+        for token, scale in config.board_interval_scales:
+            scales[token] = scale
+        self.register_buffer("interval_scales", scales, persistent=False)
 
     @property
     def transformers(self) -> list[GradeTransformer]:
@@ -206,16 +220,21 @@ class GradeModel(nn.Module):
         self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(difficulty, low, high), each [B]: the difficulty as forward gives it, and around it the
-        distribution's central interval (INTERVAL_QUANTILES) scaled by config.interval_scale."""
+        distribution's central interval (INTERVAL_QUANTILES) scaled by config.interval_scale (or the
+        route's board's, config.board_interval_scales)."""
         probs = self.distribution(token_ids, coords, padding_mask)
         centres = self.transformers[0].bin_centres
         assert centres is not None  # has_interval: a bins head
         mean = probs @ centres
-        difficulty = self.config.target_mean + self.config.shrink * (mean - self.config.target_mean)
-        below, above = (quantile(probs, q, self.config.bin_low) for q in INTERVAL_QUANTILES)
-        scale = self.config.interval_scale
-        low = difficulty - scale * (mean - below).clamp(min=0.0)
-        high = difficulty + scale * (above - mean).clamp(min=0.0)
+        shrink = self.config.shrink  # as forward: target_mean + shrink * (mean - target_mean)
+        difficulty = mean if shrink == 1.0 else mean * shrink + (1.0 - shrink) * self.config.target_mean
+        # low = difficulty - scale * (mean - q10), high = difficulty + scale * (q90 - mean), both at once
+        gaps = quantiles(probs, INTERVAL_QUANTILES, self.config.bin_low) - mean[:, None]
+        sides = torch.tensor([-1.0, 1.0], dtype=probs.dtype, device=probs.device)
+        scale = self.interval_scales[token_ids[:, BOARD_POSITION]] if self.config.board_interval_scales else None
+        widths = (sides * gaps).clamp(min=0.0) * (self.config.interval_scale if scale is None else scale[:, None])
+        bounds = difficulty[:, None] + sides * widths
+        low, high = bounds.unbind(dim=1)
         return difficulty, low, high
 
     def outputs(

@@ -29,7 +29,7 @@ from climbgrade_runtime.metrics import interval_metrics_by_board, metrics_by_boa
 from climbgrade_runtime.model_io import INTERVAL_COVERAGE, pad_batch
 from climbgrade_runtime.tokenizer import UNK_ID, Tokenizer
 
-from .calibration import fit_interval_scale, fit_shrink
+from .calibration import fit_board_interval_scales, fit_shrink
 from .checkpoints import load_checkpoint, model_state, save_checkpoint, saved_group_states
 from .config import TrainConfig, TrainError
 from .dataset import EncodedSet, length_batches
@@ -320,8 +320,12 @@ def _final_evaluation(out: Path, run: PreparedRun, device: torch.device, state: 
             ": built into best.pt (--calibrate)" if run.config.calibrate else ": give it to a --refit of this recipe",
         )
         if run.config.calibrate:
-            model = _calibrate(out / "best.pt", model, val, fit.shrink, device)
-            metrics["calibration"] = {"shrink": fit.shrink, "interval_scale": model.config.interval_scale}
+            model = _calibrate(out / "best.pt", model, val, fit.shrink, run.tokenizer, device)
+            metrics["calibration"] = {
+                "shrink": fit.shrink,
+                "interval_scale": model.config.interval_scale,
+                "board_interval_scales": model.config.board_interval_scales,
+            }
     for name in ("test",) if run.config.refit else ("val", "test"):
         data = run.sets[name]
         outputs = data.outputs_with(lambda batch: torch_outputs(model, batch, device))
@@ -365,16 +369,31 @@ def _final_evaluation(out: Path, run: PreparedRun, device: torch.device, state: 
     return metrics
 
 
-def _calibrate(path: Path, model: GradeModel, val: EncodedSet, shrink: float, device: torch.device) -> GradeModel:
-    """`model` with `shrink` and the interval width that holds INTERVAL_COVERAGE of the validation
-    grades (calibration.py); saved into the checkpoint at `path`, so export writes it into the graph."""
-    wide = _with_config(model, dataclasses.replace(model.config, shrink=shrink, interval_scale=1.0))
+def _calibrate(
+    path: Path, model: GradeModel, val: EncodedSet, shrink: float, tokenizer: Tokenizer, device: torch.device
+) -> GradeModel:
+    """`model` with `shrink` and the interval widths (one per board) that hold INTERVAL_COVERAGE of the
+    validation grades (calibration.py); saved into the checkpoint at `path`, so export writes them into
+    the graph."""
+    wide = _with_config(
+        model, dataclasses.replace(model.config, shrink=shrink, interval_scale=1.0, board_interval_scales=())
+    )
     difficulty, low, high = val.outputs_with(lambda batch: torch_outputs(wide, batch, device))
-    scale = fit_interval_scale(difficulty, low, high, val.targets)
-    calibrated = _with_config(model, dataclasses.replace(wide.config, interval_scale=scale))
+    board_tokens: dict[str, list[int]] = {}
+    for (board, _layout), token in tokenizer.board_ids.items():
+        board_tokens.setdefault(board, []).append(token)
+    overall, per_board = fit_board_interval_scales(difficulty, low, high, val.targets, val.boards, board_tokens)
+    calibrated = _with_config(
+        model, dataclasses.replace(wide.config, interval_scale=overall, board_interval_scales=per_board)
+    )
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     save_checkpoint(path, checkpoint | {"model_config": calibrated.config.to_dict()})
-    logger.info("interval width x%.2f holds %.0f%% of validation grades", scale, 100 * INTERVAL_COVERAGE)
+    logger.info(
+        "interval width x%.2f (%s) holds %.0f%% of validation grades",
+        overall,
+        ", ".join(f"{t}: x{v:.2f}" for t, v in per_board) or "one for every board",
+        100 * INTERVAL_COVERAGE,
+    )
     return calibrated
 
 

@@ -20,7 +20,7 @@ from climbgrade_train.checkpoints import load_checkpoint
 from climbgrade_train.config import TrainConfig
 from climbgrade_train.distill import LABELS_FILE, extra_rows
 from climbgrade_train.encoder import Encoder
-from climbgrade_train.model import GradeModel, ModelConfig, quantile
+from climbgrade_train.model import GradeModel, ModelConfig, quantiles
 from climbgrade_train.objective import distilled_targets
 from climbgrade_train.predict import torch_outputs
 from climbgrade_train.run_folder import prepare_run
@@ -134,9 +134,9 @@ def test_fit_interval_scale_reaches_the_coverage_asked():
 def test_quantile_of_bins_matches_a_piecewise_uniform_distribution():
     rng = np.random.default_rng(1)
     probs = torch.from_numpy(rng.dirichlet(np.ones(12), size=20)).float()
-    for q in (0.1, 0.5, 0.9):
-        found = quantile(probs, q, bin_low=10.0).numpy()
-        for row, value in zip(probs.numpy(), found):
+    found_all = quantiles(probs, (0.1, 0.5, 0.9), bin_low=10.0).numpy()
+    for column, q in enumerate((0.1, 0.5, 0.9)):
+        for row, value in zip(probs.numpy(), found_all[:, column]):
             # bin i covers [9.5 + i, 10.5 + i] evenly: the cdf at `value` must be q
             i = int(np.floor(value - 9.5))
             cdf = row[:i].sum() + row[i] * (value - 9.5 - i)
