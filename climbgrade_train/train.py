@@ -83,10 +83,11 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
     if not resume and last_path.exists():
         raise TrainError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     device = pick_device(config.device)
+    # the teacher is checked before anything is read from it (prepare_run takes its tokenizer)
+    teacher = load_teacher(Path(config.teacher), config) if config.teacher else None
     run = prepare_run(config, out, resume)
     checkpoint = torch.load(last_path, map_location=device, weights_only=True) if resume else None
     groups = run.tokenizer.placement_groups()
-    teacher = load_teacher(Path(config.teacher), config) if config.teacher else None
     if checkpoint is not None:
         model_config = ModelConfig.from_dict(checkpoint["model_config"])
     else:

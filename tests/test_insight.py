@@ -27,8 +27,21 @@ ROUTES = json.loads(EXAMPLES.read_text())
 KILTER = next(r for r in ROUTES if r["board"] == "kilter" and "frames" in r)
 TB2 = next(r for r in ROUTES if r["board"] == "tension")
 TOL = 1e-5
-# A plain cg-infer JSON answer (with a "name" label); the route-insight flags add their keys to it.
-ANSWER_KEYS = {"index", "name", "board", "layout_id", "angle", "difficulty", "font", "v_grade", "warnings"}
+# A plain cg-infer JSON answer of the shipped model (with a "name" label; the model has an interval);
+# the route-insight flags add their keys to it.
+ANSWER_KEYS = {
+    "index",
+    "name",
+    "board",
+    "layout_id",
+    "angle",
+    "difficulty",
+    "low",
+    "high",
+    "font",
+    "v_grade",
+    "warnings",
+}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +96,7 @@ def test_sweep_of_given_angles_adds_the_routes_own_angle_to_the_run(predictor, r
     assert runs == [3]  # 40 (the route's own, for .prediction), 50, 20
     assert sweep.prediction.angle == KILTER["angle"]
     assert sweep.to_dict() == {"angles": [a.to_dict() for a in sweep.angles]}
-    assert set(sweep.to_dict()["angles"][0]) == {"angle", "difficulty", "font", "v_grade"}
+    assert set(sweep.to_dict()["angles"][0]) == {"angle", "difficulty", "low", "high", "font", "v_grade"}
 
 
 def test_sweep_angle_not_on_the_board_is_todays_error(predictor):
@@ -210,7 +223,7 @@ def test_mirror_of_a_tb2_route_equals_predict_of_its_frames_and_is_an_involution
     back = predictor.mirror(mirrored_route)
     assert set(back.holds) == set(original)
     assert back.difficulty == pytest.approx(predictor.predict(TB2).difficulty, abs=TOL)
-    assert set(mirror.to_dict()) == {"difficulty", "font", "v_grade", "frames"}
+    assert set(mirror.to_dict()) == {"difficulty", "low", "high", "font", "v_grade", "frames"}
     # Spelled in the route's own role ids (TB2's r5-r8), not another product's ids for the same roles.
     assert set(re.findall(r"r(\d+)", mirror.frames)) <= set(re.findall(r"r(\d+)", TB2["frames"]))
     assert back.frames == TB2["frames"] or set(re.findall(r"p\d+r\d+", back.frames)) == set(
@@ -309,7 +322,7 @@ def test_cg_infer_table_rows(predictor):
     result = infer(str(EXAMPLES), "--angles", "all", "--explain", "--mirror")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["#", "route", "board", "layout", "angle", "difficulty", "font", "V", "notes"]
+    assert lines[0].split() == ["#", "route", "board", "layout", "angle", "difficulty", "range", "font", "V", "notes"]
     expected_rows = 1 + sum(1 + len(predictor.sweep(r).angles) + len(holds_of(predictor, r)) + 1 for r in ROUTES)
     assert len(lines) == expected_rows
     hold_rows = [line for line in lines if "· hold p" in line]

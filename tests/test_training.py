@@ -142,7 +142,7 @@ def test_cg_train_without_database(tmp_path, monkeypatch):
 def test_export_refuses_when_onnxruntime_disagrees(fake_pipeline, tmp_path):
     with pytest.raises(ExportValidationError) as caught:
         export_run(fake_pipeline.run_dir, tmp_path, tolerance=-1.0)  # every batch "mismatches"
-    assert len(caught.value.mismatches) > 3
+    assert len(caught.value.mismatches) >= 3  # batches of 1, 7 and up to 128 validation routes, every one listed
     assert (
         "size 1," in str(caught.value) and "size 7," in str(caught.value) and "Nothing was written" in str(caught.value)
     )
