@@ -38,7 +38,7 @@ import pandas as pd
 from climbgrade_runtime.boardlib_db import ClimbFilter
 from climbgrade_runtime.graded import Example, load_examples
 from climbgrade_runtime.grades import GradeTable
-from climbgrade_runtime.metrics import interval_metrics_by_board, metrics_by_board
+from climbgrade_runtime.metrics import TRUSTED_ASCENTS, interval_report, metrics_by_board
 from climbgrade_runtime.model_io import INTERVAL_COVERAGE
 from climbgrade_runtime.predictor import GradePredictor
 from climbgrade_runtime.results import Prediction
@@ -54,7 +54,7 @@ from climbgrade_train.predict import torch_predict
 from climbgrade_train.run_folder import prepare_run, read_config
 from climbgrade_train.train import resume_run, train_run
 
-MIN_ASCENTS = 5
+MIN_ASCENTS = TRUSTED_ASCENTS
 REFERENCE: dict[str, Any] = {  # the end-to-end issue's design, spelt out so new defaults never change it
     "hold_tokens": PLACEMENT_ROLE,
     "features": BASE_FEATURES,
@@ -243,10 +243,9 @@ def transformer_outputs(config: TrainConfig, run_dir: Path, test: list[Example])
 def interval_score(examples: list[Example], low: np.ndarray, high: np.ndarray) -> dict[str, dict[str, float]]:
     """Interval coverage and mean width per board, on all rows and on rows with >= MIN_ASCENTS ascents."""
     truth = np.array([e.difficulty for e in examples])
-    boards = [e.board for e in examples]
-    out = {f"{k} all rows": v for k, v in interval_metrics_by_board(boards, truth, low, high).items()}
-    keep = np.array([e.ascents >= MIN_ASCENTS for e in examples])
-    trusted = interval_metrics_by_board([b for b, k in zip(boards, keep) if k], truth[keep], low[keep], high[keep])
+    ascents = np.array([e.ascents for e in examples])
+    every, trusted = interval_report([e.board for e in examples], truth, low, high, ascents)
+    out = {f"{k} all rows": v for k, v in every.items()}
     return out | {f"{k} >={MIN_ASCENTS} ascents": v for k, v in trusted.items()}
 
 

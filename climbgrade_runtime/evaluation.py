@@ -23,7 +23,7 @@ from .boardlib_db import ClimbFilter
 from .errors import ClimbgradeError, ModelError
 from .files import atomic_open, atomic_write_text
 from .graded import Example, load_examples, skip_reason
-from .metrics import METRIC_NAMES, interval_metrics_by_board, metrics_by_board
+from .metrics import METRIC_NAMES, TRUSTED_ASCENTS, interval_report, metrics_by_board
 from .model_io import INTERVAL_COVERAGE
 from .predictor import DEFAULT_BATCH_SIZE, GradePredictor
 from .results import Prediction, RouteFailure
@@ -52,9 +52,7 @@ PREDICTION_COLUMNS = (
 # Added after predicted_difficulty when the model has an interval.
 INTERVAL_COLUMNS = ("predicted_low", "predicted_high")
 PREDICTION_FORMATS = (".csv", ".jsonl")
-# The interval is also scored on rows with at least this many ascents, whose community grade is settled.
-INTERVAL_TRUSTED_ASCENTS = 5
-_INTERVAL_HEADERS = ("board", "rows", "coverage", "width", f">={INTERVAL_TRUSTED_ASCENTS} asc", "coverage", "width")
+_INTERVAL_HEADERS = ("board", "rows", "coverage", "width", f">={TRUSTED_ASCENTS} asc", "coverage", "width")
 
 
 def prediction_columns(interval: bool) -> tuple[str, ...]:
@@ -111,7 +109,7 @@ class Evaluation:
     """Metrics overall ('all') and per board, with what was left out and why.
 
     `interval`, for a model with one: its nominal coverage, and interval_metrics per board on all rows
-    ("all_rows") and on rows with >= INTERVAL_TRUSTED_ASCENTS ascents ("trusted_rows").
+    ("all_rows") and on rows with >= TRUSTED_ASCENTS ascents ("trusted_rows").
     """
 
     model: str
@@ -215,22 +213,19 @@ def evaluate(
 
 def _interval(graded: Sequence[tuple[Example, Prediction]]) -> dict[str, Any]:
     """The interval's coverage and width per board, on all rows and on the rows with settled grades."""
-    trusted = [(e, p) for e, p in graded if e.ascents >= INTERVAL_TRUSTED_ASCENTS]
-    return {
-        "nominal_coverage": INTERVAL_COVERAGE,
-        "all_rows": _interval_by_board(graded),
-        "trusted_min_ascents": INTERVAL_TRUSTED_ASCENTS,
-        "trusted_rows": _interval_by_board(trusted),
-    }
-
-
-def _interval_by_board(graded: Sequence[tuple[Example, Prediction]]) -> dict[str, dict[str, float]]:
-    return interval_metrics_by_board(
+    all_rows, trusted_rows = interval_report(
         [e.board for e, _ in graded],
         np.array([e.difficulty for e, _ in graded]),
         np.array([p.low for _, p in graded], dtype=np.float64),
         np.array([p.high for _, p in graded], dtype=np.float64),
+        np.array([e.ascents for e, _ in graded]),
     )
+    return {
+        "nominal_coverage": INTERVAL_COVERAGE,
+        "all_rows": all_rows,
+        "trusted_min_ascents": TRUSTED_ASCENTS,
+        "trusted_rows": trusted_rows,
+    }
 
 
 def check_predictions_path(path: str | Path) -> None:

@@ -79,6 +79,22 @@ def interval_metrics_by_board(
     return _by_board(boards, lambda rows: interval_metrics(true[rows], lo[rows], hi[rows]))
 
 
+TRUSTED_ASCENTS = 5  # rows graded by at least this many climbers: their grade is settled, so reported apart
+
+
+def interval_report(
+    boards: list[str], targets: np.ndarray, low: np.ndarray, high: np.ndarray, ascents: np.ndarray
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """interval_metrics_by_board over every row, and over the rows with >= TRUSTED_ASCENTS ascents."""
+    true, lo, hi = (np.asarray(a, dtype=np.float64) for a in (targets, low, high))
+    sure = np.asarray(ascents) >= TRUSTED_ASCENTS
+    kept = [board for board, keep in zip(boards, sure) if keep]
+    return (
+        interval_metrics_by_board(boards, true, lo, hi),
+        interval_metrics_by_board(kept, true[sure], lo[sure], hi[sure]),
+    )
+
+
 def _by_board(boards: list[str], score: Callable[[np.ndarray], dict[str, float]]) -> dict[str, dict[str, float]]:
     """`score(rows)` over every row (key 'all'), then over each board's rows (`rows`: a boolean mask)."""
     board_arr = np.asarray(boards)

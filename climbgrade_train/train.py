@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from climbgrade_runtime.files import atomic_write_text
-from climbgrade_runtime.metrics import interval_metrics_by_board, metrics_by_board, regression_metrics
+from climbgrade_runtime.metrics import TRUSTED_ASCENTS, interval_report, metrics_by_board, regression_metrics
 from climbgrade_runtime.model_io import INTERVAL_COVERAGE, pad_batch
 from climbgrade_runtime.tokenizer import UNK_ID, Tokenizer
 
@@ -41,8 +41,6 @@ from .run_folder import PreparedRun, prepare_run, read_config, write_csv, write_
 from .workers import GroupEpoch, GroupRunner, GroupState, group_random_streams, load_group_weights, member_groups
 
 logger = logging.getLogger(__name__)
-
-TRUSTED_ASCENTS = 5  # rows graded by at least this many climbers: interval coverage is reported apart for them
 
 
 @dataclass
@@ -406,11 +404,6 @@ def _with_config(model: GradeModel, config: ModelConfig) -> GradeModel:
 
 
 def _interval_report(data: EncodedSet, difficulty: np.ndarray, low: np.ndarray, high: np.ndarray) -> dict[str, Any]:
-    """Interval coverage and width per board, over all rows and over rows with >= 5 ascents."""
-    sure = data.ascents >= TRUSTED_ASCENTS
-    return {
-        "rows": interval_metrics_by_board(data.boards, data.targets, low, high),
-        f"rows_with_{TRUSTED_ASCENTS}_ascents": interval_metrics_by_board(
-            [b for b, keep in zip(data.boards, sure) if keep], data.targets[sure], low[sure], high[sure]
-        ),
-    }
+    """Interval coverage and width per board, over all rows and over rows with settled grades."""
+    rows, trusted = interval_report(data.boards, data.targets, low, high, data.ascents)
+    return {"rows": rows, f"rows_with_{TRUSTED_ASCENTS}_ascents": trusted}

@@ -20,8 +20,8 @@ import pytest
 
 from climbgrade_runtime import GradePredictor, ModelError, Prediction
 from climbgrade_runtime.evaluation import (
-    INTERVAL_TRUSTED_ASCENTS,
     PREDICTION_COLUMNS,
+    TRUSTED_ASCENTS,
     GradedRow,
     evaluate,
     prediction_columns,
@@ -226,7 +226,7 @@ def test_evaluate_scores_the_interval_overall_per_board_and_on_settled_rows(pred
     result = evaluate(predictor, fake_pipeline.databases)
     interval = result.interval
     assert interval is not None and interval["nominal_coverage"] == INTERVAL_COVERAGE
-    settled = [r for r in result.rows if r.example.ascents >= INTERVAL_TRUSTED_ASCENTS]
+    settled = [r for r in result.rows if r.example.ascents >= TRUSTED_ASCENTS]
     assert 0 < len(settled) < len(result.rows)
     for key, rows in (("all_rows", result.rows), ("trusted_rows", settled)):
         for board in ("all", "kilter", "tension"):
