@@ -9,6 +9,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from . import model_io
 from .errors import ModelError, RouteError
 from .insight import (
@@ -26,7 +28,7 @@ from .results import Prediction, RouteFailure
 from .routes import Route, parse_route, route_labels, unknown_keys
 from .session import create_session
 from .sidecar import Sidecar, file_sha256, sidecar_path
-from .tokenizer import Encoded, ResolvedRoute, check_angle, resolved_from_holds
+from .tokenizer import ResolvedRoute, RouteIds, check_angle, resolved_from_holds
 
 DEFAULT_MODEL_FILE = "climbgrade.onnx"
 DEFAULT_BATCH_SIZE = 256  # routes per onnxruntime run in predict_many (measured best with 2 threads)
@@ -93,7 +95,7 @@ class GradePredictor:
         layout = next(iter(self.tokenizer.layouts.values()))
         hold = (next(iter(layout.placements)), layout.role_names[0])  # any role: some boards name them by colour
         route = Route(layout.board, layout.layout_id, layout.angles[0], (hold,))
-        self._run([self.tokenizer.encode(route)])
+        self._run([self.tokenizer.ids(self.tokenizer.resolve(route))])
 
     @classmethod
     def load(
@@ -124,8 +126,9 @@ class GradePredictor:
     def predict(self, route: Route | dict[str, Any]) -> Prediction:
         """Grade one route (a Route or its JSON object); raises RouteError if it cannot be graded."""
         parsed, labels, warnings = _parse(route)
-        encoded = self.tokenizer.encode(parsed)
-        return self._prediction(0, parsed, encoded, self._run([encoded])[0], labels, warnings)
+        resolved = self.tokenizer.resolve(parsed)
+        estimate = self._run([self.tokenizer.ids(resolved)])[0]
+        return self._prediction(0, parsed, resolved, estimate, labels, warnings)
 
     def predict_many(
         self,
@@ -145,24 +148,25 @@ class GradePredictor:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         results: list[Prediction | RouteFailure | None] = []
-        pending: list[tuple[int, Route, Encoded, dict[str, Any], tuple[str, ...]]] = []
+        pending: list[tuple[int, Route, ResolvedRoute, RouteIds, dict[str, Any], tuple[str, ...]]] = []
         for index, item in enumerate(routes, start=first_index):
             try:
                 if isinstance(item, RouteError):
                     raise item
                 parsed, labels, warnings = _parse(item)
-                pending.append((index, parsed, self.tokenizer.encode(parsed), labels, warnings))
+                resolved = self.tokenizer.resolve(parsed)
+                pending.append((index, parsed, resolved, self.tokenizer.ids(resolved), labels, warnings))
                 results.append(None)
             except RouteError as exc:
                 results.append(RouteFailure(index, str(exc), route_labels(item)))
         if progress is not None and len(results) > len(pending):
             progress(len(results) - len(pending))
-        pending.sort(key=lambda p: len(p[2].ids))
+        pending.sort(key=lambda p: len(p[3].placements))
         for start in range(0, len(pending), batch_size):
             chunk = pending[start : start + batch_size]
-            estimates = self._run([p[2] for p in chunk])
-            for (index, parsed, encoded, labels, warnings), estimate in zip(chunk, estimates):
-                results[index - first_index] = self._prediction(index, parsed, encoded, estimate, labels, warnings)
+            estimates = self._run([p[3] for p in chunk])
+            for (index, parsed, resolved, _, labels, warnings), estimate in zip(chunk, estimates):
+                results[index - first_index] = self._prediction(index, parsed, resolved, estimate, labels, warnings)
             if progress is not None:
                 progress(len(chunk))
         return [r for r in results if r is not None]
@@ -248,10 +252,8 @@ class GradePredictor:
         for angle in wanted:
             check_angle(resolved.layout, angle)
         batch = (resolved.angle, *(a for a in wanted if a != resolved.angle))  # the route's own angle first
-        own = self.tokenizer.encode_resolved(resolved)
-        encoded = [own, *(self.tokenizer.at_angle(own, a) for a in batch[1:])]
-        values = dict(zip(batch, self._run(encoded)))
-        prediction = self._prediction(0, parsed, encoded[0], values[resolved.angle], labels, warnings)
+        values = dict(zip(batch, self._run([self.tokenizer.ids(resolved, angle) for angle in batch])))
+        prediction = self._prediction(0, parsed, resolved, values[resolved.angle], labels, warnings)
         return Sweep(prediction, tuple(self._angle_grade(a, values[a]) for a in wanted))
 
     def _angle_grade(self, angle: int, estimate: Estimate) -> AngleGrade:
@@ -263,15 +265,14 @@ class GradePredictor:
     ) -> Explanation:
         holds = resolved.holds
         if len(holds) < 2:  # its only hold cannot be left out (no holds is no route): graded whole, no effect
-            own = self.tokenizer.encode_resolved(resolved)
-            prediction = self._prediction(0, parsed, own, self._run([own])[0], labels, warnings)
+            estimate = self._run([self.tokenizer.ids(resolved)])[0]
+            prediction = self._prediction(0, parsed, resolved, estimate, labels, warnings)
             return Explanation(prediction, tuple(HoldEffect(pid, role, None) for pid, role in holds), None)
         layout, angle = resolved.layout, resolved.angle
         without = [resolved_from_holds(layout, angle, holds[:i] + holds[i + 1 :]) for i in range(len(holds))]
-        encoded = [self.tokenizer.encode_resolved(r) for r in (resolved, *without)]
-        estimates = self._run(encoded)
+        estimates = self._run([self.tokenizer.ids(r) for r in (resolved, *without)])
         values = [e.difficulty for e in estimates]
-        prediction = self._prediction(0, parsed, encoded[0], estimates[0], labels, warnings)
+        prediction = self._prediction(0, parsed, resolved, estimates[0], labels, warnings)
         effects = tuple(
             HoldEffect(pid, role, value - values[0], tuple(w for w in route.warnings if w not in resolved.warnings))
             for (pid, role), value, route in zip(holds, values[1:], without)
@@ -284,22 +285,37 @@ class GradePredictor:
         mirrored = resolved.mirrored()
         if mirrored is None:
             return None
-        encoded = self.tokenizer.encode_resolved(mirrored)
-        e = self._run([encoded])[0]
+        e = self._run([self.tokenizer.ids(mirrored)])[0]
         grade = self.grades.grade(e.difficulty)
         frames = frames_of(mirrored, route)
-        return Mirror(e.difficulty, grade.font, grade.v, frames, mirrored.holds, encoded.warnings, e.low, e.high)
+        notes = self._notes(mirrored)
+        return Mirror(e.difficulty, grade.font, grade.v, frames, mirrored.holds, notes, e.low, e.high)
 
-    def _run(self, encoded: Sequence[Encoded]) -> list[Estimate]:
-        """One onnxruntime run: per route, the model's outputs (those _check_pair accepted) as an Estimate."""
-        outputs = self._session.run([name for name, _ in self.sidecar.outputs], model_io.pad_batch(encoded))
-        return [Estimate(*row) for row in zip(*(values.tolist() for values in outputs))]
+    def _run(self, routes: Sequence[RouteIds]) -> list[Estimate]:
+        """One onnxruntime run: per route, the model's outputs (those _check_pair accepted) as an Estimate.
+
+        Every route here passed the sidecar's checks, so a `problems` bit means the graph's tables are
+        not the sidecar's: a mismatched pair."""
+        names = [name for name, _ in self.sidecar.outputs]
+        outputs = dict(zip(names, self._session.run(names, model_io.route_feeds(routes))))
+        problems = outputs.pop(model_io.PROBLEMS)
+        if problems.any():
+            found = model_io.describe_problems(int(np.bitwise_or.reduce(problems)))
+            raise ModelError(
+                f"model {self.model_path} refuses routes its sidecar accepts ({found}): "
+                "the pair does not match; re-export both with cg-export"
+            )
+        return [Estimate(*row) for row in zip(*(values.tolist() for values in outputs.values()))]
+
+    def _notes(self, resolved: ResolvedRoute) -> tuple[str, ...]:
+        """What the model's reading of a route warns of: a missing start or finish, holds it never saw."""
+        return resolved.warnings + self.tokenizer.unseen_warning(resolved)
 
     def _prediction(
         self,
         index: int,
         route: Route,
-        encoded: Encoded,
+        resolved: ResolvedRoute,
         estimate: Estimate,
         labels: dict[str, Any],
         warnings: tuple[str, ...],
@@ -313,7 +329,7 @@ class GradePredictor:
             board=route.board,
             layout_id=route.layout_id,
             angle=route.angle,
-            warnings=warnings + encoded.warnings,
+            warnings=warnings + self._notes(resolved),
             labels=labels,
             low=estimate.low,
             high=estimate.high,
@@ -343,6 +359,8 @@ def _check_pair(model_path: Path, sidecar: Sidecar, session: Any) -> None:
     meta = session.get_modelmeta().custom_metadata_map
     problems = []
     expected = {
+        model_io.META_FORMAT: str(model_io.MODEL_FORMAT),
+        model_io.META_LAYOUTS: str(len(sidecar.tokenizer.layouts)),
         model_io.META_VOCAB_SIZE: str(len(sidecar.tokenizer.vocab)),
         model_io.META_MAX_LEN: str(sidecar.tokenizer.max_len),
         model_io.META_OPSET: str(sidecar.opset),

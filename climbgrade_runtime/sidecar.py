@@ -1,7 +1,9 @@
-"""The sidecar `<model>.onnx.json`: everything the runtime needs beside the ONNX graph.
+"""The sidecar `<model>.onnx.json`: everything a host needs beside the ONNX graph.
 
-Written only by the export step. The runtime refuses a sidecar of another format version or one
-that does not belong to the model next to it.
+Written only by the export step. Its top-level `layouts` list is the model's `layout` input (a
+route's position in it) and the geometry a host checks routes against; `tokenizer` holds the
+vocabulary (for warnings about holds the model never saw) and `grades` the grade names. The runtime
+refuses a sidecar of another format version or one that does not belong to the model next to it.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import Any
 from .errors import ModelError
 from .files import atomic_write_text
 from .grades import GradeTable
-from .tokenizer import Tokenizer
+from .model_io import MODEL_FORMAT
+from .tokenizer import Tokenizer, layouts_to_list
 
 FORMAT = "climbgrade-sidecar"
-FORMAT_VERSION = 1
+FORMAT_VERSION = MODEL_FORMAT  # a sidecar describes one model format
 
 
 def sidecar_path(model_path: str | Path) -> Path:
@@ -35,7 +38,7 @@ def file_sha256(path: str | Path) -> str:
 
 @dataclass(frozen=True)
 class Sidecar:
-    """Model identity (hash, opset, tensor names), tokenizer, grades, and how the model was made."""
+    """Model identity (hash, opset, tensor names), layouts and tokenizer, grades, and how the model was made."""
 
     model_sha256: str
     opset: int
@@ -59,7 +62,8 @@ class Sidecar:
                 "inputs": [{"name": n, "dtype": d} for n, d in self.inputs],
                 "outputs": [{"name": n, "dtype": d} for n, d in self.outputs],
             },
-            "tokenizer": self.tokenizer.to_dict(),
+            "layouts": layouts_to_list(self.tokenizer.layouts),
+            "tokenizer": self.tokenizer.to_dict(with_layouts=False),
             "grades": self.grades.to_dict(),
             "metrics": self.metrics,
             "data": self.data,
@@ -72,6 +76,12 @@ class Sidecar:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ModelError(f'{source} is not a climbgrade sidecar (no "format": "{FORMAT}")')
         version = data.get("format_version")
+        if version == 1:
+            raise ModelError(
+                f"{source} is model format 1 (a graph that takes token ids and features, not Aurora ids); "
+                f"this climbgrade runs format {FORMAT_VERSION}: re-export the run with `cg-export RUN` "
+                "(or install climbgrade 0.1 for this model)"
+            )
         if version != FORMAT_VERSION:
             raise ModelError(
                 f"{source} has sidecar format version {version}; this climbgrade reads version {FORMAT_VERSION}: "
@@ -84,7 +94,7 @@ class Sidecar:
                 opset=int(model["opset"]),
                 inputs=tuple((str(t["name"]), str(t["dtype"])) for t in model["inputs"]),
                 outputs=tuple((str(t["name"]), str(t["dtype"])) for t in model["outputs"]),
-                tokenizer=Tokenizer.from_dict(data["tokenizer"]),
+                tokenizer=Tokenizer.from_dict(data["tokenizer"], layouts=data["layouts"]),
                 grades=GradeTable.from_dict(data["grades"]),
                 metrics=dict(data.get("metrics", {})),
                 data=dict(data.get("data", {})),

@@ -1,38 +1,27 @@
-"""The one tokenizer: `<CLS> <BOARD_..> <ANGLE_..> <hold tokens..>` plus per-token features.
+"""The host's half of reading a route: check it against the board, with a message naming any
+problem, and turn it into the Aurora ids the model takes (model_io: layout, angle, placement and role ids).
 
-Training imports this module; nothing re-implements it. Holds are put in a canonical order
-(bottom to top, then left to right), so the same route listed in any order gets the same tokens.
-A hold that is on the layout but never appeared in the training split maps to <UNK> and keeps its
-real features.
+Everything the model computes from those ids (the tokens, the canonical hold order, every feature)
+is in the model's graph (climbgrade_train.features), never here. The Tokenizer is the model's
+vocabulary and board geometry, as its sidecar records them: training builds it, the graph's lookup
+tables are made from it, and the host reads it to validate routes and to warn of holds the model
+never saw.
 
 Two hold-token schemes, recorded in the sidecar:
-- "placement_role" (the reference design): one token per (placement, role), features x, y, is_hold.
-- "placement": one token per placement, the role given as a feature, so a hold's embedding learns
-  from every route that uses it in any role.
-Optional features (either scheme): role one-hot, the angle as a number, the distances to the
-route's nearest other holds, the move onto each hand hold from the one below it, and route-level
-geometry on <CLS> (climbgrade_runtime.route_features).
+- "placement_role" (the reference design): one token per (placement, role);
+- "placement": one token per placement, whatever its role.
+`features` names the model's per-token input columns; the graph computes them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import Any, NamedTuple
 
 from .errors import ModelError, RouteError
 from .geometry import LayoutGeometry
-from .route_features import (
-    ALL_ROUTE_FEATURES,
-    CLS_FEATURE_GROUPS,
-    DISTANCE_SCALE,
-    ROUTE_FEATURES,
-    SHAPE_FEATURES,
-    RouteGeometry,
-)
 from .routes import Route, shown
 
 PAD, UNK, CLS = "<PAD>", "<UNK>", "<CLS>"
@@ -55,38 +44,12 @@ ANGLE_TOKEN = re.compile(r"<ANGLE_(-?\d+)>")  # what angle_token writes
 PLACEMENT_ROLE, PLACEMENT = "placement_role", "placement"
 HOLD_TOKEN_SCHEMES = (PLACEMENT_ROLE, PLACEMENT)
 
-# Per-token features (the `coords` input). x, y, is_hold always come first, in this order.
-BASE_FEATURES = ("x", "y", "is_hold")
-ROLE_FEATURES = {"role_start": "start", "role_middle": "middle", "role_finish": "finish", "role_foot": "foot"}
-ANGLE_SCALE = 90.0  # "angle": wall angle / 90 on every token
-# "nearest", "nearest2": distance to the route's nearest / 2nd-nearest other hold, board units / DISTANCE_SCALE.
-# ALL_ROUTE_FEATURES ("route_*"; groups "route" and "shape"): the route's geometry as a whole, on the <CLS> token only.
-# "move_dx", "move_dy": the move onto a hand hold from the hand hold below it (bottom-to-top order), board
-# units / DISTANCE_SCALE; zero on feet and on the lowest hand hold.
-MOVE_FEATURES = ("move_dx", "move_dy")
-FEATURES = BASE_FEATURES + tuple(ROLE_FEATURES) + ("angle", "nearest", "nearest2") + MOVE_FEATURES + ALL_ROUTE_FEATURES
-GEOMETRY_FEATURES = frozenset(("nearest", "nearest2") + MOVE_FEATURES + ALL_ROUTE_FEATURES)  # read from a RouteGeometry
-FEATURE_GROUPS = {
-    "route": ROUTE_FEATURES,
-    "shape": SHAPE_FEATURES,
-}  # a name that stands for several features on a command line
+BASE_FEATURES = (
+    "x",
+    "y",
+    "is_hold",
+)  # every model's first coords columns (climbgrade_train.features computes them all)
 UNSEEN_HOLDS = "never appeared in the training data"  # in the warning for holds mapped to <UNK>
-
-
-def expand_features(names: Iterable[str]) -> tuple[str, ...]:
-    """Feature names with each FEATURE_GROUPS name replaced by its features ("route" -> route_*)."""
-    return tuple(f for name in names for f in FEATURE_GROUPS.get(name, (name,)))
-
-
-def compact_features(names: Iterable[str]) -> tuple[str, ...]:
-    """The inverse of expand_features: a group whose features all appear, in order, is written as its name."""
-    out = tuple(names)
-    for group, members in FEATURE_GROUPS.items():
-        for start in range(len(out) - len(members) + 1):
-            if out[start : start + len(members)] == members:
-                out = out[:start] + (group,) + out[start + len(members) :]
-                break
-    return out
 
 
 def hold_token(board: str, layout_id: int, placement_id: int, role: str | None) -> str:
@@ -110,26 +73,6 @@ def _angle_ids(index: Mapping[str, int]) -> dict[int, int]:
         if match and angle_token(int(match[1])) == token:
             out[int(match[1])] = i
     return out
-
-
-def _as_slice(columns: list[int]) -> slice | list[int]:
-    """`columns` as a slice when they run contiguously (numpy assigns a slice ~3x faster than a list)."""
-    if columns and columns == list(range(columns[0], columns[-1] + 1)):
-        return slice(columns[0], columns[-1] + 1)
-    return columns
-
-
-def _pick(values: list[float], positions: list[int] | None) -> list[float]:
-    """values[positions]; every value, in order, for None."""
-    return values if positions is None else [values[p] for p in positions]
-
-
-@dataclass(frozen=True)
-class _LayoutHolds:
-    """One layout's holds as a tokenizer encodes them (Tokenizer._tabulate_holds)."""
-
-    entries: dict[tuple[int, str], tuple[int, int]]  # (placement, role name) -> (token id, row of `static`)
-    static: np.ndarray  # float32 [rows, static features]: x, y, is_hold and the role features, in coords order
 
 
 @dataclass(frozen=True)
@@ -156,13 +99,14 @@ class ResolvedRoute:
         return ResolvedRoute(layout=self.layout, angle=self.angle, holds=holds, warnings=self.warnings)
 
 
-@dataclass(frozen=True)
-class Encoded:
-    """Model input for one route: token ids [L] and per-token features [L, len(Tokenizer.features)]."""
+class RouteIds(NamedTuple):
+    """One route as the model takes it (model_io): its layout's position in the sidecar's layouts, the
+    angle, and per hold its placement id and its role id as the layout's own product spells it."""
 
-    ids: np.ndarray
-    coords: np.ndarray
-    warnings: tuple[str, ...]
+    layout: int
+    angle: int
+    placements: tuple[int, ...]
+    roles: tuple[int, ...]
 
 
 def resolve_route(
@@ -231,42 +175,31 @@ def _canonical_order(holds: list[tuple[int, str]], layout: LayoutGeometry) -> tu
 
 @dataclass(frozen=True)
 class Tokenizer:
-    """Vocabulary, board geometry, maximum sequence length and token scheme of one model."""
+    """Vocabulary, board geometry, maximum sequence length, token scheme and feature names of one model."""
 
     vocab: tuple[str, ...]
-    layouts: Mapping[tuple[str, int], LayoutGeometry]
+    layouts: Mapping[tuple[str, int], LayoutGeometry]  # in the sidecar's order: the model's `layout` input indexes it
     max_len: int
     hold_tokens: str = PLACEMENT_ROLE
     features: tuple[str, ...] = BASE_FEATURES
     index: dict[str, int] = field(init=False, repr=False, compare=False)
-    # Token id of each layout's board token and of each angle token: the prefix of every encoding,
-    # looked up without formatting token strings per route.
+    # Worked out once: each layout's position, board token, each angle token, and per layout the token of
+    # each (placement, role name) in the vocabulary (what the graph's token table holds; the rest are <UNK>).
+    layout_index: dict[tuple[str, int], int] = field(init=False, repr=False, compare=False)
     board_ids: dict[tuple[str, int], int] = field(init=False, repr=False, compare=False)
     angle_ids: dict[int, int] = field(init=False, repr=False, compare=False)
-    # Worked out once from `features`, read by every encode: feature name -> coords column; the coords
-    # columns of the features a hold token has whatever its route (x, y, is_hold, roles: a slice where they
-    # are contiguous, as in every model so far); the neighbour-distance columns ((rank, column)); whether
-    # any feature needs a RouteGeometry; per <CLS> feature group in use, the function that computes the
-    # group and the positions of the features used in its output; and the coords columns those fill.
-    columns: dict[str, int] = field(init=False, repr=False, compare=False)
-    static_columns: slice | list[int] = field(init=False, repr=False, compare=False)
-    nearest_columns: list[tuple[int, int]] = field(init=False, repr=False, compare=False)
-    uses_geometry: bool = field(init=False, repr=False, compare=False)
-    cls_groups: tuple[tuple[Callable[[RouteGeometry], list[float]], list[int] | None], ...] = field(
-        init=False, repr=False, compare=False
-    )
-    cls_columns: slice | list[int] = field(init=False, repr=False, compare=False)
-    # Per layout, its holds' token ids and static features, looked up once per hold (_LayoutHolds).
-    holds: dict[tuple[str, int], _LayoutHolds] = field(init=False, repr=False, compare=False)
+    hold_ids: dict[tuple[str, int], dict[tuple[int, str], int]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._check()
-        self._index_tokens()
-        self._plan_columns()
-        self._tabulate_holds()
+        object.__setattr__(self, "index", {tok: i for i, tok in enumerate(self.vocab)})
+        object.__setattr__(self, "layout_index", {key: i for i, key in enumerate(self.layouts)})
+        object.__setattr__(self, "board_ids", {key: self.index.get(board_token(*key), UNK_ID) for key in self.layouts})
+        object.__setattr__(self, "angle_ids", _angle_ids(self.index))
+        object.__setattr__(self, "hold_ids", self._hold_ids())
 
     def _check(self) -> None:
-        """ModelError unless the vocabulary, length, scheme and features are ones this tokenizer can use."""
+        """ModelError unless the vocabulary, length and scheme are ones this tokenizer can use."""
         if self.vocab[: len(SPECIALS)] != SPECIALS:
             raise ModelError(f"vocabulary must start with {', '.join(SPECIALS)}")
         if len(set(self.vocab)) != len(self.vocab):
@@ -277,65 +210,25 @@ class Tokenizer:
             raise ModelError(
                 f"unknown hold-token scheme {self.hold_tokens!r}; this climbgrade knows {', '.join(HOLD_TOKEN_SCHEMES)}"
             )
-        unknown = [f for f in self.features if f not in FEATURES]
-        if (
-            self.features[: len(BASE_FEATURES)] != BASE_FEATURES
-            or unknown
-            or len(set(self.features)) != len(self.features)
-        ):
-            raise ModelError(
-                f"features must start with {', '.join(BASE_FEATURES)} and come from {', '.join(FEATURES)}; "
-                f"got {', '.join(self.features)}: upgrade climbgrade or re-export the model"
-            )
+        if not self.layouts:
+            raise ModelError("the tokenizer has no layouts")
 
-    def _index_tokens(self) -> None:
-        """Token -> id, and the ids encoding looks up per route without building token strings."""
-        object.__setattr__(self, "index", {tok: i for i, tok in enumerate(self.vocab)})
-        object.__setattr__(self, "board_ids", {key: self.index.get(board_token(*key), UNK_ID) for key in self.layouts})
-        object.__setattr__(self, "angle_ids", _angle_ids(self.index))
-
-    def _plan_columns(self) -> None:
-        """Where each feature goes in coords, worked out once so that encoding only fills columns."""
-        columns = {name: i for i, name in enumerate(self.features)}
-        object.__setattr__(self, "columns", columns)
-        static = [columns[name] for name in self.features if name in BASE_FEATURES or name in ROLE_FEATURES]
-        object.__setattr__(self, "static_columns", _as_slice(static))
-        nearest = [(rank, columns[name]) for rank, name in enumerate(("nearest", "nearest2")) if name in columns]
-        object.__setattr__(self, "nearest_columns", nearest)
-        object.__setattr__(self, "uses_geometry", not GEOMETRY_FEATURES.isdisjoint(self.features))
-        cls_groups, cls_columns = [], []
-        for names, compute in CLS_FEATURE_GROUPS:
-            used = [(i, names.index(name)) for i, name in enumerate(self.features) if name in names]
-            if used:
-                positions = [p for _, p in used]
-                cls_groups.append((compute, None if positions == list(range(len(names))) else positions))
-                cls_columns += [i for i, _ in used]
-        object.__setattr__(self, "cls_groups", tuple(cls_groups))
-        object.__setattr__(self, "cls_columns", _as_slice(cls_columns))
-
-    def _tabulate_holds(self) -> None:
-        """Every (placement, role name) a resolved route can hold on each layout: its token id (hold
-        tokens outside the vocabulary -> <UNK>) and its row of static features (x, y, is_hold, the role
-        features, in coords order), so that encoding looks each hold up once instead of building token
-        strings and filling those columns one by one."""
-        token_ids: dict[tuple[tuple[str, int], Any], int] = {}  # (layout key, hold key by scheme) -> id
+    def _hold_ids(self) -> dict[tuple[str, int], dict[tuple[int, str], int]]:
+        """Per layout, (placement, role name) -> token id for the holds in the vocabulary."""
+        tables: dict[tuple[str, int], dict[tuple[int, str], int]] = {key: {} for key in self.layouts}
         for token, i in self.index.items():
             parsed = _parse_hold_token(token)
-            if parsed is not None and (parsed[2] is None) == (self.hold_tokens == PLACEMENT):
-                token_ids[(parsed[0], parsed[1] if parsed[2] is None else (parsed[1], parsed[2]))] = i
-        static = [name for name in self.features if name in BASE_FEATURES or name in ROLE_FEATURES]
-        tables = {}
-        for key, layout in self.layouts.items():
-            entries: dict[tuple[int, str], tuple[int, int]] = {}
-            rows: list[list[float]] = []
-            for pid, (x, y) in layout.normalised.items():
-                for role in layout.role_names:
-                    hold = pid if self.hold_tokens == PLACEMENT else (pid, role)
-                    entries[(pid, role)] = (token_ids.get((key, hold), UNK_ID), len(rows))
-                    values = {"x": x, "y": y, "is_hold": 1.0}
-                    rows.append([values.get(name, float(ROLE_FEATURES.get(name) == role)) for name in static])
-            tables[key] = _LayoutHolds(entries, np.array(rows, dtype=np.float32))
-        object.__setattr__(self, "holds", tables)
+            if (
+                parsed is None
+                or parsed[0] not in self.layouts
+                or (parsed[2] is None) != (self.hold_tokens == PLACEMENT)
+            ):
+                continue
+            key, pid, role = parsed
+            names = self.layouts[key].role_names if role is None else (role,)
+            for name in names:
+                tables[key][(pid, name)] = i
+        return tables
 
     @property
     def max_holds(self) -> int:
@@ -355,10 +248,10 @@ class Tokenizer:
         features: tuple[str, ...] = BASE_FEATURES,
     ) -> Tokenizer:
         """Vocabulary: specials, every layout's board token, every valid angle, holds seen in training."""
-        by_key = {layout.key: layout for layout in layouts}
+        by_key = {layout.key: layout for layout in sorted(layouts, key=lambda layout: layout.key)}
         angles = sorted({a for layout in by_key.values() for a in layout.angles})
         holds = sorted({tok for route in train_routes for tok in route.tokens(hold_tokens)[PREFIX_TOKENS:]})
-        vocab = SPECIALS + tuple(board_token(*key) for key in sorted(by_key)) + tuple(map(angle_token, angles))
+        vocab = SPECIALS + tuple(board_token(*key) for key in by_key) + tuple(map(angle_token, angles))
         return cls(
             vocab=vocab + tuple(holds), layouts=by_key, max_len=max_len, hold_tokens=hold_tokens, features=features
         )
@@ -366,63 +259,26 @@ class Tokenizer:
     def resolve(self, route: Route) -> ResolvedRoute:
         return resolve_route(route, self.layouts, self.max_holds)
 
-    def encode(self, route: Route) -> Encoded:
-        """Token ids and coordinate features; raises RouteError for a route this model cannot take."""
-        return self.encode_resolved(self.resolve(route))
+    def ids(self, resolved: ResolvedRoute, angle: int | None = None) -> RouteIds:
+        """The model's inputs for a resolved route (at `angle`, if given: a sweep re-angles one route)."""
+        layout = resolved.layout
+        own = layout.role_ids
+        return RouteIds(
+            self.layout_index[layout.key],
+            resolved.angle if angle is None else angle,
+            tuple(pid for pid, _ in resolved.holds),
+            tuple(own[role] for _, role in resolved.holds),
+        )
 
-    def encode_resolved(self, resolved: ResolvedRoute) -> Encoded:
-        """Ids of ResolvedRoute.tokens(scheme) (unknown holds -> <UNK>) and their features."""
-        layout, holds = resolved.layout, resolved.holds
-        table = self.holds[layout.key]
-        entries = [table.entries[hold] for hold in holds]  # resolve_route: >= 1 hold, each on the layout
-        hold_ids = [i for i, _ in entries]
-        prefix = [CLS_ID, self.board_ids[layout.key], self.angle_ids.get(resolved.angle, UNK_ID)]
-        ids = np.array(prefix + hold_ids, dtype=np.int64)
-        coords = np.zeros((len(ids), len(self.features)), dtype=np.float32)
-        coords[PREFIX_TOKENS:, self.static_columns] = table.static[[row for _, row in entries]]
-        if "angle" in self.columns:
-            coords[:, self.columns["angle"]] = resolved.angle / ANGLE_SCALE
-        if self.uses_geometry:
-            self._geometry_features(RouteGeometry.of(layout, holds), coords)
-        warnings = resolved.warnings
-        if UNK_ID in hold_ids:
-            unknown = [
-                f"p{pid}" + (f" as {role}" if self.hold_tokens == PLACEMENT_ROLE else "")
-                for (pid, role), i in zip(holds, hold_ids)
-                if i == UNK_ID
-            ]
-            warnings += (f"hold(s) {', '.join(unknown)} {UNSEEN_HOLDS}; graded as unknown holds",)
-        return Encoded(ids=ids, coords=coords, warnings=warnings)
-
-    def at_angle(self, encoded: Encoded, angle: int) -> Encoded:
-        """`encoded` (of a route whose angle is a valid one) as the same route at `angle`: what
-        encode_resolved gives at that angle, bit for bit, without recomputing the hold features,
-        none of which but the angle token and the "angle" column depend on the wall angle."""
-        ids = encoded.ids.copy()
-        ids[PREFIX_TOKENS - 1] = self.angle_ids.get(angle, UNK_ID)  # <CLS> <BOARD_..> <ANGLE_..>
-        coords = encoded.coords
-        if "angle" in self.columns:
-            coords = coords.copy()
-            coords[:, self.columns["angle"]] = angle / ANGLE_SCALE
-        return Encoded(ids=ids, coords=coords, warnings=encoded.warnings)
-
-    def _geometry_features(self, geometry: RouteGeometry, coords: np.ndarray) -> None:
-        """Fill the neighbour-distance, move and <CLS> route columns in place."""
-        holds = coords[PREFIX_TOKENS:]
-        if self.nearest_columns:
-            # in float32 board units, then scaled: the values every model so far was trained on
-            nearest = (geometry.gaps * DISTANCE_SCALE).astype(np.float32) / np.float32(DISTANCE_SCALE)
-            for rank, column in self.nearest_columns:
-                if rank < nearest.shape[1]:  # a route of 2 holds has no 2nd-nearest other hold
-                    holds[:, column] = nearest[:, rank]
-        moved = geometry.hands[1:]  # every hand hold but the lowest; feet and that one keep 0.0
-        for name, values in zip(MOVE_FEATURES, (geometry.step_x, geometry.step_y)):
-            if name in self.columns and moved:
-                holds[moved, self.columns[name]] = values
-        if self.cls_groups:
-            coords[0, self.cls_columns] = [
-                value for compute, positions in self.cls_groups for value in _pick(compute(geometry), positions)
-            ]
+    def unseen_warning(self, resolved: ResolvedRoute) -> tuple[str, ...]:
+        """A warning naming the holds the model reads as <UNK> (never in its training data), if any."""
+        known = self.hold_ids[resolved.layout.key]
+        unknown = [
+            f"p{pid}" + (f" as {role}" if self.hold_tokens == PLACEMENT_ROLE else "")
+            for pid, role in resolved.holds
+            if (pid, role) not in known
+        ]
+        return (f"hold(s) {', '.join(unknown)} {UNSEEN_HOLDS}; graded as unknown holds",) if unknown else ()
 
     def placement_groups(self) -> list[int]:
         """Per token id, a group id shared by one placement's tokens in every role (others alone).
@@ -438,40 +294,31 @@ class Tokenizer:
             out.append(groups.setdefault(token if parsed is None else parsed[:2], len(groups)))
         return out
 
-    def token_features(self) -> list[list[float]]:
-        """(x_norm, y_norm, is_hold) of every vocabulary token, for readers of the sidecar."""
-        out = []
-        for token in self.vocab:
-            parsed = _parse_hold_token(token)
-            if parsed is None:
-                out.append([0.0, 0.0, 0.0])
-            else:
-                x, y = self.layouts[parsed[0]].normalised[parsed[1]]
-                out.append([x, y, 1.0])
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, with_layouts: bool = True) -> dict[str, Any]:
+        """The run folder's tokenizer.json; the sidecar keeps the layouts apart (with_layouts=False)."""
+        out: dict[str, Any] = {
             "vocab": list(self.vocab),
             "max_len": self.max_len,
             "hold_tokens": self.hold_tokens,
             "features": list(self.features),
-            "token_features": self.token_features(),
-            "layouts": [layout.to_dict() for _, layout in sorted(self.layouts.items())],
         }
+        if with_layouts:
+            out["layouts"] = layouts_to_list(self.layouts)
+        return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Tokenizer:
-        layouts = [LayoutGeometry.from_dict(d) for d in data["layouts"]]
-        tokenizer = cls(
+    def from_dict(cls, data: dict[str, Any], layouts: list[Any] | None = None) -> Tokenizer:
+        """From to_dict's output; `layouts` (a sidecar's top-level list) when they are kept apart."""
+        geometry = [LayoutGeometry.from_dict(d) for d in (data["layouts"] if layouts is None else layouts)]
+        return cls(
             vocab=tuple(data["vocab"]),
-            layouts={layout.key: layout for layout in layouts},
+            layouts={layout.key: layout for layout in geometry},
             max_len=int(data["max_len"]),
             hold_tokens=str(data.get("hold_tokens", PLACEMENT_ROLE)),
             features=tuple(data.get("features", BASE_FEATURES)),
         )
-        if "token_features" in data and data["token_features"] != tokenizer.token_features():
-            raise ModelError(
-                "the sidecar's token_features disagree with its geometry: the sidecar was edited; re-export it"
-            )
-        return tokenizer
+
+
+def layouts_to_list(layouts: Mapping[tuple[str, int], LayoutGeometry]) -> list[dict[str, Any]]:
+    """The layouts in their order (the model's `layout` input is a position in this list)."""
+    return [layout.to_dict() for layout in layouts.values()]

@@ -11,11 +11,11 @@ import click
 
 from climbgrade_runtime.boardlib_db import databases_from_env
 from climbgrade_runtime.errors import ClimbgradeError
-from climbgrade_runtime.route_features import ALL_ROUTE_FEATURES
-from climbgrade_runtime.tokenizer import FEATURE_GROUPS, FEATURES, HOLD_TOKEN_SCHEMES, expand_features
+from climbgrade_runtime.tokenizer import HOLD_TOKEN_SCHEMES
 
 from .config import LOSSES, READOUTS, SCHEDULES, TrainConfig
 from .export import DEFAULT_INT8_MAX_DROP, DEFAULT_OPSET, DEFAULT_TOLERANCE, export_run
+from .features import ALL_ROUTE_FEATURES, FEATURE_GROUPS, FEATURES, expand_features
 from .model import COORD_ENCODINGS, HEADS
 from .train import resume_run, train_run
 

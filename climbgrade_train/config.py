@@ -10,8 +10,9 @@ from typing import Any
 from climbgrade_runtime.boardlib_db import ClimbFilter
 from climbgrade_runtime.errors import ClimbgradeError
 from climbgrade_runtime.split import SplitRule
-from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, PLACEMENT_ROLE, compact_features
+from climbgrade_runtime.tokenizer import BASE_FEATURES, PLACEMENT_ROLE
 
+from .features import FEATURES, compact_features
 from .model import BINS_HEAD, COORD_ENCODINGS, HEADS, MEMBER_HOLDS, PLACEMENT_HOLDS, VALUE_HEAD
 
 LOSSES = ("mse", "huber", "l1")

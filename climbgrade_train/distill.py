@@ -22,12 +22,11 @@ from tqdm import tqdm
 
 from climbgrade_runtime.files import atomic_write_bytes
 from climbgrade_runtime.graded import Example
-from climbgrade_runtime.model_io import pad_batch
-from climbgrade_runtime.tokenizer import Encoded, Tokenizer
+from climbgrade_runtime.tokenizer import Tokenizer
 
 from .checkpoints import load_checkpoint
 from .config import TrainConfig, TrainError
-from .dataset import EncodedSet, length_batches
+from .dataset import EncodedSet, length_batches, pad_batch
 from .model import BINS_HEAD, GradeModel
 from .predict import to_tensors
 from .run_folder import read_config, read_tokenizer
@@ -68,29 +67,22 @@ def extra_rows(train: EncodedSet, tokenizer: Tokenizer, angles: bool, mirrors: b
     for i, example in enumerate(train.examples):
         by_climb.setdefault(example.uuid, []).append(i)
     examples: list[Example] = []
-    encoded: list[Encoded] = []
     for rows in by_climb.values():
         first = train.examples[rows[0]]
         graded = {train.examples[i].angle for i in rows}
         wanted = first.route.layout.angles if angles else tuple(sorted(graded))
-        variants = [(first.route, train.encoded[rows[0]], graded)]
+        variants = [(first.route, graded)]
         mirrored = first.route.mirrored() if mirrors else None
         if mirrored is not None:
-            variants.append((mirrored, tokenizer.encode_resolved(mirrored), set()))
-        for route, base, skip in variants:
+            variants.append((mirrored, set()))
+        for route, skip in variants:
             for angle in wanted:
-                if angle in skip:
-                    continue
-                resolved = dataclasses.replace(route, angle=angle)
-                examples.append(dataclasses.replace(first, angle=angle, difficulty=np.nan, ascents=0, route=resolved))
-                encoded.append(tokenizer.at_angle(base, angle))
-    return EncodedSet(
-        examples=examples,
-        encoded=encoded,
-        targets=np.full(len(examples), np.nan, dtype=np.float32),
-        lengths=np.array([len(x.ids) for x in encoded], dtype=np.int64),
-        ascents=np.zeros(len(examples), dtype=np.int64),
-    )
+                if angle not in skip:
+                    resolved = dataclasses.replace(route, angle=angle)
+                    examples.append(
+                        dataclasses.replace(first, angle=angle, difficulty=np.nan, ascents=0, route=resolved)
+                    )
+    return EncodedSet.build(examples, tokenizer)
 
 
 @torch.inference_mode()
@@ -112,6 +104,7 @@ def distilled_training_set(
     extra = extra_rows(train, tokenizer, config.teacher_angles, config.teacher_mirrors)
     rows = EncodedSet(
         examples=train.examples + extra.examples,
+        rows=train.rows + extra.rows,
         encoded=train.encoded + extra.encoded,
         targets=np.concatenate([train.targets, extra.targets]),
         lengths=np.concatenate([train.lengths, extra.lengths]),

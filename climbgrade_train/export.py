@@ -1,9 +1,9 @@
-"""Export a run to ONNX + sidecar, refusing any file onnxruntime does not run like PyTorch.
+"""Export a run to ONNX + sidecar (model format 2), refusing any file onnxruntime does not run like PyTorch.
 
-The graph is traced through ExportWrapper, whose forward has the runtime's signature
-(model_io names). Before anything is written, onnxruntime (through the runtime's own session
-factory) runs real validation batches of several sizes and lengths against PyTorch; every
-mismatch is listed in one ExportValidationError.
+The graph is traced through Grader (grader.py), whose forward has the graph's signature (model_io
+names): Aurora ids in, grade out. Before anything is written, onnxruntime (through the runtime's own
+session factory) runs real validation batches of several sizes and lengths, and every board's edge
+cases, against PyTorch; every mismatch is listed in one ExportValidationError.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.helper
+import onnx.numpy_helper
 import torch
-from torch import nn
 
 from climbgrade_runtime import model_io
 from climbgrade_runtime.errors import ClimbgradeError
@@ -35,13 +36,12 @@ from climbgrade_runtime.metrics import metrics_by_board, regression_metrics
 from climbgrade_runtime.session import create_session
 from climbgrade_runtime.sidecar import Sidecar, sidecar_path
 from climbgrade_runtime.split import uuid_digest
-from climbgrade_runtime.tokenizer import Encoded
+from climbgrade_runtime.tokenizer import RouteIds, Tokenizer
 
 from .checkpoints import load_checkpoint
 from .config import TrainError
 from .dataset import EncodedSet
-from .model import GradeModel
-from .predict import torch_outputs
+from .grader import Grader
 from .run_folder import prepare_run, read_config, read_grades, read_run_info, read_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -69,31 +69,20 @@ class ExportValidationError(ExportError):
         )
 
 
-class ExportWrapper(nn.Module):
-    """The runtime's signature: int64 attention mask (1 = token) instead of a bool padding mask."""
-
-    def __init__(self, model: GradeModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self, token_ids: torch.Tensor, coords: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
-        return self.model.outputs(token_ids, coords, attention_mask == 0)
-
-
-def output_names(model: GradeModel) -> tuple[tuple[str, str], ...]:
-    """The graph's outputs (model_io): with the interval when the model has one."""
-    return model_io.INTERVAL_OUTPUTS if model.has_interval else model_io.OUTPUTS
-
-
-def export_onnx(model: GradeModel, example: dict[str, np.ndarray], opset: int) -> bytes:
-    """Trace with the dynamo exporter (batch and sequence dynamic) and return the checked model bytes."""
-    if example[model_io.TOKEN_IDS].shape[0] < 2:
-        raise ExportError("the example batch needs at least 2 routes, or the batch axis gets hard-coded")
-    wrapper = ExportWrapper(model).eval()
+def export_onnx(grader: Grader, example: dict[str, np.ndarray], opset: int) -> bytes:
+    """Trace with the dynamo exporter (batch and hold axes dynamic) and return the checked model bytes."""
+    if example[model_io.LAYOUT].shape[0] < 2 or example[model_io.PLACEMENT_ID].shape[1] < 2:
+        raise ExportError("the example batch needs at least 2 routes of 2 holds, or an axis gets hard-coded")
+    grader = grader.eval()
     args = tuple(torch.from_numpy(example[name]) for name, _ in model_io.INPUTS)
-    dynamic = {name: {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC} for name, _ in model_io.INPUTS}
+    batch, holds = torch.export.Dim("batch"), torch.export.Dim("holds")
+    dynamic = {
+        model_io.LAYOUT: {0: batch},
+        model_io.ANGLE: {0: batch},
+        model_io.PLACEMENT_ID: {0: batch, 1: holds},
+        model_io.ROLE_ID: {0: batch, 1: holds},
+    }
+    outputs = grader.output_names
     noise = io.StringIO()  # the exporter prints its progress to stdout
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -104,24 +93,29 @@ def export_onnx(model: GradeModel, example: dict[str, np.ndarray], opset: int) -
         warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecations, not ours to fix
         path = Path(tmp) / "model.onnx"
         torch.onnx.export(
-            wrapper,
+            grader,
             args,
             str(path),
             dynamo=True,
             opset_version=opset,
             dynamic_shapes=dynamic,
             input_names=[n for n, _ in model_io.INPUTS],
-            output_names=[n for n, _ in output_names(model)],
+            output_names=[n for n, _ in outputs],
             external_data=False,
             verbose=False,
         )
         proto = onnx.load(str(path))
     logger.debug("exporter output:\n%s", noise.getvalue())
-    _check_graph(proto, opset, output_names(model))
+    if opset == 17 and _opset(proto) == 18:
+        _axes_as_attributes(proto)
+    _check_graph(proto, opset, outputs)
+    config = grader.model.config
     meta = {
-        model_io.META_VOCAB_SIZE: str(model.config.vocab_size),
-        model_io.META_MAX_LEN: str(model.config.max_len),
-        model_io.META_FEATURES: str(model.config.n_features),
+        model_io.META_FORMAT: str(model_io.MODEL_FORMAT),
+        model_io.META_LAYOUTS: str(grader.encoder.n_layouts),
+        model_io.META_VOCAB_SIZE: str(config.vocab_size),
+        model_io.META_MAX_LEN: str(config.max_len),
+        model_io.META_FEATURES: str(config.n_features),
         model_io.META_OPSET: str(opset),
     }
     for key, value in meta.items():
@@ -146,12 +140,43 @@ def _quiet_loggers(*names: str) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _check_graph(proto: onnx.ModelProto, opset: int, outputs: tuple[tuple[str, str], ...]) -> None:
+AXES_INPUT_AT_18 = ("ReduceMax", "ReduceMin", "ReduceMean", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum")
+
+
+def _axes_as_attributes(proto: onnx.ModelProto) -> None:
+    """Opset 18 -> 17 in place. torch's exporter writes opset 18 when the graph has ReduceMax/ReduceMin
+    (the features' masked maxima) and its converter goes no lower, nor does ONNX's cleanly; the only
+    change between the two for these graphs is that those reductions take their axes as an input from
+    18 on, as an attribute before. Any other op of 18 fails the opset check and onnx's full check."""
+    graph = proto.graph
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+    for node in graph.node:
+        if node.op_type not in AXES_INPUT_AT_18 or len(node.input) < 2:
+            continue
+        if node.input[1] not in constants:
+            raise ExportError(f"{node.name}: reduction axes computed at run time cannot be written at opset 17")
+        axes = [int(a) for a in np.atleast_1d(constants[node.input[1]])]
+        del node.input[1]
+        kept = [a for a in node.attribute if a.name != "noop_with_empty_axes"]
+        del node.attribute[:]
+        node.attribute.extend([*kept, onnx.helper.make_attribute("axes", axes)])
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = 17
+
+
+def _opset(proto: onnx.ModelProto) -> int | None:
     found = {o.domain: o.version for o in proto.opset_import}
-    if found.get("", found.get("ai.onnx")) != opset:
-        raise ExportError(
-            f"exported opset_import is {found}, not {opset}: this torch/onnxscript cannot write opset {opset}"
-        )
+    return found.get("", found.get("ai.onnx"))
+
+
+def _check_graph(proto: onnx.ModelProto, opset: int, outputs: tuple[tuple[str, str], ...]) -> None:
+    if _opset(proto) != opset:
+        found = {o.domain: o.version for o in proto.opset_import}
+        raise ExportError(f"exported opset_import is {found}, not {opset}: this torch/onnx cannot write opset {opset}")
     names = [i.name for i in proto.graph.input]
     found_outputs = [o.name for o in proto.graph.output]
     if names != [n for n, _ in model_io.INPUTS] or found_outputs != [n for n, _ in outputs]:
@@ -160,39 +185,85 @@ def _check_graph(proto: onnx.ModelProto, opset: int, outputs: tuple[tuple[str, s
             f"{[n for n, _ in model_io.INPUTS]} and {[n for n, _ in outputs]}"
         )
     for tensor in proto.graph.input:
-        dims = tensor.type.tensor_type.shape.dim[:2]
+        dims = tensor.type.tensor_type.shape.dim
         if any(not d.dim_param for d in dims):
-            raise ExportError(f"input {tensor.name} has fixed batch or sequence size {[d.dim_value for d in dims]}")
+            raise ExportError(f"input {tensor.name} has a fixed batch or hold axis {[d.dim_value for d in dims]}")
 
 
-def validation_batches(data: EncodedSet, limit: int = VALIDATION_ROUTES) -> list[list[Encoded]]:
-    """Real routes in batches of 1, 7 and 64, mixing lengths, so every batch has its own padded length."""
+def validation_batches(data: EncodedSet, tokenizer: Tokenizer, limit: int = VALIDATION_ROUTES) -> list[list[RouteIds]]:
+    """Real routes in batches of 1, 7 and 128, mixing lengths, so every batch has its own padded length;
+    then every layout's edge cases (edge_cases), one batch each, and each of them alone."""
     rng = np.random.default_rng(0)
     chosen = rng.permutation(len(data))[:limit]
     sizes = itertools.cycle(VALIDATION_BATCH_SIZES)
-    batches: list[list[Encoded]] = []
+    batches: list[list[RouteIds]] = []
     start = 0
     while start < len(chosen):
         size = next(sizes)
-        batches.append([data.encoded[i] for i in chosen[start : start + size]])
+        batches.append([data.rows[i] for i in chosen[start : start + size]])
         start += size
+    for cases in edge_cases(tokenizer).values():
+        batches.append(cases)
+        batches.extend([case] for case in cases)
     return batches
 
 
-def compare_with_torch(
-    session: Any, model: GradeModel, batches: Sequence[Sequence[Encoded]]
-) -> list[tuple[str, float]]:
-    """Max |onnxruntime - PyTorch| of each batch, with a description naming its size and padded length."""
-    names = [n for n, _ in output_names(model)]
+def edge_cases(tokenizer: Tokenizer) -> dict[str, list[RouteIds]]:
+    """Per layout, routes at the edges of what the features see: one hold, two holds, feet only, no start
+    or finish, the longest route the model takes (holds listed top to bottom, so the graph must sort them)."""
+    out = {}
+    for key, layout in tokenizer.layouts.items():
+        index = tokenizer.layout_index[key]
+        own = layout.role_ids
+        roles = {name: own[name] for name in ("start", "middle", "finish", "foot") if name in own}
+        fallback = next(iter(own.values()))
+        start, middle = roles.get("start", fallback), roles.get("middle", fallback)
+        finish, foot = roles.get("finish", fallback), roles.get("foot", fallback)
+        by_height = sorted(
+            layout.placements, key=lambda pid: (layout.placements[pid][1], layout.placements[pid][0], pid)
+        )
+        n = min(tokenizer.max_holds, len(by_height))
+        spread = [by_height[round(i * (len(by_height) - 1) / max(n - 1, 1))] for i in range(n)]
+        bottom_up = ([start, start] + [middle if i % 3 else foot for i in range(max(n - 4, 0))] + [finish, finish])[:n]
+        angle = layout.angles[len(layout.angles) // 2]
+        cases = [
+            RouteIds(index, angle, (spread[0],), (start,)),
+            RouteIds(index, angle, (spread[0], spread[-1]), (start, finish)),
+            RouteIds(index, angle, tuple(spread[:4]), (foot,) * 4),
+            RouteIds(index, layout.angles[0], tuple(spread[1:6]), (middle,) * 5),
+            RouteIds(index, layout.angles[-1], tuple(reversed(spread)), tuple(reversed(bottom_up))),
+        ]
+        out[f"{key[0]}/{key[1]}"] = cases
+    return out
+
+
+def compare_with_torch(session: Any, grader: Grader, batches: Sequence[Sequence[RouteIds]]) -> list[tuple[str, float]]:
+    """Max |onnxruntime - PyTorch| of each batch, with a description naming its size and hold count.
+    The `problems` output must be equal (and 0: these routes are all valid)."""
+    names = [n for n, _ in grader.output_names]
     out = []
     for n, batch in enumerate(batches):
-        feeds = model_io.pad_batch(batch)
-        found = session.run(names, feeds)
-        diffs = [float(np.max(np.abs(a - b))) for a, b in zip(found, torch_outputs(model, feeds))]
-        size, length = feeds[model_io.TOKEN_IDS].shape
-        worst = max(diffs)
-        where = "" if len(names) == 1 else f" ({names[diffs.index(worst)]})"
-        out.append((f"batch {n} (size {size}, length {length}): max |diff| {worst:.2e}{where}", worst))
+        feeds = model_io.route_feeds(batch)
+        found = dict(zip(names, session.run(names, feeds)))
+        with torch.no_grad():
+            expected = dict(
+                zip(names, (t.numpy() for t in grader(*(torch.from_numpy(feeds[k]) for k, _ in model_io.INPUTS))))
+            )
+        size, holds = feeds[model_io.PLACEMENT_ID].shape
+        where = f"batch {n} (size {size}, {holds} holds)"
+        problems = found.pop(model_io.PROBLEMS), expected.pop(model_io.PROBLEMS)
+        if problems[0].any() or not np.array_equal(*problems):
+            out.append(
+                (
+                    f"{where}: problems {problems[0].tolist()} from onnxruntime, {problems[1].tolist()} from PyTorch",
+                    np.inf,
+                )
+            )
+            continue
+        diffs = {name: float(np.max(np.abs(found[name] - expected[name]))) for name in found}
+        worst = max(diffs, key=diffs.__getitem__)
+        label = "" if len(diffs) == 1 else f" ({worst})"
+        out.append((f"{where}: max |diff| {diffs[worst]:.2e}{label}", diffs[worst]))
     return out
 
 
@@ -222,14 +293,15 @@ def export_run(
     sets = prepare_run(config, run_dir, resume=True).sets
     val = sets["val"]
 
-    example = model_io.pad_batch(val.encoded[:3])
-    logger.info("exporting %s at opset %d (example batch %s)", run_dir, opset, example[model_io.TOKEN_IDS].shape)
-    data = export_onnx(model, example, opset)
+    grader = Grader(model, tokenizer)
+    example = model_io.route_feeds([row for row in val.rows if len(row.placements) > 1][:3])
+    logger.info("exporting %s at opset %d (example batch %s)", run_dir, opset, example[model_io.PLACEMENT_ID].shape)
+    data = export_onnx(grader, example, opset)
 
     with tempfile.TemporaryDirectory() as tmp:
         candidate = Path(tmp) / "candidate.onnx"
         candidate.write_bytes(data)
-        report = compare_with_torch(create_session(candidate), model, validation_batches(val))
+        report = compare_with_torch(create_session(candidate), grader, validation_batches(val, tokenizer))
     worst = max(diff for _, diff in report)
     if worst > tolerance:
         raise ExportValidationError([text for text, diff in report if diff > tolerance], tolerance)
@@ -240,7 +312,7 @@ def export_run(
         model_sha256=hashlib.sha256(data).hexdigest(),
         opset=opset,
         inputs=model_io.INPUTS,
-        outputs=output_names(model),
+        outputs=grader.output_names,
         tokenizer=tokenizer,
         grades=read_grades(run_dir),
         metrics=json.loads(metrics_path.read_text()) if metrics_path.is_file() else {},
@@ -298,8 +370,8 @@ def export_int8(fp32: bytes, fp32_sidecar: Sidecar, test: EncodedSet, path: Path
         (Path(tmp) / "fp32.onnx").write_bytes(fp32)
         (Path(tmp) / "int8.onnx").write_bytes(int8)
         fp32_session, int8_session = (create_session(Path(tmp) / name) for name in ("fp32.onnx", "int8.onnx"))
-        fp32_pred = test.predict_with(lambda batch: fp32_session.run([model_io.DIFFICULTY], batch)[0])
-        int8_pred = test.predict_with(lambda batch: int8_session.run([model_io.DIFFICULTY], batch)[0])
+        fp32_pred = test.graph_outputs_with(lambda feeds: fp32_session.run([model_io.DIFFICULTY], feeds))[0]
+        int8_pred = test.graph_outputs_with(lambda feeds: int8_session.run([model_io.DIFFICULTY], feeds))[0]
     grades = fp32_sidecar.grades
     fp32_metrics = regression_metrics(test.targets, fp32_pred, grades)
     test_metrics = metrics_by_board(test.boards, test.targets, int8_pred, grades)

@@ -151,7 +151,8 @@ class GradeTransformer(nn.Module):
 
     def head_output(self, token_ids: torch.Tensor, coords: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         """What training's loss reads: standardised difficulty [B], or bin logits [B, bins]."""
-        positions = torch.arange(token_ids.shape[1], device=token_ids.device)
+        # clamped: a route longer than max_len (which the graph flags in `problems`) must not index past the table
+        positions = torch.arange(token_ids.shape[1], device=token_ids.device).clamp(max=self.config.max_len - 1)
         cls_features = coords[:, 0]
         if self.token_groups is not None:
             token_ids = self.token_groups[token_ids]

@@ -26,13 +26,13 @@ from tqdm import tqdm
 
 from climbgrade_runtime.files import atomic_write_text
 from climbgrade_runtime.metrics import TRUSTED_ASCENTS, interval_report, metrics_by_board, regression_metrics
-from climbgrade_runtime.model_io import INTERVAL_COVERAGE, pad_batch
+from climbgrade_runtime.model_io import INTERVAL_COVERAGE
 from climbgrade_runtime.tokenizer import UNK_ID, Tokenizer
 
 from .calibration import fit_board_interval_scales, fit_shrink
 from .checkpoints import load_checkpoint, model_state, save_checkpoint, saved_group_states
 from .config import TrainConfig, TrainError
-from .dataset import EncodedSet, length_batches
+from .dataset import EncodedSet, length_batches, pad_batch
 from .distill import distilled_training_set, load_teacher
 from .model import BINS_HEAD, PLACEMENT_HOLDS, GradeModel, ModelConfig
 from .objective import ascent_weights, learning_rate, member_loss
