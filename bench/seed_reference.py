@@ -5,7 +5,10 @@ pre-norm GELU layers, token + position embeddings + a linear projection of the c
 `<CLS>`), sized by the model under test's tokenizer and taking its inputs, so both run on the same
 padded feeds. Weights are random (seeded): the speed of a network does not depend on them. It is
 exported fresh in every bench run, with the exporter settings the shipped model is exported with, and
-run bare in onnxruntime (no parsing or tokenizing), so a ratio to it holds across machines.
+run bare in onnxruntime, so a ratio to it holds across machines. It takes the seed's inputs (token ids,
+per-token features, attention mask), which climbgrade's own RouteEncoder (climbgrade_train.features)
+makes for it in PyTorch, outside the timing: the seed's time is the network's alone, while the model
+under test computes those inputs inside its graph.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import torch
 from torch import nn
 
 from climbgrade_runtime import model_io
-from climbgrade_runtime.tokenizer import PAD_ID, Tokenizer
+from climbgrade_runtime.tokenizer import PAD_ID, RouteIds, Tokenizer
+from climbgrade_train.features import RouteEncoder
 
 D_MODEL, HEADS, LAYERS, D_FF = 128, 4, 4, 256
 OPSET = 17
+INPUTS = ("token_ids", "coords", "attention_mask")  # the seed's: int64 [B, L], float32 [B, L, F], int64 [B, L]
 
 
 class SeedNetwork(nn.Module):
@@ -54,11 +59,11 @@ class SeedNetwork(nn.Module):
 def export_seed(tokenizer: Tokenizer, example: dict[str, np.ndarray], path: Path, seed: int = 0) -> Path:
     """Export a randomly initialised SeedNetwork for `tokenizer`'s inputs to `path` (opset 17, batch and
     sequence dynamic, weights inside the file). `example` is a padded batch of at least 2 routes."""
-    if example[model_io.TOKEN_IDS].shape[0] < 2:
+    if example[INPUTS[0]].shape[0] < 2:
         raise ValueError("the example batch needs at least 2 routes, or the batch axis gets hard-coded")
     torch.manual_seed(seed)
     network = SeedNetwork(len(tokenizer.vocab), tokenizer.max_len, tokenizer.n_features).eval()
-    names = [name for name, _ in model_io.INPUTS]
+    names = list(INPUTS)
     dynamic = {name: {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC} for name in names}
     for name in ("torch.onnx", "onnxscript"):  # "built at opset 18, converted down": checked below
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -80,6 +85,13 @@ def export_seed(tokenizer: Tokenizer, example: dict[str, np.ndarray], path: Path
     if opsets.get("", opsets.get("ai.onnx")) != OPSET:
         raise RuntimeError(f"the seed network was exported at opsets {opsets}, not {OPSET}")
     return path
+
+
+@torch.inference_mode()
+def seed_feeds(tokenizer: Tokenizer, rows: list[RouteIds]) -> dict[str, np.ndarray]:
+    """The seed network's inputs for one batch of routes: what the model under test computes in its graph."""
+    token_ids, coords, padding, _ = RouteEncoder(tokenizer)(*map(torch.from_numpy, model_io.route_feeds(rows).values()))
+    return {INPUTS[0]: token_ids.numpy(), INPUTS[1]: coords.numpy(), INPUTS[2]: (~padding).to(torch.int64).numpy()}
 
 
 @contextlib.contextmanager
