@@ -15,6 +15,7 @@ Two hold-token schemes, recorded in the sidecar:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -77,12 +78,22 @@ def _angle_ids(index: Mapping[str, int]) -> dict[int, int]:
 
 @dataclass(frozen=True)
 class ResolvedRoute:
-    """A route checked against the board geometry, holds in canonical order with role names."""
+    """A route checked against the board geometry: its holds (placement, role name) as given, and in
+    canonical order for what a person reads (explanations, pictures, mirrors' frames).
+
+    Grading needs no order (the graph sorts the holds itself), so `holds` is sorted on first use only.
+    """
 
     layout: LayoutGeometry
     angle: int
-    holds: tuple[tuple[int, str], ...]
+    given: tuple[tuple[int, str], ...]
     warnings: tuple[str, ...]
+
+    @functools.cached_property
+    def holds(self) -> tuple[tuple[int, str], ...]:
+        """Bottom to top, then left to right (then placement id): the order the model reads them in."""
+        place = self.layout.placements
+        return tuple(sorted(self.given, key=lambda h: (place[h[0]][1], place[h[0]][0], h[0])))
 
     def tokens(self, scheme: str = PLACEMENT_ROLE) -> list[str]:
         board, layout_id = self.layout.key
@@ -93,10 +104,10 @@ class ResolvedRoute:
     def mirrored(self) -> ResolvedRoute | None:
         """The left-right mirror through holes.mirrored_hole_id, or None if a hold has no mirror."""
         mirrors = self.layout.mirrors
-        if not all(pid in mirrors for pid, _ in self.holds):
+        if not all(pid in mirrors for pid, _ in self.given):
             return None
-        holds = _canonical_order([(mirrors[pid], role) for pid, role in self.holds], self.layout)
-        return ResolvedRoute(layout=self.layout, angle=self.angle, holds=holds, warnings=self.warnings)
+        holds = tuple((mirrors[pid], role) for pid, role in self.given)
+        return ResolvedRoute(layout=self.layout, angle=self.angle, given=holds, warnings=self.warnings)
 
 
 class RouteIds(NamedTuple):
@@ -126,7 +137,13 @@ def resolve_route(
         raise RouteError("route has no holds")
     if max_holds is not None and len(route.holds) > max_holds:
         raise RouteError(f"route has {len(route.holds)} holds; this model takes at most {max_holds}")
-    role_ids = layout.role_ids
+    roles, role_ids = layout.roles, layout.role_ids
+    # The usual route is good: checked in a few set operations; a bad one is walked hold by hold for its message.
+    pids, given_roles = zip(*route.holds)
+    names = [roles.get(role) if isinstance(role, int) else role if role in role_ids else None for role in given_roles]
+    placements = set(pids)
+    if None not in names and len(placements) == len(names) and placements <= layout.placements.keys():
+        return resolved_from_holds(layout, route.angle, zip(pids, names))  # type: ignore[arg-type]
     seen: set[int] = set()
     holds: list[tuple[int, str]] = []
     for pid, role in route.holds:
@@ -161,16 +178,10 @@ def resolved_from_holds(layout: LayoutGeometry, angle: int, holds: Iterable[tupl
 
     resolve_route ends here; GradePredictor.explain builds its leave-one-out routes here.
     """
-    ordered = _canonical_order(list(holds), layout)
-    roles = {role for _, role in ordered}
+    given = tuple(holds)
+    roles = {role for _, role in given}
     warnings = tuple(f"route has no {r} hold" for r in ("start", "finish") if r in layout.role_ids and r not in roles)
-    return ResolvedRoute(layout=layout, angle=angle, holds=ordered, warnings=warnings)
-
-
-def _canonical_order(holds: list[tuple[int, str]], layout: LayoutGeometry) -> tuple[tuple[int, str], ...]:
-    """Bottom to top, then left to right (then placement id): the order every route is tokenized in."""
-    place = layout.placements
-    return tuple(sorted(holds, key=lambda h: (place[h[0]][1], place[h[0]][0], h[0])))
+    return ResolvedRoute(layout=layout, angle=angle, given=given, warnings=warnings)
 
 
 @dataclass(frozen=True)
@@ -262,17 +273,19 @@ class Tokenizer:
     def ids(self, resolved: ResolvedRoute, angle: int | None = None) -> RouteIds:
         """The model's inputs for a resolved route (at `angle`, if given: a sweep re-angles one route)."""
         layout = resolved.layout
-        own = layout.role_ids
+        placements, names = zip(*resolved.given)
         return RouteIds(
             self.layout_index[layout.key],
             resolved.angle if angle is None else angle,
-            tuple(pid for pid, _ in resolved.holds),
-            tuple(own[role] for _, role in resolved.holds),
+            placements,
+            tuple(map(layout.role_ids.__getitem__, names)),
         )
 
     def unseen_warning(self, resolved: ResolvedRoute) -> tuple[str, ...]:
         """A warning naming the holds the model reads as <UNK> (never in its training data), if any."""
         known = self.hold_ids[resolved.layout.key]
+        if all(hold in known for hold in resolved.given):
+            return ()
         unknown = [
             f"p{pid}" + (f" as {role}" if self.hold_tokens == PLACEMENT_ROLE else "")
             for pid, role in resolved.holds

@@ -11,16 +11,19 @@ Aurora id is 0). Invalid ids are masked out and reported in `problems` (model_io
 graph never indexes out of range, whatever a client sends.
 
 Features: per hold, `HOLD_FEATURES`; on the <CLS> token, `ROUTE_FEATURES` and `SHAPE_FEATURES` (the
-numbers a setter reads off a route at a glance, then at a second glance). Each is one entry of
-`_hold_columns` / `_route_columns` below: adding a feature is adding an entry there and its name here.
-Hand holds are every hold but feet (every hold when all are feet). Distances are in board units /
-DISTANCE_SCALE, counts / COUNT_SCALE.
+numbers a setter reads off a route at a glance, then at a second glance). A route feature is one entry
+of `REDUCED` (a statistic of per-hold values over some of the holds) or of `_derived`: adding a feature
+is adding its entry there and its name here. Hand holds are every hold but feet (every hold when all
+are feet). Distances are in board units / DISTANCE_SCALE, counts / COUNT_SCALE.
+
+The graph is written for onnxruntime at batch 1, where each op costs about a microsecond whatever its
+size: lookups are one gather per table, the holds are sorted once as one packed tensor, and every
+reduced statistic comes out of one stacked pass (`_reduce`), not ~50 separate reductions.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -116,6 +119,57 @@ def check_features(features: tuple[str, ...]) -> None:
 
 
 Tensor = torch.Tensor
+# Statistics `_reduce` computes for every (values, mask) pair, in this order.
+STATS = ("count", "sum", "max", "min", "mean", "std")
+# Route features that are one statistic of per-hold values over a mask of holds (see Holds.pairs), and
+# their divisor: feature -> (pair, statistic, divisor). Every other route feature is in _derived.
+REDUCED: dict[str, tuple[str, str, float]] = {
+    "route_holds": ("all_x", "count", COUNT_SCALE),
+    **{f"route_{role}": (f"{role}_y", "count", COUNT_SCALE) for role in ROLES},
+    **{
+        f"route_{who}_{axis}_{stat}": (f"{who}_{axis}", stat, 1.0)
+        for who in ("all", "hand")
+        for axis in "xy"
+        for stat in ("min", "max", "mean", "std")
+    },
+    "route_move_max": ("move", "max", 1.0),
+    "route_move_sum": ("move", "sum", 1.0),
+    "route_nearest_mean": ("nearest", "mean", 1.0),
+    "route_nearest_max": ("nearest", "max", 1.0),
+    # a route of feet only is its own hands: each foot is then 0 from the nearest "hand"
+    "route_foot_hand": ("foot_hand", "mean", 1.0),
+    "route_move_first": ("move_first", "sum", 1.0),
+    "route_move_last": ("move_last", "sum", 1.0),
+    "route_move_std": ("move", "std", 1.0),
+    "route_move_dy_max": ("move_dy", "max", 1.0),
+    "route_move_dx_sum": ("move_dx", "sum", 1.0),
+    "route_turns": ("turns", "count", COUNT_SCALE),
+    "route_big_moves": ("big_moves", "count", COUNT_SCALE),
+    "route_huge_moves": ("huge_moves", "count", COUNT_SCALE),
+    "route_hand_nearest_mean": ("hand_nearest", "mean", 1.0),
+    "route_hand_nearest_max": ("hand_nearest", "max", 1.0),
+    "route_support": ("support", "mean", COUNT_SCALE),
+    "route_support_min": ("support", "min", COUNT_SCALE),
+    "route_y_gap_max": ("y_gap", "max", 1.0),
+}
+
+# The (values, mask) pairs RouteEncoder.read makes for REDUCED and _derived, in _reduce's order.
+PAIRS = (
+    ("all_x", "all_y", "hand_x", "hand_y")
+    + tuple(f"{role}_y" for role in ROLES)
+    + ("move", "move_dx", "move_dy", "nearest", "foot_hand", "move_first", "move_last", "turns", "big_moves")
+    + ("huge_moves", "lateral", "hand_nearest", "support", "y_gap", "lowest_hand_y", "top_hand_y")
+)
+DERIVED = (  # the route features _derived computes
+    "route_start_y",
+    "route_finish_y",
+    "route_height_gain",
+    "route_move_mean",
+    "route_move_second",
+    "route_move_lateral",
+    "route_start_span",
+    "route_foot_top",
+)
 
 
 @dataclass
@@ -124,199 +178,101 @@ class Holds:
     id), with everything the features are read from. [B, H] unless said; masks are bool."""
 
     hold: Tensor  # a real, valid hold (the first `count` slots of each route)
-    count: Tensor  # [B] float64: holds per route
-    x: Tensor  # float64, board units / DISTANCE_SCALE (0 where not a hold)
-    y: Tensor
-    x_norm: Tensor  # float64, [-1, 1] across the layout's holes
-    y_norm: Tensor
-    role: dict[str, Tensor]  # role name -> mask
+    xy: Tensor  # [B, H, 2] float64, board units / DISTANCE_SCALE (0 where not a hold)
+    xy_norm: Tensor  # [B, H, 2] float64, [-1, 1] across the layout's holes
+    kinds: Tensor  # [B, H, len(ROLES)] bool: the hold's role, by name
+    role: dict[str, Tensor]  # role name -> mask (kinds' columns)
     hand: Tensor  # the hand holds: non-feet, or every hold when all are feet
     any_nonfoot: Tensor  # [B]
-    distance: Tensor  # [B, H, H] float64 between every two holds; inf on the diagonal and off holds
-    prev_hand: Tensor  # int64: index of the hand hold below each hand hold (-1: none)
-    step: Tensor  # hand holds with a hand hold below (the moves)
-    dx: Tensor  # float64: x minus the previous hand hold's x, on `step` (0 elsewhere)
-    dy: Tensor
+    step: Tensor  # hand holds with a hand hold below (the moves), in hand order
+    delta: Tensor  # [B, H, 2] float64: xy minus the previous hand hold's, on `step` (0 elsewhere)
     move: Tensor  # float64: the move's length, on `step`
-    n_moves: Tensor  # [B] float64: len(moves), counting a lone [0.0] when there is no move
+    distance: Tensor  # [B, H, H] float64 between every two holds; inf on the diagonal and off holds
     nearest: Tensor  # float64: each hold's distance to its nearest other hold (inf for a lone hold)
     nearest2: Tensor  # to its 2nd-nearest (a tie counts twice)
-    nearest_hand: Tensor  # to the nearest other hand hold (inf if none)
-    start_y: Tensor  # [B] mean height of the starts (the lowest hand hold's when none is marked start)
+    pairs: dict[str, tuple[Tensor, Tensor]]  # what REDUCED reads: name -> (values [B, H] float64, mask)
     angle: Tensor  # [B] float64 degrees
 
 
-def _masked(values: Tensor, mask: Tensor, fill: float) -> Tensor:
-    return torch.where(mask, values, torch.full_like(values, fill))
-
-
-def _sum(values: Tensor, mask: Tensor) -> Tensor:
-    return _masked(values, mask, 0.0).sum(dim=-1)
-
-
-def _max(values: Tensor, mask: Tensor, empty: float = 0.0) -> Tensor:
-    """max over `mask` (last axis), `empty` where the mask is empty."""
-    found = _masked(values, mask, -torch.inf).amax(dim=-1)
-    return torch.where(mask.any(dim=-1), found, torch.full_like(found, empty))
-
-
-def _min(values: Tensor, mask: Tensor, empty: float = 0.0) -> Tensor:
-    found = _masked(values, mask, torch.inf).amin(dim=-1)
-    return torch.where(mask.any(dim=-1), found, torch.full_like(found, empty))
-
-
-def _count(mask: Tensor) -> Tensor:
-    return mask.to(torch.float64).sum(dim=-1)
-
-
-def _mean(values: Tensor, mask: Tensor, empty: float = 0.0) -> Tensor:
-    n = _count(mask)
-    mean = _sum(values, mask) / n.clamp(min=1.0)
-    return torch.where(n > 0, mean, torch.full_like(mean, empty))
-
-
-def _std(values: Tensor, mask: Tensor) -> Tensor:
-    """Population std over `mask` (0 where empty), about the mean as numpy works it out."""
-    n = _count(mask).clamp(min=1.0)
-    centre = _sum(values, mask) / n
-    deviation = values - centre[..., None]
-    return (_sum(deviation * deviation, mask) / n).sqrt()
-
-
-def _second_largest(values: Tensor, mask: Tensor) -> Tensor:
-    """sorted(values)[-2] over `mask` (a tie for the largest counts twice); 0 with fewer than two."""
-    top = _max(values, mask, -torch.inf)
-    ties = (mask & (values == top[..., None])).sum(dim=-1) >= 2
-    below = _max(values, mask & (values < top[..., None]), 0.0)
-    second = torch.where(ties, top, below)
-    return torch.where(mask.sum(dim=-1) >= 2, second, torch.zeros_like(second))
+def _reduce(pairs: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
+    """[B, len(pairs), len(STATS)] float64: each pair's statistics over its mask (0 where the mask is
+    empty; std is the population std about the mean, as numpy's), every pair in one pass."""
+    values = torch.stack([v for v, _ in pairs.values()], dim=-1)  # [B, H, K]
+    mask = torch.stack([m for _, m in pairs.values()], dim=-1)
+    count = mask.to(torch.float64).sum(dim=1)
+    n = count.clamp(min=1.0)
+    total = torch.where(mask, values, 0.0).sum(dim=1)
+    mean = total / n
+    deviation = values - mean[:, None, :]
+    std = (torch.where(mask, deviation * deviation, 0.0).sum(dim=1) / n).sqrt()
+    empty = count == 0
+    top = torch.where(empty, 0.0, torch.where(mask, values, -torch.inf).amax(dim=1))
+    low = torch.where(empty, 0.0, torch.where(mask, values, torch.inf).amin(dim=1))
+    return torch.stack([count, total, top, low, mean, std], dim=-1)
 
 
 def _previous(mask: Tensor) -> Tensor:
     """[B, H] int64: per slot, the index of the nearest earlier slot in `mask` (-1 if none)."""
-    size = mask.shape[-1]
-    index = torch.arange(size, device=mask.device)
+    index = torch.arange(mask.shape[-1], device=mask.device)
     earlier = (index[None, :] < index[:, None])[None] & mask[:, None, :]  # [B, i, j]: j before i, in mask
-    return torch.where(earlier, index[None, None, :], torch.full_like(earlier, -1, dtype=torch.int64)).amax(dim=-1)
+    return torch.where(earlier, index, -1).amax(dim=-1)
 
 
-def _at(values: Tensor, index: Tensor) -> Tensor:
-    """values[b, index[b, i]] (index -1 reads slot 0; callers mask those)."""
-    return values.gather(-1, index.clamp(min=0))
+def _second_largest(values: Tensor, mask: Tensor) -> Tensor:
+    """sorted(values)[-2] over `mask` (a tie for the largest counts twice); 0 with fewer than two."""
+    top = torch.where(mask, values, -torch.inf).amax(dim=-1, keepdim=True)
+    ties = (mask & (values == top)).sum(dim=-1) >= 2
+    below = torch.where(mask & (values < top), values, -torch.inf).amax(dim=-1)
+    second = torch.where(ties, top[:, 0], below)
+    return torch.where(mask.sum(dim=-1) >= 2, second, 0.0)
 
 
-# Per-hold columns (HOLD_FEATURES but angle): name -> [B, H] float32, 0 off hold slots.
-def _hold_columns(h: Holds) -> dict[str, Callable[[], Tensor]]:
-    def scaled(distance: Tensor, mask: Tensor) -> Tensor:
-        # in float32 board units, then scaled: the values every model so far was trained on
-        found = (distance * DISTANCE_SCALE).to(torch.float32) / DISTANCE_SCALE
-        return torch.where(mask, found, torch.zeros_like(found))
+def _derived(h: Holds, reduced: Tensor, n_moves: Tensor) -> dict[str, Tensor]:
+    """The route features (DERIVED) that are not one REDUCED statistic: [B] float64 each. `reduced` is
+    _reduce's output flattened to [B, pairs * stats]."""
 
-    moved = h.step & h.any_nonfoot[:, None]  # a route of feet only has no move columns
-    return {
-        "x": lambda: h.x_norm.to(torch.float32),
-        "y": lambda: h.y_norm.to(torch.float32),
-        "is_hold": lambda: h.hold.to(torch.float32),
-        **{f"role_{role}": functools.partial(h.role[role].to, torch.float32) for role in ROLES},
-        "nearest": lambda: scaled(h.nearest, h.hold & (h.count[:, None] >= 2)),
-        "nearest2": lambda: scaled(h.nearest2, h.hold & (h.count[:, None] >= 3)),
-        "move_dx": lambda: _masked(h.dx, moved, 0.0).to(torch.float32),
-        "move_dy": lambda: _masked(h.dy, moved, 0.0).to(torch.float32),
-    }
+    def get(pair: str, stat: str) -> Tensor:
+        return reduced[:, PAIRS.index(pair) * len(STATS) + STATS.index(stat)]
 
-
-# <CLS> columns: name -> [B] float64.
-def _route_columns(h: Holds) -> dict[str, Callable[[], Tensor]]:
-    hold, hand = h.hold, h.hand
-    single = h.count < 2
-    finish = h.role["finish"]
-    finish_y = torch.where(finish.any(dim=-1), _mean(h.y, finish), _sum(h.y, _last(hand)))  # else the top hand hold
-    feet = h.role["foot"]
-    steps = h.step
-    move_sum = _sum(h.move, steps)
-    lone_nearest = torch.where(single[:, None], torch.zeros_like(h.nearest), h.nearest)
-    hand_nearest = h.hand & (_count(h.hand) > 1)[:, None]
-    sideways = steps & (h.dx.abs() > SIDEWAYS)
-    previous_side = _previous(sideways)
-    right = h.dx > 0
-    turns = sideways & (previous_side >= 0) & (right != _at(right.to(torch.int64), previous_side).bool())
-    support = _support(h)
+    lowest = get("lowest_hand_y", "sum")
+    start_y = torch.where(get("start_y", "count") > 0, get("start_y", "mean"), lowest)
+    finish_y = torch.where(get("finish_y", "count") > 0, get("finish_y", "mean"), get("top_hand_y", "sum"))
     starts = h.role["start"]
     start_pairs = starts[:, :, None] & starts[:, None, :] & torch.isfinite(h.distance)
-    # each hold's rise to the next one up (held to the same width: a one-hold batch has no pairs)
-    not_last = torch.arange(hold.shape[1], device=hold.device) < hold.shape[1] - 1
-    next_y, has_next = torch.roll(h.y, -1, dims=1), torch.roll(hold, -1, dims=1) & hold & not_last
-
-    def stats(values: Tensor, mask: Tensor) -> dict[str, Callable[[], Tensor]]:
-        return {
-            "min": lambda: _min(values, mask),
-            "max": lambda: _max(values, mask),
-            "mean": lambda: _mean(values, mask),
-            "std": lambda: _std(values, mask),
-        }
-
-    columns: dict[str, Callable[[], Tensor]] = {
-        "route_holds": functools.partial(_share, h.hold),
-        **{f"route_{role}": functools.partial(_share, h.role[role]) for role in ROLES},
+    span = torch.where(start_pairs, h.distance, -torch.inf).flatten(1).amax(dim=1)
+    feet = get("foot_y", "count") > 0
+    return {
+        "route_start_y": start_y,
+        "route_finish_y": finish_y,
+        "route_height_gain": finish_y - start_y,
+        "route_move_mean": get("move", "sum") / n_moves,
+        "route_move_second": _second_largest(h.move, h.step),
+        "route_move_lateral": get("lateral", "count") / n_moves,
+        "route_start_span": torch.where(start_pairs.flatten(1).any(dim=1), span, 0.0),
+        "route_foot_top": torch.where(feet, get("foot_y", "max") - start_y, 0.0),
     }
-    for who, mask in (("all", hold), ("hand", hand)):
-        for axis, values in (("x", h.x), ("y", h.y)):
-            for stat, compute in stats(values, mask).items():
-                columns[f"route_{who}_{axis}_{stat}"] = compute
-    columns |= {
-        "route_start_y": lambda: h.start_y,
-        "route_finish_y": lambda: finish_y,
-        "route_height_gain": lambda: finish_y - h.start_y,
-        "route_move_mean": lambda: move_sum / h.n_moves,
-        "route_move_max": lambda: _max(h.move, steps),
-        "route_move_sum": lambda: move_sum,
-        "route_nearest_mean": lambda: _mean(lone_nearest, hold),
-        "route_nearest_max": lambda: _max(lone_nearest, hold),
-        # a route of feet only is its own hands: each foot is then 0 from the nearest "hand"
-        "route_foot_hand": lambda: _mean(h.nearest_hand, feet & h.any_nonfoot[:, None]),
-        "route_move_first": lambda: _sum(h.move, steps & (_previous(h.step) < 0)),
-        "route_move_last": lambda: _sum(h.move, steps & _last(h.step)),
-        "route_move_second": lambda: _second_largest(h.move, steps),
-        "route_move_std": lambda: _std(h.move, steps),
-        "route_move_dy_max": lambda: _max(h.dy, steps),
-        "route_move_dx_sum": lambda: _sum(h.dx.abs(), steps),
-        "route_move_lateral": lambda: _count(steps & (h.dx.abs() > h.dy.abs())) / h.n_moves,
-        "route_turns": lambda: _count(turns) / COUNT_SCALE,
-        "route_big_moves": lambda: _count(steps & (h.move > BIG_MOVE)) / COUNT_SCALE,
-        "route_huge_moves": lambda: _count(steps & (h.move > HUGE_MOVE)) / COUNT_SCALE,
-        "route_start_span": lambda: _max(h.distance.flatten(1), start_pairs.flatten(1)),
-        "route_hand_nearest_mean": lambda: _mean(h.nearest_hand, hand_nearest),
-        "route_hand_nearest_max": lambda: _max(h.nearest_hand, hand_nearest),
-        "route_support": lambda: _mean(support, h.step) / COUNT_SCALE,
-        "route_support_min": lambda: _min(support, h.step) / COUNT_SCALE,
-        "route_y_gap_max": lambda: _max(next_y - h.y, has_next),
-        "route_foot_top": lambda: torch.where(
-            feet.any(dim=-1), _max(h.y, feet) - h.start_y, torch.zeros_like(h.start_y)
-        ),
-    }
-    return columns
 
 
-def _share(mask: Tensor) -> Tensor:
-    """How many of a route's holds are in `mask`, / COUNT_SCALE."""
-    return _count(mask) / COUNT_SCALE
+def _hold_block(h: Holds, count: Tensor) -> Tensor:
+    """[B, H, len(HOLD_FEATURES)] float32: the per-hold columns, 0 off hold slots."""
 
+    def scaled(distance: Tensor, mask: Tensor) -> Tensor:
+        # in float32 board units, then scaled: the values every model so far was trained on
+        return torch.where(mask, (distance * DISTANCE_SCALE).to(torch.float32) / DISTANCE_SCALE, 0.0)
 
-def _last(mask: Tensor) -> Tensor:
-    """The last slot of each row's `mask`."""
-    size = mask.shape[-1]
-    index = torch.arange(size, device=mask.device)
-    last = _masked(index.expand_as(mask), mask, -1).amax(dim=-1)
-    return mask & (index[None, :] == last[:, None])
-
-
-def _support(h: Holds) -> Tensor:
-    """[B, H] float64: per hand hold, how many holds sit SUPPORT_BELOW below it, within SUPPORT_BELOW[1] to either side."""
-    low, high = SUPPORT_BELOW
-    drop = h.y[:, :, None] - h.y[:, None, :]  # [B, hand, other]
-    side = (h.x[:, :, None] - h.x[:, None, :]).abs()
-    below = (drop >= low) & (drop <= high) & (side <= high) & h.hold[:, None, :]
-    return below.to(torch.float64).sum(dim=-1)
+    hold = h.hold[..., None]
+    moved = (h.step & h.any_nonfoot[:, None])[..., None]  # a route of feet only has no move columns
+    near = [scaled(h.nearest, h.hold & (count[:, None] >= 2)), scaled(h.nearest2, h.hold & (count[:, None] >= 3))]
+    angle = torch.where(hold, (h.angle / ANGLE_SCALE).to(torch.float32)[:, None, None], 0.0)
+    parts = [
+        h.xy_norm.to(torch.float32),
+        hold.to(torch.float32),
+        h.kinds.to(torch.float32),
+        angle,
+        torch.stack(near, dim=-1),
+        torch.where(moved, h.delta, 0.0).to(torch.float32),
+    ]
+    return torch.cat(parts, dim=-1)
 
 
 class RouteEncoder(nn.Module):
@@ -324,14 +280,12 @@ class RouteEncoder(nn.Module):
 
     Tables (non-persistent buffers, rebuilt from the tokenizer, so checkpoints never hold them):
     per (layout, placement) whether it is on the layout and its hole's x and y; per (layout, role id)
-    its role slot (the layout's role names, in order); per (layout, placement, slot) its token id;
-    per layout its board token and x/y extents; per angle its token, and per (layout, angle) whether
-    the layout has it.
+    its role slot (the layout's role names, in order) and per (layout, slot) which role it is; per
+    (layout, placement, slot) its token id; per layout its board token and x/y extents; per angle its
+    token, and per (layout, angle) whether the layout has it.
     """
 
-    placed: Tensor
-    hole_x: Tensor
-    hole_y: Tensor
+    cells: Tensor
     role_slots: Tensor
     role_kinds: Tensor
     tokens: Tensor
@@ -339,6 +293,10 @@ class RouteEncoder(nn.Module):
     angled: Tensor
     angle_tokens: Tensor
     board_tokens: Tensor
+    reduced_index: Tensor
+    reduced_divisor: Tensor
+    route_order: Tensor
+    feature_index: Tensor
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         super().__init__()
@@ -351,28 +309,25 @@ class RouteEncoder(nn.Module):
         self.n_roles = max(max(layout.roles) for layout in layouts) + 1
         self.n_slots = max(len(layout.role_names) for layout in layouts)
         self.n_angles = max(max(layout.angles) for layout in layouts) + 1
-        placed = torch.zeros(self.n_layouts, self.n_placements, dtype=torch.bool)
-        hole = torch.zeros(2, self.n_layouts, self.n_placements, dtype=torch.int32)
+        cells = torch.zeros(self.n_layouts, self.n_placements, 3, dtype=torch.int32)  # on the layout, x, y
         slots = torch.full((self.n_layouts, self.n_roles), -1, dtype=torch.int64)
-        kinds = torch.zeros(len(ROLES), self.n_layouts, self.n_slots, dtype=torch.bool)
+        kinds = torch.zeros(self.n_layouts, self.n_slots, len(ROLES), dtype=torch.bool)
         tokens = torch.full((self.n_layouts, self.n_placements, self.n_slots), UNK_ID, dtype=torch.int32)
-        extents = torch.zeros(4, self.n_layouts, dtype=torch.float64)
+        extents = torch.zeros(self.n_layouts, 2, 2, dtype=torch.float64)  # (low, high) x (x, y)
         angled = torch.zeros(self.n_layouts, self.n_angles, dtype=torch.bool)
         for li, layout in enumerate(layouts):
             for pid, (x, y) in layout.placements.items():
-                placed[li, pid] = True
-                hole[0, li, pid], hole[1, li, pid] = x, y
+                cells[li, pid] = torch.tensor([1, x, y], dtype=torch.int32)
             for rid, name in layout.roles.items():
                 slots[li, rid] = layout.role_names.index(name)
             for slot, name in enumerate(layout.role_names):
                 if name in ROLES:
-                    kinds[ROLES.index(name), li, slot] = True
-            known = tokenizer.hold_ids[layout.key]
-            for (pid, name), token in known.items():
+                    kinds[li, slot, ROLES.index(name)] = True
+            for (pid, name), token in tokenizer.hold_ids[layout.key].items():
                 tokens[li, pid, layout.role_names.index(name)] = token
             xs = [x for x, _ in layout.placements.values()]
             ys = [y for _, y in layout.placements.values()]
-            extents[:, li] = torch.tensor([min(xs), max(xs), min(ys), max(ys)], dtype=torch.float64)
+            extents[li] = torch.tensor([[min(xs), min(ys)], [max(xs), max(ys)]], dtype=torch.float64)
             angled[li, list(layout.angles)] = True
         angle_tokens = torch.full((self.n_angles,), UNK_ID, dtype=torch.int64)
         for angle, token in tokenizer.angle_ids.items():
@@ -384,17 +339,24 @@ class RouteEncoder(nn.Module):
         all_y = [y for layout in layouts for _, y in layout.placements.values()]
         self.x_low, self.y_low = min(all_x), min(all_y)
         self.x_span = max(all_x) - self.x_low + 1
+        # Where REDUCED's features sit in _reduce's output, then every route feature's place in ALL_ROUTE_FEATURES.
+        pairs = {name: i for i, name in enumerate(PAIRS)}
+        stats = {name: i for i, name in enumerate(STATS)}
+        reduced_index = [pairs[pair] * len(STATS) + stats[stat] for pair, stat, _ in REDUCED.values()]
+        computed = list(REDUCED) + list(DERIVED)
         buffers = {
-            "placed": placed.flatten(),
-            "hole_x": hole[0].flatten(),
-            "hole_y": hole[1].flatten(),
+            "cells": cells.flatten(0, 1),
             "role_slots": slots.flatten(),
-            "role_kinds": kinds.flatten(1),
+            "role_kinds": kinds.flatten(0, 1),
             "tokens": tokens.flatten(),
             "extents": extents,
             "angled": angled.flatten(),
             "angle_tokens": angle_tokens,
             "board_tokens": board_tokens,
+            "reduced_index": torch.tensor(reduced_index, dtype=torch.int64),
+            "reduced_divisor": torch.tensor([d for _, _, d in REDUCED.values()], dtype=torch.float64),
+            "route_order": torch.tensor([computed.index(name) for name in ALL_ROUTE_FEATURES], dtype=torch.int64),
+            "feature_index": torch.tensor([FEATURES.index(name) for name in self.features], dtype=torch.int64),
         }
         for name, value in buffers.items():
             self.register_buffer(name, value, persistent=False)
@@ -405,39 +367,40 @@ class RouteEncoder(nn.Module):
         """layout, angle [B]; placement_id, role_id [B, H] (0 pads) -> token_ids [B, 3+H] int64,
         coords [B, 3+H, features] float32, padding_mask [B, 3+H] bool (True = padding), problems [B] int64."""
         holds, tokens, problems = self.read(layout, angle, placement_id, role_id)
-        prefix = torch.stack(
-            [torch.full_like(layout, CLS_ID), self.board_tokens[tokens["layout"]], self.angle_tokens[tokens["angle"]]],
-            dim=1,
-        )
+        prefix = torch.stack([torch.full_like(layout, CLS_ID), tokens["board"], tokens["angle"]], dim=1)
         token_ids = torch.cat([prefix, tokens["holds"]], dim=1)
         padding = torch.cat([torch.zeros_like(prefix, dtype=torch.bool), ~holds.hold], dim=1)
-        per_hold, route = _hold_columns(holds), _route_columns(holds)
-        angle_value = (holds.angle / ANGLE_SCALE).to(torch.float32)
-        none_per_hold = torch.zeros_like(holds.x, dtype=torch.float32)
-        none_per_route = torch.zeros_like(angle_value)
-        on_holds, on_cls, on_prefix = [], [], []  # per feature: its column on hold slots, <CLS>, <BOARD>/<ANGLE>
-        for name in self.features:
-            if name == "angle":
-                on_holds.append(torch.where(holds.hold, angle_value[:, None], none_per_hold))
-                on_cls.append(angle_value)
-                on_prefix.append(angle_value)
-            elif name in per_hold:
-                on_holds.append(per_hold[name]())
-                on_cls.append(none_per_route)
-                on_prefix.append(none_per_route)
-            else:
-                on_holds.append(none_per_hold)
-                on_cls.append(route[name]().to(torch.float32))
-                on_prefix.append(none_per_route)
-        cls_row, other_row = torch.stack(on_cls, dim=-1), torch.stack(on_prefix, dim=-1)
-        coords = torch.cat([torch.stack([cls_row, other_row, other_row], dim=1), torch.stack(on_holds, dim=-1)], dim=1)
+        count = holds.hold.to(torch.float64).sum(dim=1)
+        hold_rows = _hold_block(holds, count)  # [B, H, len(HOLD_FEATURES)]
+        route = self.route_values(holds).to(torch.float32)  # [B, len(ALL_ROUTE_FEATURES)]
+        on_holds = torch.cat([hold_rows, torch.zeros_like(hold_rows[..., :1]).expand(-1, -1, route.shape[1])], dim=-1)
+        angle_value = (holds.angle / ANGLE_SCALE).to(torch.float32)[:, None]
+        at_angle = HOLD_FEATURES.index("angle")
+        before, after = (
+            torch.zeros_like(route[:, :at_angle]),
+            torch.zeros_like(route[:, : len(HOLD_FEATURES) - at_angle - 1]),
+        )
+        angle_part = torch.cat([before, angle_value, after], dim=1)  # the angle is on every token
+        cls_row = torch.cat([angle_part, route], dim=1)
+        prefix_row = torch.cat([angle_part, torch.zeros_like(route)], dim=1)
+        channels = torch.cat([torch.stack([cls_row, prefix_row, prefix_row], dim=1), on_holds], dim=1)
+        coords = channels if self.features == FEATURES else channels.index_select(-1, self.feature_index)
         return token_ids, coords, padding, problems
+
+    def route_values(self, holds: Holds) -> Tensor:
+        """[B, len(ALL_ROUTE_FEATURES)] float64: the <CLS> features, in that order."""
+        reduced = _reduce(holds.pairs)  # [B, pairs, stats]
+        flat = reduced.flatten(1)
+        direct = flat.index_select(1, self.reduced_index) / self.reduced_divisor
+        n_moves = holds.step.to(torch.float64).sum(dim=1).clamp(min=1.0)  # len(moves), a lone [0.0] if none
+        derived = _derived(holds, flat, n_moves)
+        values = torch.cat([direct, torch.stack([derived[name] for name in DERIVED], dim=1)], dim=1)
+        return values.index_select(1, self.route_order)
 
     def route_features(self, layout: Tensor, angle: Tensor, placement_id: Tensor, role_id: Tensor) -> Tensor:
         """[B, len(ALL_ROUTE_FEATURES)] float64: the <CLS> features whatever the model uses (bench/gbm.py's inputs)."""
         holds, _, _ = self.read(layout, angle, placement_id, role_id)
-        route = _route_columns(holds)
-        return torch.stack([route[name]() for name in ALL_ROUTE_FEATURES], dim=1)
+        return self.route_values(holds)
 
     def read(
         self, layout: Tensor, angle: Tensor, placement_id: Tensor, role_id: Tensor
@@ -445,22 +408,22 @@ class RouteEncoder(nn.Module):
         """Look every id up, check it, and put the valid holds in canonical order."""
         bits = model_io.PROBLEM_BITS
         known_layout = (layout >= 0) & (layout < self.n_layouts)
-        li = layout.clamp(0, self.n_layouts - 1)
+        li = layout.clamp(0, self.n_layouts - 1)[:, None]
         present = placement_id != 0
         in_range = (placement_id > 0) & (placement_id < self.n_placements)
-        flat = li[:, None] * self.n_placements + placement_id.clamp(0, self.n_placements - 1)
-        placed = self.placed[flat] & in_range & known_layout[:, None]
-        role_in_range = (role_id > 0) & (role_id < self.n_roles)
-        slot = self.role_slots[li[:, None] * self.n_roles + role_id.clamp(0, self.n_roles - 1)]
-        has_role = (slot >= 0) & role_in_range
+        flat = li * self.n_placements + placement_id.clamp(0, self.n_placements - 1)
+        cell = self.cells[flat].to(torch.int64)  # [B, H, 3]: on the layout, x, y
+        placed = (cell[..., 0] == 1) & in_range & known_layout[:, None]
+        slot = self.role_slots[li * self.n_roles + role_id.clamp(0, self.n_roles - 1)]
+        has_role = (slot >= 0) & (role_id > 0) & (role_id < self.n_roles)
         hold = present & placed & has_role
-        angle_in_range = (angle >= 0) & (angle < self.n_angles)
+        slot = slot.clamp(min=0)
+        token = self.tokens[flat * self.n_slots + slot].to(torch.int64)
         angle_c = angle.clamp(0, self.n_angles - 1)
-        angled = self.angled[li * self.n_angles + angle_c] & angle_in_range
+        angled = self.angled[li[:, 0] * self.n_angles + angle_c] & (angle >= 0) & (angle < self.n_angles)
+        index = torch.arange(placement_id.shape[1], device=layout.device)
         same = (placement_id[:, :, None] == placement_id[:, None, :]) & hold[:, :, None] & hold[:, None, :]
-        size = placement_id.shape[1]
-        index = torch.arange(size, device=layout.device)
-        repeated = (same & (index[None, :, None] < index[None, None, :])).flatten(1).any(dim=1)
+        repeated = (same & (index[:, None] < index[None, :])).flatten(1).any(dim=1)
         n_present = present.sum(dim=1)
         flags = [
             (~known_layout, bits["unknown_layout"]),
@@ -471,82 +434,100 @@ class RouteEncoder(nn.Module):
             (n_present == 0, bits["no_holds"]),
             (n_present > self.max_holds, bits["too_many_holds"]),
         ]
-        problems = torch.zeros_like(layout)
-        for flag, bit in flags:
-            problems = problems + flag.to(torch.int64) * bit  # distinct bits: adding is or-ing
+        problems = torch.stack([flag.to(torch.int64) * bit for flag, bit in flags], dim=1).sum(dim=1)  # distinct bits
 
-        x_raw = self.hole_x[flat].to(torch.int64)
-        y_raw = self.hole_y[flat].to(torch.int64)
-        key = ((y_raw - self.y_low) * self.x_span + (x_raw - self.x_low)) * self.n_placements + placement_id
-        key = torch.where(hold, key, torch.full_like(key, torch.iinfo(torch.int64).max))
-        order = key.argsort(dim=1)
-        hold = hold.gather(1, order)
-        x_raw, y_raw = x_raw.gather(1, order).to(torch.float64), y_raw.gather(1, order).to(torch.float64)
-        slot = slot.gather(1, order).clamp(min=0)
-        flat = flat.gather(1, order)
-        token = self.tokens[flat * self.n_slots + slot].to(torch.int64)
-        token = torch.where(hold, token, torch.full_like(token, PAD_ID))
-
-        zero = torch.zeros_like(x_raw)
-        x = torch.where(hold, x_raw / DISTANCE_SCALE, zero)
-        y = torch.where(hold, y_raw / DISTANCE_SCALE, zero)
-        extents = self.extents[:, li]  # [4, B]: x low, x high, y low, y high
-        x_norm = torch.where(hold, _normalise(x_raw, extents[0], extents[1]), zero)
-        y_norm = torch.where(hold, _normalise(y_raw, extents[2], extents[3]), zero)
-        kind_index = li[:, None] * self.n_slots + slot
-        role = {name: self.role_kinds[i][kind_index] & hold for i, name in enumerate(ROLES)}
-        count = _count(hold)
+        key = (
+            (cell[..., 2] - self.y_low) * self.x_span + (cell[..., 1] - self.x_low)
+        ) * self.n_placements + placement_id
+        order = torch.where(hold, key, torch.iinfo(torch.int64).max).argsort(dim=1)
+        packed = torch.stack([hold.to(torch.int64), cell[..., 1], cell[..., 2], token, slot], dim=-1)
+        packed = packed.gather(1, order[..., None].expand_as(packed))
+        hold = packed[..., 0] == 1
+        raw = packed[..., 1:3].to(torch.float64)  # [B, H, 2] board units
+        token = torch.where(hold, packed[..., 3], PAD_ID)
+        kinds = self.role_kinds[li * self.n_slots + packed[..., 4]] & hold[..., None]
+        on = hold[..., None]
+        xy = torch.where(on, raw / DISTANCE_SCALE, 0.0)
+        extents = self.extents[li[:, 0]]  # [B, 2, 2]: (low, high) x (x, y)
+        low, span = extents[:, None, 0], (extents[:, 1] - extents[:, 0])[:, None]
+        scaled = 2.0 * (raw - low) / span.clamp(min=1.0) - 1.0
+        xy_norm = torch.where(on & (span > 0), scaled, 0.0)  # a layout whose holes share an x (or y) has 0
+        role = {name: kinds[..., i] for i, name in enumerate(ROLES)}
         nonfoot = hold & ~role["foot"]
         any_nonfoot = nonfoot.any(dim=1)
         hand = nonfoot | (hold & ~any_nonfoot[:, None])  # (logic, not where: onnxruntime has no bool Where)
 
-        dx_all = x[:, :, None] - x[:, None, :]
-        dy_all = y[:, :, None] - y[:, None, :]
-        both = hold[:, :, None] & hold[:, None, :] & (index[:, None] != index[None, :])[None]
-        distance = torch.where(both, (dx_all * dx_all + dy_all * dy_all).sqrt(), torch.full_like(dx_all, torch.inf))
-        nearest = distance.amin(dim=-1)
-        ties = (distance == nearest[..., None]).sum(dim=-1) >= 2
-        rest = torch.where(distance == nearest[..., None], torch.full_like(distance, torch.inf), distance).amin(dim=-1)
-        nearest2 = torch.where(ties, nearest, rest)
-        nearest_hand = torch.where(hand[:, None, :], distance, torch.full_like(distance, torch.inf)).amin(dim=-1)
+        steps = xy[:, :, None, :] - xy[:, None, :, :]  # [B, i, j, 2]
+        both = hold[:, :, None] & hold[:, None, :] & (index[:, None] != index[None, :])
+        distance = torch.where(both, (steps * steps).sum(dim=-1).sqrt(), torch.inf)
+        nearest = distance.amin(dim=-1, keepdim=True)
+        ties = (distance == nearest).sum(dim=-1) >= 2
+        nearest2 = torch.where(
+            ties, nearest[..., 0], torch.where(distance == nearest, torch.inf, distance).amin(dim=-1)
+        )
+        nearest = nearest[..., 0]
+        nearest_hand = torch.where(hand[:, None, :], distance, torch.inf).amin(dim=-1)
 
         prev_hand = _previous(hand)
         step = hand & (prev_hand >= 0)
-        dx = torch.where(step, x - _at(x, prev_hand), zero)
-        dy = torch.where(step, y - _at(y, prev_hand), zero)
-        move = torch.where(step, (dx * dx + dy * dy).sqrt(), zero)
-        n_moves = _count(step).clamp(min=1.0)
-        starts = role["start"]
-        lowest_hand = hand & (prev_hand < 0)
-        start_y = torch.where(starts.any(dim=1), _mean(y, starts), _sum(y, lowest_hand))
+        below = xy.gather(1, prev_hand.clamp(min=0)[..., None].expand_as(xy))
+        delta = torch.where(step[..., None], xy - below, 0.0)
+        move = torch.where(step, (delta * delta).sum(dim=-1).sqrt(), 0.0)
+        rank = hand.to(torch.int64).cumsum(dim=1)  # 1 for the lowest hand hold
+        hands = rank[:, -1:]
+        dx, dy = delta[..., 0], delta[..., 1]
+        sideways = step & (dx.abs() > SIDEWAYS)
+        previous_side = _previous(sideways)
+        right = dx > 0
+        turn = sideways & (previous_side >= 0) & (right != right.gather(1, previous_side.clamp(min=0)))
+        low_support, high_support = SUPPORT_BELOW
+        drop = xy[:, :, None, 1] - xy[:, None, :, 1]  # [B, hold, other]
+        side = (xy[:, :, None, 0] - xy[:, None, :, 0]).abs()
+        support = ((drop >= low_support) & (drop <= high_support) & (side <= high_support) & hold[:, None, :]).sum(-1)
+        not_last = index < placement_id.shape[1] - 1
+        has_next = torch.roll(hold, -1, dims=1) & hold & not_last
+        y = xy[..., 1]
+        zero = torch.zeros_like(y)
+        count = hold.sum(dim=1, keepdim=True)
+        pairs = {
+            "all_x": (xy[..., 0], hold),
+            "all_y": (y, hold),
+            "hand_x": (xy[..., 0], hand),
+            "hand_y": (y, hand),
+            **{f"{name}_y": (y, role[name]) for name in ROLES},
+            "move": (move, step),
+            "move_dx": (dx.abs(), step),
+            "move_dy": (dy, step),
+            "nearest": (torch.where(count >= 2, nearest, 0.0), hold),  # [0.0] for a lone hold
+            "foot_hand": (nearest_hand, role["foot"] & any_nonfoot[:, None]),
+            "move_first": (move, hand & (rank == 2)),
+            "move_last": (move, step & (rank == hands)),
+            "turns": (zero, turn),
+            "big_moves": (zero, step & (move > BIG_MOVE)),
+            "huge_moves": (zero, step & (move > HUGE_MOVE)),
+            "lateral": (zero, step & (dx.abs() > dy.abs())),
+            "hand_nearest": (nearest_hand, hand & (hands > 1)),
+            "support": (support.to(torch.float64), step),
+            "y_gap": (torch.roll(y, -1, dims=1) - y, has_next),
+            "lowest_hand_y": (y, hand & (rank == 1)),
+            "top_hand_y": (y, hand & (rank == hands)),
+        }
         holds = Holds(
             hold=hold,
-            count=count,
-            x=x,
-            y=y,
-            x_norm=x_norm,
-            y_norm=y_norm,
+            xy=xy,
+            xy_norm=xy_norm,
+            kinds=kinds,
             role=role,
             hand=hand,
             any_nonfoot=any_nonfoot,
-            distance=distance,
-            prev_hand=prev_hand,
             step=step,
-            dx=dx,
-            dy=dy,
+            delta=delta,
             move=move,
-            n_moves=n_moves,
+            distance=distance,
             nearest=nearest,
             nearest2=nearest2,
-            nearest_hand=nearest_hand,
-            start_y=start_y,
+            pairs={name: pairs[name] for name in PAIRS},
             angle=angle.to(torch.float64),
         )
-        return holds, {"layout": li, "angle": angle_c, "holds": token}, problems
-
-
-def _normalise(value: Tensor, low: Tensor, high: Tensor) -> Tensor:
-    """[-1, 1] across [low, high] per route (0 for a layout whose holes all share the value)."""
-    span = high - low
-    scaled = 2.0 * (value - low[:, None]) / span.clamp(min=1.0)[:, None] - 1.0
-    return torch.where(span[:, None] > 0, scaled, torch.zeros_like(scaled))
+        board = self.board_tokens[li[:, 0]]
+        return holds, {"board": board, "angle": self.angle_tokens[angle_c], "holds": token}, problems

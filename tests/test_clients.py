@@ -167,3 +167,20 @@ def test_clients_read_why_a_route_cannot_be_graded(client: str, tmp_path: Path, 
     assert abs(answers[0]["difficulty"] - reference["difficulty"]) <= TOLERANCE
     refused = run_script("cg-infer", "--model", str(MODEL), str(path), check=False)
     assert refused.returncode != 0 and refused.stderr.count("\n") >= len(BAD_ROUTES)
+
+
+def test_the_contract_docs_twenty_line_client_grades_as_cg_infer_does(tmp_path: Path) -> None:
+    """docs/model-format.md's client, run as a reader would copy it, on routes given as frames."""
+    text = (ROOT / "docs" / "model-format.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) <= 20
+    script = tmp_path / "client.py"
+    script.write_text(code)
+    routes = [r for r in json.loads((ROOT / "examples" / "routes.json").read_text()) if "frames" in r]
+    path = tmp_path / "frames.json"
+    path.write_text(json.dumps(routes))
+    printed = subprocess.run(
+        [sys.executable, str(script), str(path)], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.splitlines()
+    expected = [f"{p['name']} {p['difficulty']:.1f} (likely {p['low']:.1f}-{p['high']:.1f})" for p in cg_infer(path)]
+    assert printed == expected
