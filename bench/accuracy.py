@@ -42,14 +42,14 @@ from climbgrade_runtime.metrics import TRUSTED_ASCENTS, interval_report, metrics
 from climbgrade_runtime.model_io import INTERVAL_COVERAGE
 from climbgrade_runtime.predictor import GradePredictor
 from climbgrade_runtime.results import Prediction
-from climbgrade_runtime.route_features import ALL_ROUTE_FEATURES, ROUTE_FEATURES, SHAPE_FEATURES
 from climbgrade_runtime.routes import Route
 from climbgrade_runtime.split import uuid_digest
-from climbgrade_runtime.tokenizer import BASE_FEATURES, FEATURES, MOVE_FEATURES, PLACEMENT, PLACEMENT_ROLE, Tokenizer
+from climbgrade_runtime.tokenizer import BASE_FEATURES, PLACEMENT, PLACEMENT_ROLE, Tokenizer
 from climbgrade_train.calibration import fit_shrink, shrunk
 from climbgrade_train.checkpoints import load_checkpoint
 from climbgrade_train.config import TrainConfig
 from climbgrade_train.dataset import EncodedSet
+from climbgrade_train.features import ALL_ROUTE_FEATURES, FEATURES, MOVE_FEATURES, ROUTE_FEATURES, SHAPE_FEATURES
 from climbgrade_train.predict import torch_predict
 from climbgrade_train.run_folder import prepare_run, read_config
 from climbgrade_train.train import resume_run, train_run
@@ -120,7 +120,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
         "lr": 1e-3,
         "members": 4,
     },
-    # Route geometry on <CLS> (climbgrade_runtime.route_features): one network each, lr 1e-3.
+    # Route geometry on <CLS> (climbgrade_train.features): one network each, lr 1e-3.
     "base + lr 1e-3, role/angle/distance features": {"lr": 1e-3, "features": ROLE_ANGLE_DISTANCE},
     "base + lr 1e-3, role/angle/distance + route features": {"lr": 1e-3, "features": ROUTE},
     "route features, 8 epochs, placement tokens": {

@@ -4,8 +4,9 @@ Benchmark-only (`pip install -e '.[bench]'`): neither the runtime nor training i
 Features per (climb, angle) row: board/layout, angle, the runtime's route features (hold and role
 counts, x/y statistics of all holds and of hand holds, start and finish heights, move distances
 between hand holds taken bottom to top, nearest-neighbour distances) and shape features (the move
-sequence, start span, how sparse the hand holds are, support below them; climbgrade_runtime.route_features),
-plus a one-hot indicator per (layout, placement). It reads every feature the shipped network reads, so
+sequence, start span, how sparse the hand holds are, support below them): `RouteEncoder.route_features`
+(climbgrade_train.features), the graph's own computation, batched over the rows; plus a one-hot indicator
+per (layout, placement). It reads every feature the shipped network reads, so
 the comparison is of learners, not of inputs.
 """
 
@@ -15,10 +16,13 @@ from collections.abc import Sequence
 
 import lightgbm
 import numpy as np
+import torch
 from scipy import sparse
 
 from climbgrade_runtime.graded import Example
-from climbgrade_runtime.route_features import RouteGeometry, all_route_features
+from climbgrade_runtime.model_io import route_feeds
+from climbgrade_runtime.tokenizer import PREFIX_TOKENS, Tokenizer
+from climbgrade_train.features import ALL_ROUTE_FEATURES, RouteEncoder
 
 PARAMS = {
     "objective": "regression_l1",
@@ -35,10 +39,31 @@ PARAMS = {
 }
 
 
-def dense_features(example: Example) -> list[float]:
-    """The hand-made geometry features of one row: its angle and the runtime's route and shape features."""
-    route = example.route
-    return [float(example.angle)] + all_route_features(RouteGeometry.of(route.layout, route.holds)).tolist()
+FEATURE_BATCH = 1024  # rows per RouteEncoder call
+
+
+@torch.inference_mode()
+def dense_features(examples: Sequence[Example]) -> np.ndarray:
+    """[rows, 1 + len(ALL_ROUTE_FEATURES)] float64: each row's angle and its route and shape features, as the
+    model's RouteEncoder computes them (for a tokenizer of the rows' own layouts: the vocabulary plays no part)."""
+    if not examples:
+        return np.zeros((0, 1 + len(ALL_ROUTE_FEATURES)), dtype=np.float64)
+    layouts = {e.route.layout.key: e.route.layout for e in examples}.values()
+    longest = max(len(e.route.holds) for e in examples)
+    tokenizer = Tokenizer.build(layouts, (), max_len=PREFIX_TOKENS + longest)
+    encoder = RouteEncoder(tokenizer)
+    rows = [tokenizer.ids(e.route) for e in examples]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i].placements))
+    out: np.ndarray | None = None
+    for start in range(0, len(order), FEATURE_BATCH):
+        chunk = order[start : start + FEATURE_BATCH]
+        feeds = route_feeds([rows[i] for i in chunk])
+        found = encoder.route_features(*(torch.from_numpy(v) for v in feeds.values())).numpy()
+        if out is None:
+            out = np.empty((len(rows), found.shape[1]), dtype=np.float64)
+        out[chunk] = found
+    assert out is not None
+    return np.column_stack([np.array([e.angle for e in examples], dtype=np.float64), out])
 
 
 class Featurizer:
@@ -52,9 +77,8 @@ class Featurizer:
         }
 
     def transform(self, examples: Sequence[Example]) -> sparse.csr_matrix:
-        dense = np.array(
-            [dense_features(e) + [float((e.board, e.layout_id) == b) for b in self.boards] for e in examples]
-        )
+        boards = np.array([[float((e.board, e.layout_id) == b) for b in self.boards] for e in examples])
+        dense = np.column_stack([dense_features(examples), boards.reshape(len(examples), len(self.boards))])
         rows, cols = [], []
         for row, e in enumerate(examples):
             for pid, _ in e.route.holds:

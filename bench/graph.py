@@ -1,35 +1,38 @@
-"""What onnxruntime fuses in our graphs, and what an offline-optimized graph gains: issue 18's export question.
+"""What the graph's features cost in onnxruntime: model format 2's question (issue 22).
 
     .venv/bin/python bench/graph.py            # ~2,000 real routes from $CLIMBGRADE_DATA or ../shared/data
     .venv/bin/python bench/graph.py --quick    # a few hundred: a rough figure
 
-Two networks of the same size (d_model 128, 4 heads, 4 layers, feed-forward 256), random weights (seeded),
-sized by --model's tokenizer: the student as `climbgrade_train` builds it now (the batch-first encoder of
-climbgrade_train/encoder.py, a bins head with an interval), exported by the project's exporter, and the seed
-notebook's network (`nn.TransformerEncoderLayer`, bench/seed_reference.py). For each, four graphs:
+A format-2 graph computes the network's inputs itself (canonical order, tokens and every feature:
+climbgrade_train.features.RouteEncoder) from a route's Aurora ids. Two graphs of one trained network:
 
-- exported: the file as exported, run as the runtime's session factory opens it (ORT_ENABLE_ALL at load);
-- ORT_ENABLE_ALL: what onnxruntime actually runs from it (SessionOptions.optimized_model_filepath),
-  opened with graph optimizations disabled: the offline-optimized file the runtime could ship;
-- transformer optimizer: onnxruntime.transformers.optimizer.optimize_model (BERT fusions), opened by the
-  session factory, and its ORT_ENABLE_ALL output opened unoptimized, when the optimizer produced a model.
+- whole graph: --model (the shipped model) fed model_io.route_feeds, as the runtime runs it;
+- network alone: --run's GradeModel (its best.pt: the shipped model's weights), exported here behind a
+  small wrapper taking the seed's three inputs (token ids, features, attention mask), fed
+  bench/seed_reference.seed_feeds (the RouteEncoder in PyTorch, outside the timing).
 
-Each row: op-type counts (Transpose with its perms), session creation (median), p50 of single real routes
-(1 thread, batch 1) and batch-256 throughput (2 threads), every graph taking turns on the same feeds so that
-load on the machine moves all alike, and the largest |difference| of every output from the exported graph's.
+Each is opened with ORT_ENABLE_ALL (the runtime's session factory) and with graph optimizations disabled.
+All four take turns on the same real routes: p50 of single routes (1 thread, batch 1) and batch-256
+throughput (2 threads); the features' cost is the whole graph minus the network alone at the same level,
+in the same run. The largest |difficulty - the shipped graph's| shows both compute one network. Last, the
+shipped graph's nodes split into the feature subgraph (what the exporter attributes to RouteEncoder) and
+the network, and the node counts onnxruntime runs after ORT_ENABLE_ALL.
 """
 
 from __future__ import annotations
 
+import ast
 import collections
 import contextlib
 import dataclasses
 import functools
+import io
 import logging
 import os
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,29 +42,25 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from runtime import percentiles, rates_interleaved, seed_batches, time_interleaved
+from runtime import batches_of, percentiles, rates_interleaved, route_ids, time_interleaved
 from sample_routes import DATA_OPTION, load_routes
-from seed_reference import D_FF, D_MODEL, HEADS, LAYERS, export_seed
+from seed_reference import INPUTS, seed_feeds
+from torch import nn
 
+from climbgrade_runtime import model_io
 from climbgrade_runtime.errors import ClimbgradeError
-from climbgrade_runtime.model_io import TOKEN_IDS, pad_batch
 from climbgrade_runtime.predictor import DEFAULT_BATCH_SIZE
-from climbgrade_runtime.routes import parse_route
 from climbgrade_runtime.session import create_session
 from climbgrade_runtime.sidecar import Sidecar, sidecar_path
-from climbgrade_runtime.tokenizer import Tokenizer
-from climbgrade_train.export import DEFAULT_OPSET, DEFAULT_TOLERANCE, export_onnx
-from climbgrade_train.model import BINS_HEAD, GradeModel, ModelConfig
+from climbgrade_train.checkpoints import load_checkpoint
+from climbgrade_train.export import DEFAULT_OPSET
+from climbgrade_train.features import RouteEncoder
+from climbgrade_train.model import GradeModel
+from climbgrade_train.run_folder import read_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-# Op types shown in the table's columns (what a fusion replaces, and what it makes); the rest are listed below it.
-COLUMNS = {
-    "LayerNorm": ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization"),
-    "GELU": ("Gelu", "BiasGelu", "FastGelu", "Erf"),
-    "attention": ("Attention", "MultiHeadAttention", "Softmax"),
-    "matmul": ("MatMul", "FusedMatMul", "Gemm"),
-}
-SHORT = {"LayerNormalization": "LN", "SkipLayerNormalization": "SkipLN", "SimplifiedLayerNormalization": "RMSLN"}
+FEATURE_MODULE = "climbgrade_train.features.RouteEncoder"  # in a node's pkg.torch.onnx.class_hierarchy
+LEVELS = {"ORT_ENABLE_ALL": True, "disabled": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,35 +69,39 @@ class Scale:
 
     routes: int  # single routes timed one at a time (1 thread), and batched by 256 (2 threads)
     rounds: int  # interleaved passes over the batches; the median counts
-    creations: int  # session creations per graph; the median counts
-    parity_singles: int  # batch-1 feeds compared with the exported graph (plus every batch of 256)
+    parity_singles: int  # batch-1 feeds compared with the shipped graph (plus every batch of 256)
 
 
-FULL = Scale(routes=2_000, rounds=3, creations=5, parity_singles=500)
-QUICK = Scale(routes=300, rounds=1, creations=3, parity_singles=100)
+FULL = Scale(routes=2_000, rounds=5, parity_singles=500)
+QUICK = Scale(routes=512, rounds=5, parity_singles=100)
 
 
 @dataclasses.dataclass(frozen=True)
 class Graph:
-    """One ONNX file and how it is opened: by the session factory, or already optimized (optimizations off)."""
+    """One ONNX file, its feeds (batch 1 and batch 256), and whether onnxruntime optimizes it at load."""
 
-    network: str
     name: str
     path: Path
-    preoptimized: bool
+    optimized: bool
+    singles: Sequence[dict[str, np.ndarray]]
+    batches: Sequence[dict[str, np.ndarray]]
+
+    @property
+    def level(self) -> str:
+        return "ORT_ENABLE_ALL" if self.optimized else "disabled"
 
     @property
     def label(self) -> str:
-        return f"{self.network}: {self.name}"
+        return f"{self.name}, {self.level}"
 
     def open(self, threads: int) -> Any:
-        if self.preoptimized:
-            return preoptimized_session(self.path, threads)
-        return create_session(self.path, intra_op_threads=threads)
+        if self.optimized:
+            return create_session(self.path, intra_op_threads=threads)
+        return unoptimized_session(self.path, threads)
 
 
-def preoptimized_session(path: Path, threads: int) -> Any:
-    """A session on an already optimized file: the session factory's settings with graph optimizations off."""
+def unoptimized_session(path: Path, threads: int) -> Any:
+    """The session factory's settings with graph optimizations off."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -120,112 +123,69 @@ def write_ort_optimized(source: Path, target: Path) -> Path:
     return target
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """The transformer optimizer logs every fusion it tries; its statistics are reported instead."""
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(logging.NOTSET)
+class NetworkAlone(nn.Module):
+    """A GradeModel taking the seed's inputs (attention mask 1 on tokens), returning what the graph returns but `problems`."""
+
+    def __init__(self, model: GradeModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, token_ids: torch.Tensor, coords: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        return self.model.outputs(token_ids, coords, attention_mask == 0)
 
 
-def transformer_optimize(source: Path, target: Path) -> tuple[Path | None, str]:
-    """onnxruntime's BERT fusions on `source`, saved to `target`; (None, why) when it fails."""
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    try:
-        with quiet():
-            optimized = optimize_model(str(source), model_type="bert", num_heads=HEADS, hidden_size=D_MODEL)
-            fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
-            optimized.save_model_to_file(str(target))
-    except Exception as exc:  # the optimizer's failures are what this row reports, whatever they are
-        return None, f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return target, "fused " + (", ".join(f"{op} {n}" for op, n in sorted(fused.items())) or "nothing")
-
-
-def op_counts(path: Path) -> collections.Counter[str]:
-    """Op types of the graph in `path` (nested subgraphs and local functions included)."""
-    proto = onnx.load(str(path))
-    nodes = [*proto.graph.node, *(n for f in proto.functions for n in f.node)]
-    counts: collections.Counter[str] = collections.Counter()
-    while nodes:
-        node = nodes.pop()
-        counts[node.op_type] += 1
-        nodes += [n for a in node.attribute if a.type == onnx.AttributeProto.GRAPH for n in a.g.node]
-    return counts
-
-
-def transpose_perms(path: Path) -> collections.Counter[str]:
-    """How many Transposes of each perm the top-level graph holds."""
-    perms: collections.Counter[str] = collections.Counter()
-    for node in onnx.load(str(path)).graph.node:
-        if node.op_type == "Transpose":
-            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
-            perms["".join(map(str, perm)) or "rev"] += 1
-    return perms
-
-
-def export_student(tokenizer: Tokenizer, example: dict[str, np.ndarray], path: Path) -> Path:
-    """The student at the seed's size with random (seeded) weights, exported by climbgrade_train.export."""
-    torch.manual_seed(0)
-    config = ModelConfig(
-        vocab_size=len(tokenizer.vocab),
-        max_len=tokenizer.max_len,
-        n_features=tokenizer.n_features,
-        d_model=D_MODEL,
-        n_heads=HEADS,
-        n_layers=LAYERS,
-        d_ff=D_FF,
-        head=BINS_HEAD,  # issue 18's student: 24 one-unit bins from 10, with an interval
-        bins=24,
-        bin_low=10.0,
-        interval_scale=1.0,
-    )
-    path.write_bytes(export_onnx(GradeModel(config).eval(), example, DEFAULT_OPSET))
+def export_network(model: GradeModel, example: dict[str, np.ndarray], path: Path) -> Path:
+    """NetworkAlone(model) at DEFAULT_OPSET, batch and sequence axes dynamic; `example` has at least 2 routes."""
+    outputs = model_io.INTERVAL_OUTPUTS if model.has_interval else model_io.OUTPUTS
+    names = list(INPUTS)
+    dynamic = {name: {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC} for name in names}
+    for logger in ("torch.onnx", "onnxscript"):  # "built at opset 18, converted down": checked below
+        logging.getLogger(logger).setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporter's progress
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            NetworkAlone(model).eval(),
+            tuple(torch.from_numpy(example[name]) for name in names),
+            str(path),
+            dynamo=True,
+            opset_version=DEFAULT_OPSET,
+            dynamic_shapes=dynamic,
+            input_names=names,
+            output_names=[n for n, _ in outputs if n != model_io.PROBLEMS],
+            external_data=False,
+            verbose=False,
+        )
+    opsets = {o.domain: o.version for o in onnx.load(str(path)).opset_import}
+    if opsets.get("", opsets.get("ai.onnx")) != DEFAULT_OPSET:
+        raise RuntimeError(f"the network was exported at opsets {opsets}, not {DEFAULT_OPSET}")
     return path
 
 
-def graphs_of(network: str, exported: Path, folder: Path) -> tuple[list[Graph], str]:
-    """The exported graph, its ORT_ENABLE_ALL form, and the transformer optimizer's (and its ORT_ENABLE_ALL
-    form) when it made one; with what the optimizer did."""
-    graphs = [
-        Graph(network, "exported", exported, False),
-        Graph(network, "ORT_ENABLE_ALL", write_ort_optimized(exported, folder / f"{network}.ort.onnx"), True),
-    ]
-    fused, outcome = transformer_optimize(exported, folder / f"{network}.bert.onnx")
-    if fused is not None:
-        graphs += [
-            Graph(network, "transformer optimizer", fused, False),
-            Graph(
-                network,
-                "transformer optimizer + ORT_ENABLE_ALL",
-                write_ort_optimized(fused, folder / f"{network}.bert.ort.onnx"),
-                True,
-            ),
-        ]
-    return graphs, outcome
+def nodes(path: Path) -> list[onnx.NodeProto]:
+    """The nodes of the graph in `path` (nested subgraphs and local functions included)."""
+    proto = onnx.load(str(path))
+    pending = [*proto.graph.node, *(n for f in proto.functions for n in f.node)]
+    out = []
+    while pending:
+        node = pending.pop()
+        out.append(node)
+        pending += [n for a in node.attribute if a.type == onnx.AttributeProto.GRAPH for n in a.g.node]
+    return out
 
 
-def creation_ms(graph: Graph, times: int) -> float:
-    """Median wall time of opening `graph` (1 thread), in ms."""
-    samples = []
-    for _ in range(times):
-        started = time.perf_counter()
-        graph.open(1)
-        samples.append(time.perf_counter() - started)
-    return 1e3 * statistics.median(samples)
+def from_features(node: onnx.NodeProto) -> bool | None:
+    """Whether the exporter made `node` from RouteEncoder code (None: the node says nothing of its module)."""
+    meta = {m.key: m.value for m in node.metadata_props}
+    if "pkg.torch.onnx.class_hierarchy" not in meta:
+        return None
+    return FEATURE_MODULE in ast.literal_eval(meta["pkg.torch.onnx.class_hierarchy"])
 
 
-def max_diff(graph: Graph, reference: Any, feeds: Sequence[dict[str, np.ndarray]]) -> float:
-    """Largest |output - reference output| of `graph` over every output and feed."""
-    session = graph.open(1)
-    names = [o.name for o in reference.get_outputs()]
-    worst = 0.0
-    for feed in feeds:
-        for found, expected in zip(session.run(names, feed), reference.run(names, feed)):
-            worst = max(worst, float(np.max(np.abs(found - expected))))
-    return worst
+def op_summary(found: Sequence[onnx.NodeProto], top: int = 8) -> str:
+    counts = collections.Counter(n.op_type for n in found)
+    return ", ".join(f"{op} {n}" for op, n in counts.most_common(top))
 
 
 def rotations(labels: Sequence[str], count: int) -> Iterator[list[str]]:
@@ -236,24 +196,26 @@ def rotations(labels: Sequence[str], count: int) -> Iterator[list[str]]:
         yield [*labels[start:], *labels[:start]]
 
 
-def p50_ms(graphs: Sequence[Graph], singles: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
+def p50_ms(graphs: Sequence[Graph]) -> dict[str, float]:
     """p50 of session.run on single routes, 1 thread, the graphs taking turns route by route; the routes are
     cut in as many slices as there are graphs, each slice starting the turns at another graph."""
     run = {g.label: functools.partial(g.open(1).run, None) for g in graphs}
+    singles = {g.label: g.singles for g in graphs}
     samples: dict[str, list[float]] = {label: [] for label in run}
-    step = -(-len(singles) // len(graphs))
+    count = min(len(s) for s in singles.values())
+    step = -(-count // len(graphs))
     for i, order in enumerate(rotations(list(run), len(graphs))):
-        part = singles[i * step : (i + 1) * step]
-        calls: dict[str, tuple[Callable[[Any], Any], Sequence[Any]]] = {label: (run[label], part) for label in order}
+        calls: dict[str, tuple[Callable[[Any], Any], Sequence[Any]]] = {
+            label: (run[label], singles[label][i * step : (i + 1) * step]) for label in order
+        }
         for label, found in time_interleaved(calls, warmup=300 if i == 0 else 20).items():
             samples[label] += found
     return {label: percentiles(found)[0] for label, found in samples.items()}
 
 
-def throughput(graphs: Sequence[Graph], batches: Sequence[dict[str, np.ndarray]], rounds: int) -> dict[str, float]:
+def throughput(graphs: Sequence[Graph], routes: int, rounds: int) -> dict[str, float]:
     """Routes/s over every batch, 2 threads, the median of `rounds` passes taking turns in rotated orders."""
-    routes = sum(len(b[TOKEN_IDS]) for b in batches)
-    many: dict[str, Callable[[], Any]] = {g.label: functools.partial(run_batches, g.open(2), batches) for g in graphs}
+    many: dict[str, Callable[[], Any]] = {g.label: functools.partial(run_batches, g.open(2), g.batches) for g in graphs}
     rates_interleaved(many, routes, rounds=1)  # warm-up: every batch shape once
     found: dict[str, list[float]] = {label: [] for label in many}
     for order in rotations(list(many), rounds):
@@ -262,80 +224,21 @@ def throughput(graphs: Sequence[Graph], batches: Sequence[dict[str, np.ndarray]]
     return {label: statistics.median(rates) for label, rates in found.items()}
 
 
-def measure(
-    graphs: Sequence[Graph],
-    singles: Sequence[dict[str, np.ndarray]],
-    batches: Sequence[dict[str, np.ndarray]],
-    scale: Scale,
-) -> dict[str, dict[str, str]]:
-    """Each graph's cells: creation ms, p50 ms, routes/s, and its outputs' max |diff| from the exported graph's."""
-    figures: dict[str, dict[str, str]] = {g.label: {} for g in graphs}
-    for graph in graphs:
-        figures[graph.label]["create"] = f"{creation_ms(graph, scale.creations):.0f}"
-    for label, ms in p50_ms(graphs, singles).items():
-        figures[label]["p50"] = f"{ms:.3f}"
-    for label, rate in throughput(graphs, batches, scale.rounds).items():
-        figures[label]["rate"] = f"{rate:,.0f}"
-    references = {g.network: create_session(g.path) for g in graphs if g.name == "exported"}
-    feeds = [*singles[: scale.parity_singles], *batches]
-    for graph in graphs:
-        if graph.name == "exported":
-            figures[graph.label]["diff"] = "(reference)"
-            continue
-        diff = max_diff(graph, references[graph.network], feeds)
-        figures[graph.label]["diff"] = f"{diff:.1e} {'ok' if diff <= DEFAULT_TOLERANCE else 'OVER 1e-4'}"
-    return figures
-
-
 def run_batches(session: Any, batches: Sequence[dict[str, np.ndarray]]) -> None:
     for batch in batches:
         session.run(None, batch)
 
 
-def cell(counts: collections.Counter[str], ops: Sequence[str]) -> str:
-    return ", ".join(f"{SHORT.get(op, op)} {counts[op]}" for op in ops if counts[op]) or "0"
-
-
-def print_table(
-    graphs: list[Graph],
-    figures: dict[str, dict[str, str]],
-    outcomes: dict[str, str],
-    header: str,
-) -> None:
-    """One markdown table, a graph per row, then the transformer optimizer's outcome and every op count."""
-    head = [
-        "graph",
-        "nodes",
-        "Transpose (perms)",
-        *COLUMNS,
-        "create ms",
-        "p50 ms (1 thr, b1)",
-        f"routes/s (2 thr, b{DEFAULT_BATCH_SIZE})",
-        "max abs diff vs exported",
-    ]
-    click.echo(f"\n{header}\n")
-    click.echo("| " + " | ".join(head) + " |")
-    click.echo("|" + "---|" * len(head))
-    counts_of = {g.label: op_counts(g.path) for g in graphs}
-    for graph in graphs:
-        counts, perms = counts_of[graph.label], transpose_perms(graph.path)
-        perm_text = ", ".join(f"{perm} x{n}" for perm, n in sorted(perms.items()))
-        transposes = f"{counts['Transpose']} ({perm_text})" if perms else str(counts["Transpose"])
-        cells = [
-            graph.label,
-            str(sum(counts.values())),
-            transposes,
-            *(cell(counts, ops) for ops in COLUMNS.values()),
-            *figures[graph.label].values(),
-        ]
-        click.echo("| " + " | ".join(cells) + " |")
-    click.echo("")
-    for network, outcome in outcomes.items():
-        click.echo(f"transformer optimizer on {network}: {outcome}")
-    shown = {op for ops in COLUMNS.values() for op in ops} | {"Transpose"}
-    for graph in graphs:
-        rest = sorted((n, op) for op, n in counts_of[graph.label].items() if op not in shown)
-        click.echo(f"other ops, {graph.label}: " + ", ".join(f"{op} {n}" for n, op in reversed(rest)))
+def max_diff(graph: Graph, reference: Graph, singles: int) -> float:
+    """Largest |difficulty - the reference graph's| over the first `singles` single feeds and every batch."""
+    session, expected = graph.open(1), reference.open(1)
+    worst = 0.0
+    pairs = [*zip(graph.singles[:singles], reference.singles[:singles]), *zip(graph.batches, reference.batches)]
+    for ours, theirs in pairs:
+        found = session.run([model_io.DIFFICULTY], ours)[0]
+        wanted = expected.run([model_io.DIFFICULTY], theirs)[0]
+        worst = max(worst, float(np.max(np.abs(found - wanted))))
+    return worst
 
 
 @click.command()
@@ -343,44 +246,121 @@ def print_table(
     "--model",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=ROOT / "exports/climbgrade.onnx",
-    help="A model whose sidecar gives the tokenizer (vocabulary, lengths, features) both networks are sized by.",
+    help="The whole graph (format 2) whose features are measured.",
+)
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=ROOT / "runs/climbgrade",
+    help="The run folder of --model (best.pt, tokenizer.json): its network is exported alone.",
 )
 @DATA_OPTION
 @click.option("--quick", is_flag=True, help=f"{QUICK.routes} routes and fewer repeats: a rough figure.")
-def main(model: Path, data_dir: Path, quick: bool) -> None:
+def main(model: Path, run_dir: Path, data_dir: Path, quick: bool) -> None:
     scale = QUICK if quick else FULL
     try:
         tokenizer = Sidecar.load(sidecar_path(model)).tokenizer
     except ClimbgradeError as exc:
         raise click.BadParameter(str(exc), param_hint="--model") from exc
+    if read_tokenizer(run_dir).to_dict() != tokenizer.to_dict():
+        raise click.BadParameter(f"{run_dir}/tokenizer.json is not {model.name}'s tokenizer", param_hint="--run")
     routes, source = load_routes(scale.routes, data_dir)
-    routes = [routes[i % len(routes)] for i in range(scale.routes)]
-    singles = [pad_batch([tokenizer.encode(parse_route(r))]) for r in routes]
-    batches = seed_batches(tokenizer, routes, DEFAULT_BATCH_SIZE)
-    example = seed_batches(tokenizer, routes[:2], 2)[0]
+    rows = route_ids(tokenizer, [routes[i % len(routes)] for i in range(scale.routes)])
+    batches = batches_of(rows, DEFAULT_BATCH_SIZE)
     torch.set_num_threads(1)
+    encoder = RouteEncoder(tokenizer)
     with tempfile.TemporaryDirectory(prefix="climbgrade-graph-") as tmp:
-        folder = Path(tmp)
-        graphs: list[Graph] = []
-        outcomes: dict[str, str] = {}
-        for network, export in (("student", export_student), ("seed", export_seed)):
-            started = time.perf_counter()
-            exported = export(tokenizer, example, folder / f"{network}.onnx")
-            found, outcomes[network] = graphs_of(network, exported, folder)
-            graphs += found
-            click.echo(f"{network}: exported and optimized in {time.perf_counter() - started:.0f} s", err=True)
+        started = time.perf_counter()
+        network = export_network(
+            load_checkpoint(run_dir / "best.pt"), seed_feeds(encoder, rows[:2]), Path(tmp) / "network.onnx"
+        )
+        feeds = {
+            "whole graph": (
+                model,
+                [model_io.route_feeds([r]) for r in rows],
+                [model_io.route_feeds(b) for b in batches],
+            ),
+            "network alone": (
+                network,
+                [seed_feeds(encoder, [r]) for r in rows],
+                [seed_feeds(encoder, b) for b in batches],
+            ),
+        }
+        graphs = [
+            Graph(name, path, on, singles, many)
+            for name, (path, singles, many) in feeds.items()
+            for on in LEVELS.values()
+        ]
+        optimized = {
+            name: nodes(write_ort_optimized(path, Path(tmp) / f"{name}.ort.onnx"))
+            for name, (path, _, _) in feeds.items()
+        }
+        click.echo(f"network exported, feeds made in {time.perf_counter() - started:.0f} s", err=True)
 
         started = time.perf_counter()
-        figures = measure(graphs, singles, batches, scale)
+        p50 = p50_ms(graphs)
+        rates = throughput(graphs, len(rows), scale.rounds)
         click.echo(f"timed in {time.perf_counter() - started:.0f} s", err=True)
-        print_table(
-            graphs,
-            figures,
-            outcomes,
-            f"onnxruntime {ort.__version__} graph optimizations, d_model {D_MODEL}, {HEADS} heads, {LAYERS} layers, "
-            f"ff {D_FF}, random weights; tokenizer of {model.name}; routes: {source}; {os.cpu_count()} CPUs, load "
-            f"average {os.getloadavg()[0]:.1f} at the end{'; --quick' if quick else ''}",
+        diffs = {g.label: max_diff(g, graphs[0], scale.parity_singles) for g in graphs[1:]}
+        exported = {"whole graph": nodes(model), "network alone": nodes(network)}
+
+    head = [
+        "graph",
+        "optimizations",
+        "nodes run",
+        "p50 ms (1 thr, b1)",
+        "features' share of b1",
+        f"routes/s (2 thr, b{DEFAULT_BATCH_SIZE})",
+        f"features' share of b{DEFAULT_BATCH_SIZE}",
+        "max abs diff vs shipped",
+    ]
+    click.echo(
+        f"\nonnxruntime {ort.__version__}: the features' cost in {model.name} (whole graph, fed Aurora ids) against "
+        f"its network alone (--run's best.pt, fed seed_feeds); routes: {source}; {os.cpu_count()} CPUs, load "
+        f"average {os.getloadavg()[0]:.1f} at the end{'; --quick' if quick else ''}\n"
+    )
+    click.echo("| " + " | ".join(head) + " |")
+    click.echo("|" + "---|" * len(head))
+    for graph in graphs:
+        alone = f"network alone, {graph.level}"
+        whole = graph.name == "whole graph"
+        share_b1 = (p50[graph.label] - p50[alone]) / p50[graph.label]
+        share_many = 1 - rates[graph.label] / rates[alone]  # (1/rate - 1/alone rate) / (1/rate)
+        count = len(optimized[graph.name] if graph.optimized else exported[graph.name])
+        cells = [
+            graph.name,
+            graph.level,
+            str(count),
+            f"{p50[graph.label]:.3f}",
+            f"{100 * share_b1:.0f}% ({1e3 * (p50[graph.label] - p50[alone]):.0f} us)" if whole else "(reference)",
+            f"{rates[graph.label]:,.0f}",
+            f"{100 * share_many:.0f}% ({1e6 * (1 / rates[graph.label] - 1 / rates[alone]):.1f} us/route)"
+            if whole
+            else "(reference)",
+            "(reference)" if graph is graphs[0] else f"{diffs[graph.label]:.1e}",
+        ]
+        click.echo("| " + " | ".join(cells) + " |")
+    click.echo("")
+    for name in feeds:
+        on, off = f"{name}, ORT_ENABLE_ALL", f"{name}, disabled"
+        click.echo(
+            f"ORT_ENABLE_ALL against disabled, {name}: p50 {p50[off] / p50[on]:.2f}x faster, "
+            f"batch {DEFAULT_BATCH_SIZE} {rates[on] / rates[off]:.2f}x"
         )
+    split = collections.defaultdict(list)
+    for node in exported["whole graph"]:
+        split[{True: "feature subgraph", False: "network", None: "unattributed"}[from_features(node)]].append(node)
+    for part, found in sorted(split.items()):
+        click.echo(f"{model.name} as exported, {part}: {len(found)} nodes ({op_summary(found)})")
+    click.echo(
+        f"network alone as exported: {len(exported['network alone'])} nodes ({op_summary(exported['network alone'])})"
+    )
+    difference = len(optimized["whole graph"]) - len(optimized["network alone"])
+    click.echo(
+        f"after ORT_ENABLE_ALL: whole graph {len(optimized['whole graph'])} nodes, network alone "
+        f"{len(optimized['network alone'])}: the features about {difference} ({op_summary(optimized['whole graph'])})"
+    )
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from climbgrade_runtime.routes import parse_route
 from climbgrade_runtime.session import create_session
 from climbgrade_runtime.tokenizer import RouteIds, Tokenizer
 from climbgrade_train.checkpoints import load_checkpoint
+from climbgrade_train.features import RouteEncoder
 from climbgrade_train.grader import Grader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +92,7 @@ class Bench:
     checkpoint: Path | None
     routes: list[dict[str, Any]]
     tokenizer: Tokenizer
+    encoder: RouteEncoder  # the model's own, in PyTorch: makes the seed network's inputs
     seed: Path | None
     scale: Scale
 
@@ -151,7 +153,7 @@ def predict_rows(bench: Bench) -> list[Row]:
     routes = bench.routes[: bench.scale.single]
     ids = route_ids(bench.tokenizer, routes)
     feeds = [route_feeds([row]) for row in ids]
-    seed = [seed_feeds(bench.tokenizer, [row]) for row in ids]
+    seed = [seed_feeds(bench.encoder, [row]) for row in ids]
     calls: dict[str, tuple[Callable[[Any], Any], Sequence[Any]]] = {}
     for label, path in (("fp32", bench.model), ("int8", bench.int8_model)):
         if path is not None:
@@ -228,7 +230,7 @@ def throughput_rows(bench: Bench) -> list[Row]:
             calls[f"{label} {size}"] = functools.partial(predictor.predict_many, routes, batch_size=size)
     batches = batches_of(route_ids(bench.tokenizer, routes), DEFAULT_BATCH_SIZE)
     seed, bare = create_session(bench.seed, intra_op_threads=2), create_session(bench.model, intra_op_threads=2)
-    seed_inputs = [seed_feeds(bench.tokenizer, b) for b in batches]
+    seed_inputs = [seed_feeds(bench.encoder, b) for b in batches]
     bare_inputs = [route_feeds(b) for b in batches]
     calls["seed"] = lambda: [seed.run(None, b) for b in seed_inputs]
     calls["bare"] = lambda: [bare.run(None, b) for b in bare_inputs]
@@ -496,10 +498,11 @@ def main(
         "venv": lambda b: venv_rows(),
     }
     rows: list[Row] = []
-    example = seed_feeds(tokenizer, route_ids(tokenizer, routes[:2])) if set(wanted) & SEED_SECTIONS else {}
+    encoder = RouteEncoder(tokenizer)
+    example = seed_feeds(encoder, route_ids(tokenizer, routes[:2])) if set(wanted) & SEED_SECTIONS else {}
     seed = seed_model(tokenizer, example) if example else None
     with seed or contextlib.nullcontext() as seed_path:
-        bench = Bench(model, twin, checkpoint, routes, tokenizer, seed_path, scale)
+        bench = Bench(model, twin, checkpoint, routes, tokenizer, encoder, seed_path, scale)
         for name in wanted:
             started = time.perf_counter()
             rows += runs[name](bench)

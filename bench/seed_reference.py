@@ -88,9 +88,10 @@ def export_seed(tokenizer: Tokenizer, example: dict[str, np.ndarray], path: Path
 
 
 @torch.inference_mode()
-def seed_feeds(tokenizer: Tokenizer, rows: list[RouteIds]) -> dict[str, np.ndarray]:
-    """The seed network's inputs for one batch of routes: what the model under test computes in its graph."""
-    token_ids, coords, padding, _ = RouteEncoder(tokenizer)(*map(torch.from_numpy, model_io.route_feeds(rows).values()))
+def seed_feeds(encoder: RouteEncoder, rows: list[RouteIds]) -> dict[str, np.ndarray]:
+    """The seed network's inputs for one batch of routes: what the model under test computes in its graph
+    (`encoder`: RouteEncoder(the model's tokenizer), built once; it takes ~40 ms)."""
+    token_ids, coords, padding, _ = encoder(*map(torch.from_numpy, model_io.route_feeds(rows).values()))
     return {INPUTS[0]: token_ids.numpy(), INPUTS[1]: coords.numpy(), INPUTS[2]: (~padding).to(torch.int64).numpy()}
 
 
