@@ -17,8 +17,8 @@ MODEL_FORMAT = 2  # the sidecar's format_version: format 1 graphs took token_ids
 
 LAYOUT = "layout"  # int64 [batch]: position of the route's (board, layout_id) in the sidecar's "layouts"
 ANGLE = "angle"  # int64 [batch]: wall angle in degrees
-PLACEMENT_ID = "placement_id"  # int64 [batch, holds]: p<placement> of each frame, in any order; 0 pads
-ROLE_ID = "role_id"  # int64 [batch, holds]: r<role> of each frame (the board's own role ids); 0 pads
+PLACEMENT_ID = "placement_id"  # int64 [batch, holds >= 1]: p<placement> of each frame, in any order; 0 pads
+ROLE_ID = "role_id"  # int64 [batch, holds >= 1]: r<role> of each frame (the board's own role ids); 0 pads
 DIFFICULTY = "difficulty"  # float32 [batch]: Aurora display_difficulty
 LOW = "low"  # float32 [batch]: lower end of the model's calibrated interval (see INTERVAL_COVERAGE)
 HIGH = "high"  # float32 [batch]: upper end
@@ -57,10 +57,11 @@ def describe_problems(problems: int) -> str:
 
 
 def route_feeds(routes: Sequence[RouteIds]) -> dict[str, np.ndarray]:
-    """The graph's inputs for a batch, hold axis padded with 0 to the batch's longest route."""
+    """The graph's inputs for a batch, hold axis padded with 0 to the batch's longest route (at least one
+    slot wide: a batch of routes without holds is one column of padding, which the graph flags)."""
     if not routes:
         raise ValueError("route_feeds needs at least one route")
-    width = max(len(r.placements) for r in routes)
+    width = max(1, *(len(r.placements) for r in routes))
     placements = np.zeros((len(routes), width), dtype=np.int64)
     roles = np.zeros((len(routes), width), dtype=np.int64)
     for row, route in enumerate(routes):

@@ -108,6 +108,8 @@ def export_onnx(grader: Grader, example: dict[str, np.ndarray], opset: int) -> b
     logger.debug("exporter output:\n%s", noise.getvalue())
     if opset == 17 and _opset(proto) == 18:
         _axes_as_attributes(proto)
+    for node in proto.graph.node:  # the exporter's per-node debug notes: half a MB, with this machine's paths
+        del node.metadata_props[:]
     _check_graph(proto, opset, outputs)
     config = grader.model.config
     meta = {

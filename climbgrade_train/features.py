@@ -427,7 +427,7 @@ class RouteEncoder(nn.Module):
         n_present = present.sum(dim=1)
         flags = [
             (~known_layout, bits["unknown_layout"]),
-            ((present & ~placed).any(dim=1), bits["placement"]),
+            ((present & ~placed).any(dim=1) & known_layout, bits["placement"]),  # (of a known layout)
             ((present & placed & ~has_role).any(dim=1), bits["role"]),
             (~angled & known_layout, bits["angle"]),
             (repeated, bits["repeated"]),

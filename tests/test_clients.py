@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REAL_DATA, ROOT, run_script
 
 from climbgrade_runtime import model_io
+
+from conftest import REAL_DATA, ROOT, run_script
 
 PYTHON_CLIENT = ROOT / "examples" / "onnxruntime_only.py"
 NODE_DIR = ROOT / "examples" / "node"
@@ -146,7 +147,10 @@ BAD_ROUTES = [  # (route, the problems bits a client with no tables reads off th
     ({"board": "kilter", "layout_id": 1, "angle": 42, "frames": "p1495r12p1167r13"}, BITS["angle"]),
     ({"board": "kilter", "layout_id": 1, "angle": 40, "frames": "p1495r12p1495r13"}, BITS["repeated"]),
     ({"board": "tension", "layout_id": 11, "angle": 40, "frames": "p899r12p1171r6"}, BITS["role"]),
-    ({"board": "kilter", "layout_id": 1, "angle": 95, "frames": "p1495r12p99999r13"}, BITS["angle"] | BITS["placement"]),
+    (
+        {"board": "kilter", "layout_id": 1, "angle": 95, "frames": "p1495r12p99999r13"},
+        BITS["angle"] | BITS["placement"],
+    ),
 ]
 
 

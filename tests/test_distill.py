@@ -12,21 +12,22 @@ import pytest
 import torch
 from torch import nn
 
-from climbgrade_runtime import GradePredictor, Prediction
-from climbgrade_runtime.model_io import pad_batch
+from climbgrade_runtime import GradePredictor, Prediction, model_io
 from climbgrade_runtime.routes import parse_route
 from climbgrade_train.calibration import fit_interval_scale
 from climbgrade_train.checkpoints import load_checkpoint
 from climbgrade_train.config import TrainConfig
+from climbgrade_train.dataset import encode_rows
 from climbgrade_train.distill import LABELS_FILE, extra_rows
 from climbgrade_train.encoder import Encoder
+from climbgrade_train.features import RouteEncoder
+from climbgrade_train.grader import Grader
 from climbgrade_train.model import GradeModel, ModelConfig, quantiles
 from climbgrade_train.objective import distilled_targets
-from climbgrade_train.predict import torch_outputs
-from climbgrade_train.run_folder import prepare_run
+from climbgrade_train.run_folder import prepare_run, read_tokenizer
 
 from conftest import SHIPPED_FEATURES, TINY_MODEL, run_script
-from test_parity import route_dicts, usable
+from test_parity import route_dicts, torch_reference, usable
 
 TOLERANCE = 1e-4
 
@@ -72,10 +73,15 @@ def test_teacher_labels_every_training_climb_at_every_angle_and_mirrored_and_not
             assert {a for a, holds in at if holds == mirrored.holds} == set(example.route.layout.angles)
     assert any(e.route.mirrored() is not None for e in train.examples), "the fake TB2 layout has mirrors"
     assert np.isnan(extra.targets).all()
-    # each extra row is encoded as the tokenizer encodes that route at that angle
+    # each extra row is that route at that angle, encoded as the graph encodes it on its own
+    encoder = RouteEncoder(run.tokenizer)
     for i in range(0, len(extra), max(1, len(extra) // 50)):
-        fresh = run.tokenizer.encode_resolved(extra.examples[i].route)
+        example, row = extra.examples[i], extra.rows[i]
+        assert row == run.tokenizer.ids(example.route) and row.angle == example.angle
+        (fresh,) = encode_rows(encoder, [row])
         assert np.array_equal(fresh.ids, extra.encoded[i].ids) and np.array_equal(fresh.coords, extra.encoded[i].coords)
+        assert fresh.ids[2] == run.tokenizer.angle_ids[example.angle]
+        assert np.all(fresh.coords[:, run.tokenizer.features.index("angle")] == np.float32(example.angle / 90))
     labels = np.load(distilled.student / LABELS_FILE)["distributions"]
     assert labels.shape == (len(train) + len(extra), load_checkpoint(distilled.teacher / "best.pt").config.bins)
     assert np.allclose(labels.sum(axis=1), 1.0, atol=1e-5)
@@ -95,15 +101,15 @@ def test_student_exports_an_interval_that_matches_pytorch_at_every_batch_size(di
     model = load_checkpoint(distilled.student / "best.pt")
     assert model.has_interval and predictor.sidecar.training["model_config"]["interval_scale"] > 0
     routes = usable(predictor, route_dicts(distilled.databases, 400))
-    encoded = [predictor.tokenizer.encode(parse_route(r)) for r in routes]
-    assert len({len(e.ids) for e in encoded}) > 5, "the routes must cover many sequence lengths"
+    rows = [predictor.tokenizer.ids(predictor.tokenizer.resolve(parse_route(r))) for r in routes]
+    assert len({len(row.placements) for row in rows}) > 5, "the routes must cover many hold counts"
+    outputs = torch_reference(Grader(model, read_tokenizer(distilled.student)).eval(), rows, chunk=64)
+    assert not outputs[model_io.PROBLEMS].any()
+    reference = np.stack([outputs[name] for name in (model_io.DIFFICULTY, model_io.LOW, model_io.HIGH)], axis=1)
     for size in (1, 7, 128):
         results = predictor.predict_many(routes, batch_size=size)
         assert all(isinstance(r, Prediction) for r in results)
         found = np.array([[r.difficulty, r.low, r.high] for r in results if isinstance(r, Prediction)])
-        reference = np.concatenate(
-            [np.stack(torch_outputs(model, pad_batch(encoded[i : i + 64])), axis=1) for i in range(0, len(encoded), 64)]
-        )
         assert np.max(np.abs(found - reference)) <= TOLERANCE
         assert np.all(found[:, 1] <= found[:, 0]) and np.all(found[:, 0] <= found[:, 2])
         assert np.all(found[:, 2] > found[:, 1])
@@ -185,7 +191,7 @@ def test_exported_graph_has_no_sequence_first_transposes(distilled):
     # no transpose moves a tensor's second axis ahead of its first, as nn.TransformerEncoderLayer's
     # sequence-first [1, 0, 2] does: the head split and merge keep the batch ahead of everything after it
     assert perms and all(p.index(0) < p.index(1) for p in perms), perms
-    assert [o.name for o in graph.output] == ["difficulty", "low", "high"]
+    assert [o.name for o in graph.output] == ["difficulty", "low", "high", "problems"]
 
 
 def test_a_model_without_interval_keeps_one_output():

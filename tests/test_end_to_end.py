@@ -7,16 +7,16 @@ import json
 import numpy as np
 import onnx
 
+from climbgrade_runtime import model_io
 from climbgrade_runtime.metrics import METRIC_NAMES
-from climbgrade_runtime.model_io import INPUTS, pad_batch
+from climbgrade_runtime.model_io import INPUTS
 from climbgrade_runtime.routes import parse_route
 from climbgrade_runtime.session import create_session
 from climbgrade_runtime.sidecar import Sidecar, file_sha256
-from climbgrade_train.checkpoints import load_checkpoint
-from climbgrade_train.predict import torch_predict
+from climbgrade_runtime.tokenizer import RouteIds
 
 from conftest import run_script
-from test_parity import route_dicts
+from test_parity import pipeline_grader, route_dicts, torch_outputs
 
 
 def test_cg_infer_equals_pytorch(pipeline, tmp_path):
@@ -28,11 +28,12 @@ def test_cg_infer_equals_pytorch(pipeline, tmp_path):
     good = [a for a in answers if "error" not in a]
     assert len(good) >= 35 and out.returncode == (2 if len(good) < len(answers) else 0)
     sidecar = Sidecar.load(f"{pipeline.model}.json")
-    model = load_checkpoint(pipeline.run_dir / "best.pt")
+    grader = pipeline_grader(pipeline)
     for answer in good:
         route = routes[answer["index"]]
         assert answer["id"] == route["id"]
-        reference = torch_predict(model, pad_batch([sidecar.tokenizer.encode(parse_route(route))]))[0]
+        ids = sidecar.tokenizer.ids(sidecar.tokenizer.resolve(parse_route(route)))
+        reference = float(torch_outputs(grader, model_io.route_feeds([ids]))[model_io.DIFFICULTY][0])
         assert abs(answer["difficulty"] - reference) <= 1e-4
         grade = sidecar.grades.grade(reference)
         assert (answer["font"], answer["v_grade"]) == (grade.font, grade.v)
@@ -65,30 +66,62 @@ def test_export_files(pipeline):
     proto = onnx.load(str(pipeline.model))
     assert {o.domain: o.version for o in proto.opset_import}[""] == 17
     for tensor in proto.graph.input:
-        assert all(d.dim_param for d in tensor.type.tensor_type.shape.dim[:2]), tensor.name
+        assert all(d.dim_param for d in tensor.type.tensor_type.shape.dim), tensor.name  # batch and hold axes
+    assert [i.name for i in proto.graph.input] == [n for n, _ in INPUTS]
     assert not list(pipeline.model.parent.glob("*.data")), "weights must be inside the .onnx file"
     sidecar = pipeline.sidecar
+    assert sidecar["format_version"] == model_io.MODEL_FORMAT == 2
     assert sidecar["model"]["sha256"] == file_sha256(pipeline.model)
     assert sidecar["model"]["opset"] == 17
-    assert [i["name"] for i in sidecar["model"]["inputs"]] == [n for n, _ in INPUTS]
-    assert len(sidecar["tokenizer"]["token_features"]) == len(sidecar["tokenizer"]["vocab"])
+    assert [(i["name"], i["dtype"]) for i in sidecar["model"]["inputs"]] == list(INPUTS)
+    outputs = [o["name"] for o in sidecar["model"]["outputs"]]
+    assert outputs == [o.name for o in proto.graph.output] and outputs[-1] == model_io.PROBLEMS
+    # the model's `layout` input is a position in the top-level layouts; the tokenizer no longer holds them
+    layouts = sidecar["layouts"]
+    assert {lay["board"] for lay in layouts} == {"kilter", "tension"} and all(lay["placements"] for lay in layouts)
+    if pipeline.source == "fake":
+        assert [(lay["board"], lay["layout_id"]) for lay in layouts] == [("kilter", 1), ("tension", 11)]
+    assert "layouts" not in sidecar["tokenizer"] and sidecar["tokenizer"]["vocab"][:3] == ["<PAD>", "<UNK>", "<CLS>"]
+    meta = {entry.key: entry.value for entry in proto.metadata_props}
+    assert meta[model_io.META_FORMAT] == "2" and meta[model_io.META_OPSET] == "17"
+    assert meta[model_io.META_LAYOUTS] == str(len(layouts))
+    assert meta[model_io.META_VOCAB_SIZE] == str(len(sidecar["tokenizer"]["vocab"]))
+    assert meta[model_io.META_MAX_LEN] == str(sidecar["tokenizer"]["max_len"])
+    assert meta[model_io.META_FEATURES] == str(len(sidecar["tokenizer"]["features"]))
     assert set(sidecar["metrics"]["test"]["all"]) >= set(METRIC_NAMES)
     assert sidecar["data"]["rows"] > 0 and sidecar["data"]["split"]["seed"] == 0
     assert set(sidecar["versions"]) >= {"torch", "onnx", "onnxruntime"}
 
 
-def test_every_sequence_length_runs(fake_pipeline):
-    """Lengths 1..max_len and several batch sizes all run (nothing baked in at the example's length)."""
+def test_every_hold_count_runs(fake_pipeline):
+    """1..max_holds holds and several batch sizes all run (nothing baked in at the export example's shape),
+    holds in any order; ids no layout has come back flagged in `problems`, never as a crash."""
     sidecar = Sidecar.load(f"{fake_pipeline.model}.json")
+    tokenizer = sidecar.tokenizer
     session = create_session(fake_pipeline.model)
+    names = [n for n, _ in sidecar.outputs]
     rng = np.random.default_rng(0)
-    vocab = len(sidecar.tokenizer.vocab)
-    for length in range(1, sidecar.tokenizer.max_len + 1):
-        for batch in (1, 3):
-            feeds = {
-                "token_ids": rng.integers(0, vocab, (batch, length)),
-                "coords": rng.uniform(-1, 1, (batch, length, sidecar.tokenizer.n_features)).astype(np.float32),
-                "attention_mask": np.ones((batch, length), dtype=np.int64),
-            }
-            (out,) = session.run(None, feeds)
-            assert out.shape == (batch,) and np.all(np.isfinite(out))
+    for key, layout in tokenizer.layouts.items():
+        placements, role_ids = sorted(layout.placements), sorted(layout.roles)
+        for holds in range(1, tokenizer.max_holds + 1):
+            for batch in (1, 3):
+                rows = [
+                    RouteIds(
+                        tokenizer.layout_index[key],
+                        int(rng.choice(layout.angles)),
+                        tuple(int(p) for p in rng.choice(placements, holds, replace=False)),
+                        tuple(int(r) for r in rng.choice(role_ids, holds)),
+                    )
+                    for _ in range(batch)
+                ]
+                found = dict(zip(names, session.run(names, model_io.route_feeds(rows))))
+                assert found[model_io.DIFFICULTY].shape == (batch,) and np.all(np.isfinite(found[model_io.DIFFICULTY]))
+                assert found[model_io.PROBLEMS].tolist() == [0] * batch
+    garbage = {
+        model_io.LAYOUT: rng.integers(-5, 5, 6),
+        model_io.ANGLE: rng.integers(-100, 100, 6),
+        model_io.PLACEMENT_ID: rng.integers(-(2**40), 2**40, (6, 4)),
+        model_io.ROLE_ID: rng.integers(-(2**40), 2**40, (6, 4)),
+    }
+    found = dict(zip(names, session.run(names, garbage)))
+    assert found[model_io.DIFFICULTY].shape == (6,) and np.all(found[model_io.PROBLEMS] > 0)
