@@ -137,7 +137,8 @@ class SecurityHeaders:
 
 @dataclass(frozen=True)
 class Kiosk:
-    """What the handlers share, made once per app: reached through the dependencies below."""
+    """What the handlers share, made once per app: reached through the dependencies below (async, so
+    that resolving them takes no thread-pool hop)."""
 
     predictor: GradePredictor
     worker: ModelWorker
@@ -152,17 +153,17 @@ class Kiosk:
         return {"status": "ok", **self.model, "uptime_s": round(time.monotonic() - self.started, 3)}
 
 
-def get_kiosk(request: Request) -> Kiosk:
+async def get_kiosk(request: Request) -> Kiosk:
     kiosk: Kiosk = request.app.state.kiosk
     return kiosk
 
 
-def get_predictor(kiosk: Annotated[Kiosk, Depends(get_kiosk)]) -> GradePredictor:
+async def get_predictor(kiosk: Annotated[Kiosk, Depends(get_kiosk)]) -> GradePredictor:
     """The predictor the model endpoints use (tests override it with app.dependency_overrides)."""
     return kiosk.predictor
 
 
-def get_worker(kiosk: Annotated[Kiosk, Depends(get_kiosk)]) -> ModelWorker:
+async def get_worker(kiosk: Annotated[Kiosk, Depends(get_kiosk)]) -> ModelWorker:
     return kiosk.worker
 
 

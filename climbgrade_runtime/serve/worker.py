@@ -31,6 +31,7 @@ T = TypeVar("T")
 # model work, and a kiosk's tap that would wait longer than the timeout is better told to retry.
 MAX_QUEUE = 256
 TIMEOUT_S = 2.0
+STOP_S = 30  # at shutdown, how long the worker may take to answer what it holds
 Result = Prediction | RouteFailure
 
 
@@ -68,14 +69,16 @@ class ModelWorker:
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._serve, name="climbgrade-model", daemon=True)
         self._held: _Job | None = None  # a job taken while gathering a batch it could not join: run next
+        self._stopping = False
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        """Let the jobs queued finish, then end the thread (the app's shutdown)."""
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        """Answer the jobs queued, then end the thread (the app's shutdown); a stuck model is left behind."""
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=STOP_S)
+        self._thread.join(timeout=STOP_S)
 
     async def grade(self, predictor: GradePredictor, routes: list[Any]) -> list[Result]:
         """`predictor.predict_many(routes)`, graded in a batch with other requests' routes; numbered from 0."""
@@ -99,7 +102,7 @@ class ModelWorker:
             raise Overloaded(f"no answer within {self.timeout_s:g} s: the model is busy, try again shortly") from None
 
     def _serve(self) -> None:
-        while (job := self._next()) is not None:
+        while not self._stopping and (job := self._next()) is not None:
             if job.call is not None:
                 self._run(job, job.call)
                 continue
@@ -125,10 +128,11 @@ class ModelWorker:
                 job = self._next(timeout=max(0.0, closes - time.monotonic()))
             except queue.Empty:
                 break
-            if job is None or job.call is not None or job.predictor is not first.predictor:
+            if job is None:  # stop() was called: answer this batch, then end
+                self._stopping = True
+                break
+            if job.call is not None or job.predictor is not first.predictor:
                 self._held = job
-                if job is None:  # stop() was called: answer this batch, then end
-                    self._queue.put(None)
                 break
             batch.append(job)
             count += len(job.routes)
