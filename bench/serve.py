@@ -5,7 +5,8 @@
 
 Starts a real `cg-serve --port 0` (the shipped model unless --model; `--serve-option` passes more), checks
 that its answers equal `cg-infer --format json`'s for the same routes, warms it up, then runs, each for
-`--duration` seconds: open loop (`hey`, `--rate` req/s of one route), one sequential client (`hey -c 1`),
+`--duration` seconds: open loop (`hey`, `--rate` req/s of one route over 2, then 8 connections: hey's
+connections fire in step, so these are bursts of 2 and of 8), one sequential client (`hey -c 1`),
 closed loop (`wrk`, 32 connections), overload (`hey`, 256 connections: only 200 or 503 may come back),
 and 100-route requests (`wrk`, 8 connections); then a soak (`hey`, `--rate` req/s for `--soak` seconds)
 sampling the server's RSS. Routes are real ones from $CLIMBGRADE_DATA or ../shared/data when present,
@@ -41,6 +42,7 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = io.open(os.getenv("BODY")):read("*a")
 """
+WAIT_S = 30  # hey's and wrk's limit on one answer: slower ones count as transport errors
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
@@ -70,7 +72,8 @@ def children(pid: int) -> list[int]:
 
 def hey(url: str, body: Path, seconds: float, connections: int, rate: float | None = None) -> dict[str, Any]:
     """`hey` for `seconds`; with `rate`, paced at that many requests/s in all (open loop, as far as hey goes)."""
-    command = ["hey", "-z", f"{seconds}s", "-c", str(connections), "-m", "POST", "-T", "application/json"]
+    command = ["hey", "-z", f"{seconds}s", "-c", str(connections), "-t", str(WAIT_S), "-m", "POST"]
+    command += ["-T", "application/json"]
     if rate is not None:
         command += ["-q", f"{rate / connections:g}"]
     text = _run([*command, "-D", str(body), url], seconds)
@@ -93,7 +96,8 @@ def _hey_ms(text: str, percent: int) -> float | None:
 
 def wrk(url: str, body: Path, seconds: float, connections: int, script: Path) -> dict[str, Any]:
     """`wrk` (closed loop: each connection sends its next request when its answer is in) for `seconds`."""
-    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), url]
+    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--timeout", f"{WAIT_S}s", "--latency"]
+    command += ["-s", str(script), url]
     text = _run(command, seconds, env={**os.environ, "BODY": str(body)})
     total = int(re.search(r"(\d+) requests in", text)[1])  # type: ignore[index]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
@@ -108,8 +112,10 @@ def wrk(url: str, body: Path, seconds: float, connections: int, script: Path) ->
 
 
 def _wrk_ms(text: str, percent: int) -> float:
-    value, unit = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s|m)$", text, re.M).groups()  # type: ignore[union-attr]
-    return round(float(value) * UNITS[unit], 2)
+    match = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
+    if match is None:
+        raise click.ClickException(f"wrk printed no {percent}% latency:\n{text}")
+    return round(float(match[1]) * UNITS[match[2]], 2)
 
 
 def _run(command: list[str], seconds: float, env: dict[str, str] | None = None) -> str:
@@ -180,7 +186,8 @@ def main(
             unequal = check_answers(url, routes[:200], folder)
             hey(grade, one, min(duration, 5), 32)  # warm-up: every connection opened, every code path run
             rss = {"after_warm_up": rss_mib(server.pid)}
-            loads[f"open loop {rate:g} req/s"] = hey(grade, one, duration, 8, rate)
+            for connections in (2, 8):  # hey's connections send in step: bursts of 2, then of 8
+                loads[f"open {rate:g} req/s, {connections} conns"] = hey(grade, one, duration, connections, rate)
             loads["1 sequential client"] = hey(grade, one, duration, 1)
             loads["closed loop 32 conns"] = wrk(grade, one, duration, 32, script)
             loads["overload 256 conns"] = hey(grade, one, duration, 256)
