@@ -95,10 +95,10 @@ class GatedPredictor:
         self.open = threading.Event()
         self.batches: list[int] = []
 
-    def predict_many(self, routes: list[Any]) -> list[Any]:
+    def predict_many(self, routes: list[Any], **options: Any) -> list[Any]:
         self.batches.append(len(routes))
         self.open.wait(timeout=60)
-        return self.predictor.predict_many(routes)
+        return self.predictor.predict_many(routes, **options)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.predictor, name)
@@ -401,7 +401,7 @@ def test_unknown_paths_and_methods_are_json_errors(client):
 
 def test_an_unexpected_exception_is_500_json_and_the_server_stays_up(predictor):
     class Broken(GatedPredictor):
-        def predict_many(self, routes: list[Any]) -> list[Any]:
+        def predict_many(self, routes: list[Any], **options: Any) -> list[Any]:
             raise RuntimeError("a bug deep in the model")
 
     app = create_app(predictor)

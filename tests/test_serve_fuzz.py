@@ -121,9 +121,9 @@ class StuckPredictor:
     def __init__(self) -> None:
         self.release = threading.Event()
 
-    def predict_many(self, routes: Any) -> Any:
+    def predict_many(self, routes: Any, **options: Any) -> Any:
         self.release.wait(timeout=600)
-        return PREDICTOR.predict_many(routes)
+        return PREDICTOR.predict_many(routes, **options)
 
     def insight_stream(self, routes: Any, request: Any) -> Any:
         self.release.wait(timeout=600)
