@@ -1,7 +1,8 @@
 """cg-serve's HTTP API through the ASGI test client on the shipped model, and the real cg-serve process.
 
 Every endpoint and every error status; answers equal to GradePredictor's and to cg-infer's for the
-same route; the climb search on the synthetic database (with the model trained on it) and on the
+same route; the model worker (a predictor held at a gate, put in with app.dependency_overrides):
+concurrent requests batched, 503 with Retry-After past the queue or the deadline; the climb search on the synthetic database (with the model trained on it) and on the
 real data when present; a real `cg-serve` on a free loopback port stopped by SIGTERM.
 """
 
