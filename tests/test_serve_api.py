@@ -1,7 +1,8 @@
 """cg-serve's HTTP API through the ASGI test client on the shipped model, and the real cg-serve process.
 
 Every endpoint and every error status; answers equal to GradePredictor's and to cg-infer's for the
-same route; the climb search on the synthetic database (with the model trained on it) and on the
+same route; the model worker (a predictor held at a gate, put in with app.dependency_overrides):
+concurrent requests batched, 503 with Retry-After past the queue or the deadline; the climb search on the synthetic database (with the model trained on it) and on the
 real data when present; a real `cg-serve` on a free loopback port stopped by SIGTERM.
 """
 
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,19 +21,19 @@ import subprocess
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from climbgrade_runtime import GradePredictor
 from climbgrade_runtime.boardlib_db import GRADED_STATS_SQL, USABLE_CLIMB_SQL
 from climbgrade_runtime.insight import ONLY_HOLD_WARNING
 from climbgrade_runtime.serve import create_app
-from climbgrade_runtime.serve.app import PAGE_CSP
+from climbgrade_runtime.serve.app import PAGE_CSP, get_predictor
 from climbgrade_runtime.serve.climbs import MAX_LIMIT, ClimbSearch
 from climbgrade_runtime.svg import picture_title
 
@@ -86,40 +88,117 @@ def test_healthz_names_the_model_and_its_hash(client, predictor):
     assert answer["sha256"] == predictor.sidecar.model_sha256 and answer["uptime_s"] >= 0
 
 
-def test_page_health_and_layouts_answer_while_every_worker_thread_waits_on_the_model(predictor, monkeypatch):
-    """Model requests queued on the model semaphore hold every thread-pool token; the page, its files and the rest still answer."""
-    release = threading.Event()
+class GatedPredictor:
+    """The predictor, its predict_many held at a gate until `open` is set; `batches` counts each call's routes."""
 
-    def slow_predict(route: Any) -> Any:
-        release.wait(timeout=60)
-        return GradePredictor.predict(predictor, route)
+    def __init__(self, predictor: GradePredictor) -> None:
+        self.predictor = predictor
+        self.open = threading.Event()
+        self.batches: list[int] = []
 
-    monkeypatch.setattr(predictor, "predict", slow_predict)
-    app = create_app(predictor, max_model_runs=1)
+    def predict_many(self, routes: list[Any], **options: Any) -> list[Any]:
+        self.batches.append(len(routes))
+        self.open.wait(timeout=60)
+        return self.predictor.predict_many(routes, **options)
 
-    async def scenario() -> dict[str, int]:
-        pool = anyio.to_thread.current_default_thread_limiter()
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://kiosk") as http:
-            queued = [asyncio.create_task(http.post("/v1/grade", json=KILTER_ROUTE)) for _ in range(50)]
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.predictor, name)
+
+
+def gated_app(predictor: GradePredictor, **options: Any) -> tuple[FastAPI, GatedPredictor]:
+    app = create_app(predictor, **options)
+    gated = GatedPredictor(predictor)
+    app.dependency_overrides[get_predictor] = lambda: gated
+    return app, gated
+
+
+@contextlib.asynccontextmanager
+async def kiosk_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An async client of `app` with its lifespan running (its model worker started), for concurrent requests."""
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kiosk") as http,
+    ):
+        yield http
+
+
+async def until(condition: Any) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out waiting")
+
+
+def test_while_the_model_is_saturated_the_page_answers_and_past_the_queue_a_503_with_retry_after(predictor):
+    """The model held busy and its queue full: the page, its files and the rest answer; one more grade is a 503."""
+    app, gated = gated_app(predictor, max_queue=4, timeout_s=30)
+
+    async def scenario() -> tuple[dict[str, int], httpx.Response, set[int]]:
+        async with kiosk_client(app) as http:
+            running = asyncio.create_task(http.post("/v1/grade", json=KILTER_ROUTE))
+            await until(lambda: gated.batches)  # the worker holds the first request at the gate
+            queued = [asyncio.create_task(http.post("/v1/grade", json=[KILTER_ROUTE])) for _ in range(4)]
+            await asyncio.sleep(0.2)
             try:
-                for _ in range(500):  # until the grade requests hold every token of the thread pool
-                    if pool.borrowed_tokens == pool.total_tokens:
-                        break
-                    await asyncio.sleep(0.01)
-                assert pool.borrowed_tokens == pool.total_tokens, (pool.borrowed_tokens, pool.total_tokens)
+                refused = await asyncio.wait_for(http.post("/v1/grade", json=KILTER_ROUTE), timeout=5)
                 answers = {}
-                for path in ("/healthz", "/v1/layouts", "/", "/static/app.js", "/static/style.css"):
+                for path in ("/healthz", "/v1/layouts", "/", "/static/app.js", "/static/style.css", "/nothing"):
                     answers[path] = (await asyncio.wait_for(http.get(path), timeout=5)).status_code
-                answers["/nothing"] = (await asyncio.wait_for(http.get("/nothing"), timeout=5)).status_code
             finally:
-                release.set()
-            assert {r.status_code for r in await asyncio.gather(*queued)} == {200}
-        return answers
+                gated.open.set()
+            statuses = {r.status_code for r in await asyncio.gather(running, *queued)}
+        return answers, refused, statuses
 
-    assert asyncio.run(scenario()) == {
+    answers, refused, statuses = asyncio.run(scenario())
+    assert answers == {
         "/healthz": 200, "/v1/layouts": 200, "/": 200, "/static/app.js": 200, "/static/style.css": 200, "/nothing": 404
     }  # fmt: skip
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json() == {"error": "the model's queue is full (4 requests): try again shortly"}
+    assert statuses == {200}
+    assert gated.batches == [1, 4]  # the four queued behind the first: graded in one batch
+
+
+def test_a_request_still_waiting_at_its_deadline_is_a_503_and_the_server_recovers(predictor):
+    app, gated = gated_app(predictor, timeout_s=0.3)
+    with TestClient(app) as client:
+        for path in ("/v1/grade", "/v1/explain", "/v1/picture"):
+            response = client.post(path, json=KILTER_ROUTE)
+            if path == "/v1/grade":  # the gated one: the model is busy past the deadline
+                assert response.status_code == 503 and response.headers["retry-after"] == "1"
+                assert response.json() == {"error": "no answer within 0.3 s: the model is busy, try again shortly"}
+                gated.open.set()
+            else:  # waiting behind the gated grade: answered once it is through
+                assert response.status_code == 200, response.text
+        assert client.post("/v1/grade", json=KILTER_ROUTE).json() == predictor.predict(KILTER_ROUTE).to_dict()
+
+
+def test_concurrent_grade_requests_are_batched_and_each_gets_its_own_answers(predictor):
+    """Requests gathered into one predict_many: each gets its routes' answers, numbered from 0, bad ones in their slots."""
+    app, gated = gated_app(predictor)
+    bodies: list[Any] = [KILTER_ROUTE, [TENSION_ROUTE, BAD_ROUTE], ROUTES, BAD_ROUTE, [], ["not a route", *ROUTES]]
+
+    async def scenario() -> list[httpx.Response]:
+        async with kiosk_client(app) as http:
+            first = asyncio.create_task(http.post("/v1/grade", json=ROUTES[0]))
+            await until(lambda: gated.batches)
+            rest = [asyncio.create_task(http.post("/v1/grade", json=body)) for body in bodies]
+            await asyncio.sleep(0.2)
+            gated.open.set()
+            return await asyncio.gather(first, *rest)
+
+    first, *answers = asyncio.run(scenario())
+    assert first.json() == predictor.predict(ROUTES[0]).to_dict()
+    for body, response in zip(bodies, answers):
+        if isinstance(body, list):
+            assert response.json() == [r.to_dict() for r in predictor.predict_many(body)]
+        elif body is BAD_ROUTE:
+            assert response.status_code == 422 and "angle 41" in response.json()["error"]
+        else:
+            assert response.json() == predictor.predict(body).to_dict()
+    routes = sum(len(b) if isinstance(b, list) else 1 for b in bodies)
+    assert gated.batches == [1, routes]
 
 
 def test_layouts_give_every_hole_angle_and_role_of_the_model(client, predictor):
@@ -136,11 +215,23 @@ def test_layouts_give_every_hole_angle_and_role_of_the_model(client, predictor):
     assert by_key["tension", 11]["has_mirrors"] and not by_key["kilter", 1]["has_mirrors"]
 
 
-def test_openapi_docs_list_the_endpoints(client):
-    paths = client.get("/openapi.json").json()["paths"]
+def test_openapi_describes_every_body_answer_and_error_and_the_docs_page_works_offline(client):
+    document = client.get("/openapi.json").json()
+    paths = document["paths"]
     assert {"/v1/grade", "/v1/explain", "/v1/picture", "/v1/layouts", "/v1/climbs", "/healthz"} <= set(paths)
-    assert "requestBody" in paths["/v1/grade"]["post"]
-    assert client.get("/docs").status_code == 200
+    for path in ("/v1/grade", "/v1/explain", "/v1/picture"):
+        operation = paths[path]["post"]
+        assert operation["requestBody"]["required"] is True
+        assert {"200", "400", "413", "422", "503"} <= set(operation["responses"])
+        assert "Retry-After" in operation["responses"]["503"]["headers"]
+    assert set(paths["/v1/climbs"]["get"]["responses"]) == {"200", "404", "422"}
+    schemas = document["components"]["schemas"]
+    assert {"RouteFrames", "RouteHolds", "Hold", "Answer", "RouteFailure", "Explained", "ErrorAnswer"} <= set(schemas)
+    assert "HTTPValidationError" not in schemas  # every error is {"error": ...}
+    docs = client.get("/docs")
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert docs.status_code == 200 and len(assets) >= 2 and all(a.startswith("/") for a in assets), assets
+    assert all(client.get(asset).status_code == 200 for asset in assets)
 
 
 # --- grading: the same answers as GradePredictor and cg-infer -----------------------------------
@@ -309,17 +400,20 @@ def test_unknown_paths_and_methods_are_json_errors(client):
     assert response.status_code == 405 and "POST" in response.json()["error"]
 
 
-def test_an_unexpected_exception_is_500_json_and_the_server_stays_up(client, predictor, monkeypatch):
-    def broken(*_args: Any, **_kwargs: Any) -> Any:
-        raise RuntimeError("a bug deep in the model")
+def test_an_unexpected_exception_is_500_json_and_the_server_stays_up(predictor):
+    class Broken(GatedPredictor):
+        def predict_many(self, routes: list[Any], **options: Any) -> list[Any]:
+            raise RuntimeError("a bug deep in the model")
 
-    monkeypatch.setattr(predictor, "predict", broken)
-    response = client.post("/v1/grade", json=KILTER_ROUTE)
-    assert response.status_code == 500
-    assert response.json() == {"error": "internal error (RuntimeError); the server is still up"}
-    assert "Traceback" not in response.text and "deep in the model" not in response.text
-    monkeypatch.undo()
-    assert client.post("/v1/grade", json=KILTER_ROUTE).status_code == 200
+    app = create_app(predictor)
+    app.dependency_overrides[get_predictor] = lambda: Broken(predictor)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post("/v1/grade", json=KILTER_ROUTE)
+        assert response.status_code == 500
+        assert response.json() == {"error": "internal error (RuntimeError); the server is still up"}
+        assert "Traceback" not in response.text and "deep in the model" not in response.text
+        app.dependency_overrides.clear()
+        assert client.post("/v1/grade", json=KILTER_ROUTE).status_code == 200
 
 
 def test_no_cors_by_default_and_only_the_given_origin_with_cors(client, predictor):

@@ -2,19 +2,22 @@
 
 Each body goes to POST /v1/grade, /v1/explain and /v1/picture. The answer is 200 (graded), 400 (not
 JSON), 413 (too big) or 422 (not a route this model takes), always with a one-line JSON error when not
-200; afterwards /healthz still answers.
+200; afterwards /healthz still answers. With the model stuck (a predictor that never answers, put in
+with app.dependency_overrides), every body is still answered at once: 400, 413 or 503 with Retry-After.
 
 Generated bodies per run (each test's max_examples, every one sent to the three endpoints):
 
     test_any_json_value                    200
     test_route_shaped_objects              200
     test_random_bytes                      200
-    total                                  600 bodies, 1,800 requests
+    test_any_body_while_the_model_is_stuck 100
+    total                                  700 bodies, 2,100 requests
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +28,7 @@ from hypothesis import strategies as st
 
 from climbgrade_runtime import GradePredictor
 from climbgrade_runtime.serve import create_app
+from climbgrade_runtime.serve.app import get_predictor
 
 with warnings.catch_warnings():  # starlette asks for httpx2, which is not released everywhere yet
     warnings.simplefilter("ignore")
@@ -109,3 +113,44 @@ def test_route_shaped_objects(client, route):
 @given(st.binary(max_size=MAX_BODY + 2000) | st.text(max_size=200).map(str.encode))
 def test_random_bytes(client, body):
     check(client, body)
+
+
+class StuckPredictor:
+    """A predictor whose every model call waits until the test ends: the model saturated for good."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def predict_many(self, routes: Any, **options: Any) -> Any:
+        self.release.wait(timeout=600)
+        return PREDICTOR.predict_many(routes, **options)
+
+    def insight_stream(self, routes: Any, request: Any) -> Any:
+        self.release.wait(timeout=600)
+        return PREDICTOR.insight_stream(routes, request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(PREDICTOR, name)
+
+
+@pytest.fixture(scope="module")
+def stuck_client() -> Iterator[TestClient]:
+    app = create_app(PREDICTOR, max_body_bytes=MAX_BODY, max_routes=20, max_queue=4, timeout_s=0.01)
+    stuck = StuckPredictor()
+    app.dependency_overrides[get_predictor] = lambda: stuck
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+        stuck.release.set()  # so that the app's worker can stop
+
+
+@settings(FUZZ, max_examples=100)
+@given(JSON_VALUES.map(lambda value: json.dumps(value).encode()) | st.binary(max_size=MAX_BODY + 2000))
+def test_any_body_while_the_model_is_stuck(stuck_client, body):
+    for path in ENDPOINTS:
+        response = stuck_client.post(path, content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code in {400, 413, 503}, (path, body[:200], response.status_code, response.text[:300])
+        event(f"{path} {response.status_code}")
+        assert "\n" not in response.json()["error"]
+        if response.status_code == 503:
+            assert response.headers["retry-after"] == "1"
+    assert stuck_client.get("/healthz").json()["status"] == "ok"

@@ -1,28 +1,29 @@
-"""The kiosk's HTTP API and page: thin handlers over GradePredictor and the answers cg-infer writes.
+"""The kiosk's HTTP API and page: thin async handlers over GradePredictor and the answers cg-infer writes.
 
 Every answer is built by the library (Prediction / RouteInsight `to_dict`, render_route_svg), so the
-API and cg-infer cannot drift apart. Model calls block, so the handlers that make them are plain
-`def`s: FastAPI runs them in its thread pool and the event loop keeps serving (GradePredictor is
-thread-safe). Everything else (the page, /healthz, /v1/layouts, the error handlers) is `async def`, so
-it answers on the event loop even while every thread-pool token waits on the model. Errors are one-line
-JSON `{"error": ...}`; nothing a request sends takes the server down.
+API and cg-infer cannot drift apart. Every model call goes through the app's one ModelWorker (its own
+thread, grade requests batched), so the event loop never waits on the model: the page, /healthz and
+/v1/layouts answer while the model is saturated, and a request the model cannot take in time is a 503
+with Retry-After. Bodies are read by the handlers (so their size is limited and their errors are
+cg-infer's); models.py describes them and the answers for /openapi.json. Errors are one-line JSON
+`{"error": ...}`; nothing a request sends takes the server down.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,10 +33,13 @@ from ..geometry import LayoutGeometry
 from ..inputs import decode_json
 from ..insight import Explanation, InsightRequest, RouteInsight, parse_angle_spec
 from ..predictor import GradePredictor
+from ..results import Prediction
 from ..routes import parse_route
 from ..svg import picture_title, render_route_svg
 from ..tokenizer import ResolvedRoute, check_angle
+from . import models
 from .climbs import MAX_LIMIT, ClimbSearch
+from .worker import MAX_QUEUE, TIMEOUT_S, ModelWorker, Overloaded
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
@@ -46,25 +50,13 @@ PAGE_CSP = (
 )
 # The explain answer: cg-infer --angles all --explain --mirror for one route.
 EXPLAIN_REQUEST = InsightRequest(parse_angle_spec("all"), explain=True, mirror=True)
-ROUTE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "A route as cg-infer reads it: frames (Aurora p<placement>r<role>...) or holds.",
-    "required": ["board", "layout_id", "angle"],
-    "properties": {
-        "board": {"type": "string", "example": "kilter"},
-        "layout_id": {"type": "integer", "example": 1},
-        "angle": {"type": "integer", "example": 40},
-        "frames": {"type": "string", "example": "p1145r12p1200r13p1300r14"},
-        "holds": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {"placement_id": {"type": "integer"}, "role": {"type": ["string", "integer"]}},
-            },
-        },
-        "id": {}, "uuid": {}, "name": {},
-    },
-}  # fmt: skip
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": models.ErrorAnswer, "description": "the body is not JSON"},
+    413: {"model": models.ErrorAnswer, "description": "the body (or its list of routes) is over the limit"},
+    422: {"model": models.ErrorAnswer, "description": "not a route this model grades (cg-infer's message)"},
+    503: {"model": models.ErrorAnswer, "description": "the model is saturated: retry", "headers": RETRY_AFTER},
+}
 
 
 class ApiError(Exception):
@@ -83,16 +75,8 @@ class ApiJSON(JSONResponse):
         return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
-def error(status: int, message: str) -> ApiJSON:
-    return ApiJSON({"error": message}, status_code=status)
-
-
-def request_json(body: bytes) -> Any:
-    """The request body as JSON; ApiError 400 with cg-infer's words for the same bytes if it is not."""
-    try:
-        return decode_json(body, "request body")
-    except RouteError as exc:
-        raise ApiError(400, str(exc)) from exc
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> ApiJSON:
+    return ApiJSON({"error": message}, status_code=status, headers=headers)
 
 
 class BodyLimit:
@@ -151,9 +135,158 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-async def body_bytes(request: Request) -> bytes:
-    """The raw request body (BodyLimit bounds it); decoded in the thread pool, not on the event loop."""
-    return await request.body()
+@dataclass(frozen=True)
+class Kiosk:
+    """What the handlers share, made once per app: reached through the dependencies below (async, so
+    that resolving them takes no thread-pool hop)."""
+
+    predictor: GradePredictor
+    worker: ModelWorker
+    search: ClimbSearch | None
+    files: dict[str, tuple[bytes, str]]
+    layouts: list[dict[str, Any]]
+    model: dict[str, str]
+    started: float
+    max_routes: int
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", **self.model, "uptime_s": round(time.monotonic() - self.started, 3)}
+
+
+async def get_kiosk(request: Request) -> Kiosk:
+    kiosk: Kiosk = request.app.state.kiosk
+    return kiosk
+
+
+async def get_predictor(kiosk: Annotated[Kiosk, Depends(get_kiosk)]) -> GradePredictor:
+    """The predictor the model endpoints use (tests override it with app.dependency_overrides)."""
+    return kiosk.predictor
+
+
+async def get_worker(kiosk: Annotated[Kiosk, Depends(get_kiosk)]) -> ModelWorker:
+    return kiosk.worker
+
+
+async def route_body(request: Request) -> Any:
+    """The request body as JSON (BodyLimit bounds it); 400 with cg-infer's words for the same bytes if it is not."""
+    try:
+        return decode_json(await request.body(), "request body")
+    except RouteError as exc:
+        raise ApiError(400, str(exc)) from exc
+
+
+KioskDep = Annotated[Kiosk, Depends(get_kiosk)]
+PredictorDep = Annotated[GradePredictor, Depends(get_predictor)]
+WorkerDep = Annotated[ModelWorker, Depends(get_worker)]
+BodyDep = Annotated[Any, Depends(route_body)]
+router = APIRouter()
+
+
+@router.get("/", include_in_schema=False)
+async def page(kiosk: KioskDep) -> Response:
+    return _file_response(kiosk.files["index.html"])
+
+
+@router.get("/static/{name}", include_in_schema=False)
+async def static(name: str, kiosk: KioskDep) -> Response:
+    if name not in kiosk.files:
+        raise ApiError(404, f"no such page: /static/{name}")
+    return _file_response(kiosk.files[name])
+
+
+@router.get("/healthz", summary="Liveness and the model served", response_model=models.Health)
+async def healthz(kiosk: KioskDep) -> Response:
+    return ApiJSON(kiosk.health())
+
+
+@router.get(
+    "/v1/layouts", summary="The boards and layouts the model grades, with their holes", response_model=models.Layouts
+)
+async def get_layouts(kiosk: KioskDep) -> Response:
+    return ApiJSON({"layouts": kiosk.layouts, "model": kiosk.health(), "search": kiosk.search is not None})
+
+
+@router.post(
+    "/v1/grade",
+    summary="Grade one route (an object) or many (a list), as cg-infer --format json does",
+    response_model=models.Answer | list[models.Answer | models.RouteFailure],
+    responses=ERRORS,
+    openapi_extra=models.json_body(
+        {"oneOf": [*models.ROUTE["oneOf"], models.ROUTES]}, "a route, or a list of routes (each answered in its slot)"
+    ),
+)
+async def grade(body: BodyDep, kiosk: KioskDep, predictor: PredictorDep, worker: WorkerDep) -> Response:
+    if isinstance(body, list):
+        if len(body) > kiosk.max_routes:
+            raise ApiError(413, f"the request holds {len(body)} routes; the limit is {kiosk.max_routes} per request")
+        return ApiJSON([r.to_dict() for r in await worker.grade(predictor, body)])
+    [result] = await worker.grade(predictor, [body])
+    if not isinstance(result, Prediction):
+        raise ApiError(422, result.error)
+    return ApiJSON(result.to_dict())
+
+
+@router.post(
+    "/v1/explain",
+    summary="One route graded, swept over its board's angles, each hold's effect, its mirror",
+    response_model=models.Explained,
+    responses=ERRORS,
+    openapi_extra=models.json_body(models.ROUTE, "a route"),
+)
+async def explain(
+    body: BodyDep,
+    predictor: PredictorDep,
+    worker: WorkerDep,
+    picture: Annotated[bool, Query(description="also the route's picture (as /v1/picture draws it), as SVG")] = False,
+) -> Response:
+    def insight(model: GradePredictor) -> dict[str, Any]:
+        [result] = next(model.insight_stream([body], EXPLAIN_REQUEST))
+        if not isinstance(result, RouteInsight):
+            raise ApiError(422, result.error)
+        answer = result.to_dict()
+        if picture and result.explanation is not None:  # the kiosk's one call per tap: numbers and their board
+            answer["picture"] = _route_picture(result.route, result.explanation)
+        return answer
+
+    return ApiJSON(await worker.call(predictor, insight))
+
+
+@router.post(
+    "/v1/picture",
+    summary="The route (or the bare board) as SVG, every hole a tap target",
+    response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}}}, **ERRORS},
+    openapi_extra=models.json_body(models.ROUTE, 'a route; no holds (or frames ""): the bare board'),
+)
+async def picture(body: BodyDep, predictor: PredictorDep, worker: WorkerDep) -> Response:
+    if isinstance(body, dict) and body.get("frames") == "" and "holds" not in body:  # the bare board, as frames
+        body = {k: v for k, v in body.items() if k != "frames"} | {"holds": []}
+    try:
+        svg = await worker.call(predictor, lambda model: _picture(model, body))
+    except RouteError as exc:
+        raise ApiError(422, str(exc)) from exc
+    return Response(svg, media_type="image/svg+xml")
+
+
+@router.get(
+    "/v1/climbs",
+    summary="Climbs of the --db databases by name or uuid prefix, with community grades",
+    response_model=models.Climbs,
+    responses={
+        404: {"model": models.ErrorAnswer, "description": "climb search is off (no --db)"},
+        422: {"model": models.ErrorAnswer, "description": "a query parameter out of its range"},
+    },
+)
+def climbs(
+    kiosk: KioskDep,
+    q: Annotated[str, Query(min_length=1, max_length=100, description="text in the name, or the start of the uuid")],
+    board: str | None = None,
+    layout_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+) -> Response:
+    if kiosk.search is None:
+        raise ApiError(404, "climb search is off: start cg-serve with --db PATH to search a database's climbs")
+    return ApiJSON({"climbs": [c.to_dict() for c in kiosk.search.search(q, board, layout_id, limit)]})
 
 
 def create_app(
@@ -163,46 +296,85 @@ def create_app(
     cors_origin: str | None = None,
     max_body_bytes: int = 1_000_000,
     max_routes: int = 1000,
-    max_model_runs: int | None = None,
+    max_queue: int = MAX_QUEUE,
+    timeout_s: float = TIMEOUT_S,
 ) -> FastAPI:
     """The kiosk app for `predictor`; `databases` ([BOARD=]PATH) turn on /v1/climbs (DatabaseError if unusable).
 
-    At most `max_model_runs` requests run the model at once (default: one per CPU); the others wait
-    their turn. More would only share the same cores, and every concurrent onnxruntime run keeps its
-    own buffers: measured, 8 concurrent batches of 100 routes took the server from 150 to 830 MiB.
+    Its lifespan warms the model up and runs its ModelWorker: at most `max_queue` requests wait for the
+    model, each at most `timeout_s` seconds; past either, a 503.
     """
     search = ClimbSearch(databases, predictor.tokenizer, predictor.grades) if databases else None
-    started = time.monotonic()
-    model = {"model": predictor.model_path.name, "sha256": predictor.sidecar.model_sha256}
-    layouts = [_layout_dict(layout) for layout in predictor.tokenizer.layouts.values()]
-    # The page's files, read once: answering them needs no thread-pool token, so a kiosk whose model is
-    # busy still loads its page. Only these names are served: no request can name a file.
+    worker = ModelWorker(max_queue=max_queue, timeout_s=timeout_s)
+    # The page's files, read once. Only these names are served: no request can name a file.
     files = {
         path.name: (path.read_bytes(), STATIC_TYPES[path.suffix])
         for path in STATIC.iterdir()
         if path.suffix in STATIC_TYPES
     }
-    model_runs = threading.BoundedSemaphore(max_model_runs or os.cpu_count() or 1)
+    kiosk = Kiosk(
+        predictor=predictor,
+        worker=worker,
+        search=search,
+        files=files,
+        layouts=[_layout_dict(layout) for layout in predictor.tokenizer.layouts.values()],
+        model={"model": predictor.model_path.name, "sha256": predictor.sidecar.model_sha256},
+        started=time.monotonic(),
+        max_routes=max_routes,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        predictor.warm_up()  # the session opens now: the first tap is as fast as the rest
+        worker.start()
         try:
             yield
-        finally:  # the server stops: its database connections close with it
+        finally:  # the server stops: the worker answers what it holds, the databases close
+            worker.stop()
             if search is not None:
                 search.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="climbgrade kiosk",
         summary="Grade climbing-board routes: the same answers as cg-infer.",
         default_response_class=ApiJSON,
         lifespan=lifespan,
+        redoc_url=None,
     )
+    app.state.kiosk = kiosk
     app.state.search = search  # for cg-serve's start-up warnings
+    app.include_router(router)
+    _add_body_schemas(app)
+    _add_error_handlers(app)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if cors_origin is not None:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=[cors_origin], allow_methods=["GET", "POST"], allow_headers=["Content-Type"]
+        )
+    return app
 
+
+def _add_body_schemas(app: FastAPI) -> None:
+    """The request bodies' models join the OpenAPI components (handlers read the bodies, so FastAPI does not)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            generate().setdefault("components", {}).setdefault("schemas", {}).update(models.BODY_SCHEMAS["$defs"])
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> Response:
         return error(exc.status, exc.message)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(_request: Request, exc: Overloaded) -> Response:
+        return error(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -227,91 +399,6 @@ def create_app(
         # The traceback goes to the server's log (uvicorn), never to the client.
         return error(500, f"internal error ({type(exc).__name__}); the server is still up")
 
-    app.add_middleware(SecurityHeaders)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    if cors_origin is not None:
-        app.add_middleware(
-            CORSMiddleware, allow_origins=[cors_origin], allow_methods=["GET", "POST"], allow_headers=["Content-Type"]
-        )
-
-    def health() -> dict[str, Any]:
-        return {"status": "ok", **model, "uptime_s": round(time.monotonic() - started, 3)}
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> Response:
-        return _file_response(files["index.html"])
-
-    @app.get("/static/{name}", include_in_schema=False)
-    async def static(name: str) -> Response:
-        if name not in files:
-            raise ApiError(404, f"no such page: /static/{name}")
-        return _file_response(files[name])
-
-    @app.get("/healthz", summary="Liveness and the model served")
-    async def healthz() -> Response:
-        return ApiJSON(health())
-
-    @app.get("/v1/layouts", summary="The boards and layouts the model grades, with their holes")
-    async def get_layouts() -> Response:
-        return ApiJSON({"layouts": layouts, "model": health(), "search": search is not None})
-
-    @app.post("/v1/grade", summary="Grade one route (an object) or many (a list), as cg-infer --format json does",
-              openapi_extra=_json_body({"oneOf": [ROUTE_SCHEMA, {"type": "array", "items": ROUTE_SCHEMA}]}))  # fmt: skip
-    def grade(body: bytes = Depends(body_bytes)) -> Response:
-        routes = request_json(body)
-        if isinstance(routes, list):
-            if len(routes) > max_routes:
-                raise ApiError(413, f"the request holds {len(routes)} routes; the limit is {max_routes} per request")
-            with model_runs:
-                return ApiJSON([r.to_dict() for r in predictor.predict_many(routes)])
-        try:
-            with model_runs:
-                return ApiJSON(predictor.predict(routes).to_dict())
-        except RouteError as exc:
-            raise ApiError(422, str(exc)) from exc
-
-    @app.post("/v1/explain", summary="One route graded, swept over its board's angles, each hold's effect, its mirror",
-              openapi_extra=_json_body(ROUTE_SCHEMA))  # fmt: skip
-    def explain(
-        body: bytes = Depends(body_bytes),
-        picture: bool = Query(False, description="also the route's picture (as /v1/picture draws it), as SVG text"),
-    ) -> Response:
-        route = request_json(body)
-        with model_runs:
-            [result] = next(predictor.insight_stream([route], EXPLAIN_REQUEST))
-        if not isinstance(result, RouteInsight):
-            raise ApiError(422, result.error)
-        answer = result.to_dict()
-        if picture and result.explanation is not None:  # the kiosk's one call per tap: numbers and their board
-            answer["picture"] = _route_picture(result.route, result.explanation)
-        return ApiJSON(answer)
-
-    @app.post("/v1/picture", summary="The route (or the bare board) as SVG, every hole a tap target",
-              response_class=Response, responses={200: {"content": {"image/svg+xml": {}}}},
-              openapi_extra=_json_body(ROUTE_SCHEMA))  # fmt: skip
-    def picture(body: bytes = Depends(body_bytes)) -> Response:
-        route = request_json(body)
-        if isinstance(route, dict) and route.get("frames") == "":  # the bare board, spelled as frames
-            route = {k: v for k, v in route.items() if k != "frames"} | {"holds": []}
-        try:
-            with model_runs:
-                return Response(_picture(predictor, route), media_type="image/svg+xml")
-        except RouteError as exc:
-            raise ApiError(422, str(exc)) from exc
-
-    @app.get("/v1/climbs", summary="Climbs of the --db databases by name or uuid prefix, with community grades")
-    def climbs(
-        q: str = Query(min_length=1, max_length=100, description="text in the name, or the start of the uuid"),
-        board: str | None = None,
-        layout_id: int | None = None,
-        limit: int = Query(20, ge=1, le=MAX_LIMIT),
-    ) -> Response:
-        if search is None:
-            raise ApiError(404, "climb search is off: start cg-serve with --db PATH to search a database's climbs")
-        return ApiJSON({"climbs": [c.to_dict() for c in search.search(q, board, layout_id, limit)]})
-
-    return app
-
 
 def _file_response(file: tuple[bytes, str]) -> Response:
     content, media_type = file
@@ -329,11 +416,6 @@ def _layout_dict(layout: LayoutGeometry) -> dict[str, Any]:
         "has_mirrors": bool(layout.mirrors),
         "placements": [{"id": pid, "x": x, "y": y} for pid, (x, y) in sorted(layout.placements.items())],
     }
-
-
-def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    """OpenAPI for a JSON body read by hand (so that its size is limited and its errors are ours)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def _picture(predictor: GradePredictor, record: Any) -> str:

@@ -1,7 +1,7 @@
 """`cg-serve`: the gym kiosk on uvicorn. Options only; the app is climbgrade_runtime.serve.app.
 
-The model is loaded and warmed up before the server listens, so the first tap is as fast as the rest,
-and a bad model or database is one line on stderr (exit 2), never a traceback. SIGTERM and SIGINT
+The model and databases are checked before the server listens, so a bad one is one line on stderr
+(exit 2), never a traceback; the app's lifespan warms the model up before the first request is read. SIGTERM and SIGINT
 shut the server down cleanly (exit 0): uvicorn finishes the requests in flight.
 """
 
@@ -21,6 +21,7 @@ import click
 from ..cli import EXIT_BAD_INPUT, MODEL_OPTION
 from ..errors import ClimbgradeError
 from ..predictor import GradePredictor
+from .worker import MAX_QUEUE, TIMEOUT_S
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -38,15 +39,22 @@ class ServeOptions:
     databases: tuple[str, ...] = ()
     cors_origin: str | None = None
     threads: int = 1
+    max_queue: int = MAX_QUEUE
+    timeout_s: float = TIMEOUT_S
 
 
 def build_app(options: ServeOptions) -> FastAPI:
-    """Load the model, warm it up and open the databases; ClimbgradeError names what cannot be used."""
+    """Load the model and open the databases; ClimbgradeError names what cannot be used."""
     from .app import create_app
 
     predictor = GradePredictor.load(options.model, intra_op_threads=options.threads)
-    predictor.warm_up()
-    return create_app(predictor, databases=options.databases, cors_origin=options.cors_origin)
+    return create_app(
+        predictor,
+        databases=options.databases,
+        cors_origin=options.cors_origin,
+        max_queue=options.max_queue,
+        timeout_s=options.timeout_s,
+    )
 
 
 def worker_app() -> FastAPI:
@@ -84,6 +92,21 @@ def worker_app() -> FastAPI:
 @click.option(
     "--threads", type=click.IntRange(min=1), default=1, show_default=True, help="onnxruntime intra-op threads."
 )
+@click.option(
+    "--max-queue",
+    type=click.IntRange(min=1),
+    default=MAX_QUEUE,
+    show_default=True,
+    help="Requests that may wait for the model; past them, 503 with Retry-After.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=TIMEOUT_S,
+    show_default=True,
+    help="Seconds a request may wait for the model before it is answered 503 with Retry-After.",
+)
 def main(
     model_path: str | None,
     host: str,
@@ -92,6 +115,8 @@ def main(
     workers: int,
     cors_origin: str | None,
     threads: int,
+    max_queue: int,
+    timeout_s: float,
 ) -> None:
     """Serve the kiosk page and the HTTP API (POST /v1/grade, /v1/explain, /v1/picture; described at /openapi.json).
 
@@ -104,7 +129,7 @@ def main(
     except ImportError:
         click.echo(NO_EXTRA, err=True)
         sys.exit(EXIT_BAD_INPUT)
-    options = ServeOptions(model_path, databases, cors_origin, threads)
+    options = ServeOptions(model_path, databases, cors_origin, threads, max_queue, timeout_s)
     try:
         app = build_app(options)
         listener = _listen(host, port)
