@@ -112,17 +112,21 @@ def main(
         stream = predictor.predict_stream(routes.records, batch_size=batch_size)
     else:
         stream = predictor.insight_stream(routes.records, request, batch_size=batch_size)
-    for results in stream:
-        writer.write(results)
-        for line in problem_lines(results):
-            click.echo(line, err=True)
-        failed = failed or any(isinstance(r, RouteFailure) for r in results)
-        if pictures is not None:
-            try:
-                write_svgs(results, pictures)
-            except OSError as exc:
-                click.echo(f"error: cannot write pictures to {pictures}: {exc.strerror}", err=True)
-                pictures, failed = None, True
+    try:
+        for results in stream:
+            writer.write(results)
+            for line in problem_lines(results):
+                click.echo(line, err=True)
+            failed = failed or any(isinstance(r, RouteFailure) for r in results)
+            if pictures is not None:
+                try:
+                    write_svgs(results, pictures)
+                except OSError as exc:
+                    click.echo(f"error: cannot write pictures to {pictures}: {exc.strerror}", err=True)
+                    pictures, failed = None, True
+    except ClimbgradeError as exc:  # a model that refuses what its sidecar accepts: the pair does not match
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
     writer.close()
     if failed:
         sys.exit(EXIT_BAD_INPUT)

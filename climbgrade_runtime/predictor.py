@@ -299,7 +299,7 @@ class GradePredictor:
         names = [name for name, _ in self.sidecar.outputs]
         outputs = dict(zip(names, self._session.run(names, model_io.route_feeds(routes))))
         problems = outputs.pop(model_io.PROBLEMS)
-        if problems.any():
+        if np.count_nonzero(problems):
             found = model_io.describe_problems(int(np.bitwise_or.reduce(problems)))
             raise ModelError(
                 f"model {self.model_path} refuses routes its sidecar accepts ({found}): "

@@ -284,7 +284,7 @@ class Tokenizer:
     def unseen_warning(self, resolved: ResolvedRoute) -> tuple[str, ...]:
         """A warning naming the holds the model reads as <UNK> (never in its training data), if any."""
         known = self.hold_ids[resolved.layout.key]
-        if all(hold in known for hold in resolved.given):
+        if known.keys() >= set(resolved.given):
             return ()
         unknown = [
             f"p{pid}" + (f" as {role}" if self.hold_tokens == PLACEMENT_ROLE else "")

@@ -212,10 +212,19 @@ def _reduce(pairs: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
 
 
 def _previous(mask: Tensor) -> Tensor:
-    """[B, H] int64: per slot, the index of the nearest earlier slot in `mask` (-1 if none)."""
-    index = torch.arange(mask.shape[-1], device=mask.device)
-    earlier = (index[None, :] < index[:, None])[None] & mask[:, None, :]  # [B, i, j]: j before i, in mask
-    return torch.where(earlier, index, -1).amax(dim=-1)
+    """[B, H] int64: per slot of `mask`, the index of the slot of `mask` before it (-1 for its first slot,
+    and off the mask). A sort of the slots (the mask's first) and a gather: no [B, H, H] work."""
+    size = mask.shape[-1]
+    index = torch.arange(size, device=mask.device)
+    order = torch.where(mask, index, index + size).argsort(dim=-1)
+    rank = mask.to(torch.int64).cumsum(dim=-1)  # 1 on the mask's first slot
+    return torch.where(mask & (rank >= 2), order.gather(-1, (rank - 2).clamp(min=0)), -1)
+
+
+def _next(values: Tensor) -> Tensor:
+    """Each slot's next one along the hold axis (the last slot's is the first: mask it). Not torch.roll, which
+    exports as a Mod by the axis' size."""
+    return torch.cat([values[:, 1:], values[:, :1]], dim=1)
 
 
 def _second_largest(values: Tensor, mask: Tensor) -> Tensor:
@@ -422,8 +431,17 @@ class RouteEncoder(nn.Module):
         angle_c = angle.clamp(0, self.n_angles - 1)
         angled = self.angled[li[:, 0] * self.n_angles + angle_c] & (angle >= 0) & (angle < self.n_angles)
         index = torch.arange(placement_id.shape[1], device=layout.device)
-        same = (placement_id[:, :, None] == placement_id[:, None, :]) & hold[:, :, None] & hold[:, None, :]
-        repeated = (same & (index[:, None] < index[None, :])).flatten(1).any(dim=1)
+        key = (
+            (cell[..., 2] - self.y_low) * self.x_span + (cell[..., 1] - self.x_low)
+        ) * self.n_placements + placement_id
+        key = torch.where(hold, key, torch.iinfo(torch.int64).max)
+        order = key.argsort(dim=1)
+        packed = torch.stack([hold.to(torch.int64), cell[..., 1], cell[..., 2], token, slot, key], dim=-1)
+        packed = packed.gather(1, order[..., None].expand_as(packed))
+        hold = packed[..., 0] == 1
+        not_last = index < placement_id.shape[1] - 1
+        has_next = _next(hold) & hold & not_last
+        repeated = (has_next & (_next(packed[..., 5]) == packed[..., 5])).any(dim=1)  # sorted: a repeat is adjacent
         n_present = present.sum(dim=1)
         flags = [
             (~known_layout, bits["unknown_layout"]),
@@ -436,13 +454,6 @@ class RouteEncoder(nn.Module):
         ]
         problems = torch.stack([flag.to(torch.int64) * bit for flag, bit in flags], dim=1).sum(dim=1)  # distinct bits
 
-        key = (
-            (cell[..., 2] - self.y_low) * self.x_span + (cell[..., 1] - self.x_low)
-        ) * self.n_placements + placement_id
-        order = torch.where(hold, key, torch.iinfo(torch.int64).max).argsort(dim=1)
-        packed = torch.stack([hold.to(torch.int64), cell[..., 1], cell[..., 2], token, slot], dim=-1)
-        packed = packed.gather(1, order[..., None].expand_as(packed))
-        hold = packed[..., 0] == 1
         raw = packed[..., 1:3].to(torch.float64)  # [B, H, 2] board units
         token = torch.where(hold, packed[..., 3], PAD_ID)
         kinds = self.role_kinds[li * self.n_slots + packed[..., 4]] & hold[..., None]
@@ -460,12 +471,9 @@ class RouteEncoder(nn.Module):
         steps = xy[:, :, None, :] - xy[:, None, :, :]  # [B, i, j, 2]
         both = hold[:, :, None] & hold[:, None, :] & (index[:, None] != index[None, :])
         distance = torch.where(both, (steps * steps).sum(dim=-1).sqrt(), torch.inf)
-        nearest = distance.amin(dim=-1, keepdim=True)
-        ties = (distance == nearest).sum(dim=-1) >= 2
-        nearest2 = torch.where(
-            ties, nearest[..., 0], torch.where(distance == nearest, torch.inf, distance).amin(dim=-1)
-        )
-        nearest = nearest[..., 0]
+        beyond = torch.full_like(distance[..., :1], torch.inf).expand(-1, -1, 2)  # a lone hold's "neighbours"
+        two = torch.cat([distance, beyond], dim=-1).topk(2, dim=-1, largest=False).values  # a tie counts twice
+        nearest, nearest2 = two[..., 0], two[..., 1]
         nearest_hand = torch.where(hand[:, None, :], distance, torch.inf).amin(dim=-1)
 
         prev_hand = _previous(hand)
@@ -484,8 +492,6 @@ class RouteEncoder(nn.Module):
         drop = xy[:, :, None, 1] - xy[:, None, :, 1]  # [B, hold, other]
         side = (xy[:, :, None, 0] - xy[:, None, :, 0]).abs()
         support = ((drop >= low_support) & (drop <= high_support) & (side <= high_support) & hold[:, None, :]).sum(-1)
-        not_last = index < placement_id.shape[1] - 1
-        has_next = torch.roll(hold, -1, dims=1) & hold & not_last
         y = xy[..., 1]
         zero = torch.zeros_like(y)
         count = hold.sum(dim=1, keepdim=True)
@@ -508,7 +514,7 @@ class RouteEncoder(nn.Module):
             "lateral": (zero, step & (dx.abs() > dy.abs())),
             "hand_nearest": (nearest_hand, hand & (hands > 1)),
             "support": (support.to(torch.float64), step),
-            "y_gap": (torch.roll(y, -1, dims=1) - y, has_next),
+            "y_gap": (_next(y) - y, has_next),
             "lowest_hand_y": (y, hand & (rank == 1)),
             "top_hand_y": (y, hand & (rank == hands)),
         }

@@ -1,18 +1,19 @@
 """Grade routes with nothing but onnxruntime, numpy and json: the model format 2 contract (docs/model-format.md).
 
-    python examples/onnxruntime_only.py [routes.json] [model.onnx]
+python examples/onnxruntime_only.py [routes.json] [model.onnx]
 """
 
 import json
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-routes = json.load(open(sys.argv[1] if len(sys.argv) > 1 else "examples/routes.json"))
+routes = json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else "examples/routes.json").read_text())
 model = sys.argv[2] if len(sys.argv) > 2 else "exports/climbgrade.onnx"
-sidecar = json.load(open(model + ".json"))
+sidecar = json.loads(Path(model + ".json").read_text())
 layouts = {(layout["board"], layout["layout_id"]): i for i, layout in enumerate(sidecar["layouts"])}
 holds = []
 for route in routes:

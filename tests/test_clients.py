@@ -118,7 +118,7 @@ def test_python_client_is_small_and_imports_no_climbgrade() -> None:
     assert len(source.splitlines()) < 40
     assert "climbgrade_runtime" not in source and "climbgrade_train" not in source
     imports = {line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))}
-    assert imports <= {"json", "re", "sys", "numpy", "onnxruntime"}, imports
+    assert imports <= {"json", "re", "sys", "pathlib", "numpy", "onnxruntime"}, imports
 
 
 def test_python_client_grades_the_examples_as_cg_infer_does() -> None:

@@ -38,7 +38,6 @@ from climbgrade_runtime.cli import main
 from climbgrade_runtime.errors import RouteError
 from climbgrade_runtime.inputs import read_json_lines
 from climbgrade_runtime.routes import parse_frames, parse_route
-from climbgrade_runtime.tokenizer import PREFIX_TOKENS, Tokenizer
 
 from conftest import Pipeline
 from fakeboard import KILTER, TENSION, FakeBoard, placements_of
@@ -191,15 +190,25 @@ def assert_one_clear_line(message: str) -> None:
     assert len(message) <= MAX_MESSAGE_CHARS, f"message is {len(message)} characters long: {message[:300]!r}..."
 
 
-def parse_and_encode(tokenizer: Tokenizer, obj: Any) -> None:
-    """Parse and encode `obj`; only a RouteError with a clear message may come out."""
+def parse_and_encode(predictor: GradePredictor, obj: Any) -> None:
+    """Parse `obj` and turn it into the graph's ids; only a RouteError with a clear message may come out.
+
+    A route the host accepts is one the graph grades: ids its tables hold (problems 0, else the
+    predictor raises ModelError) and a finite difficulty.
+    """
+    tokenizer = predictor.tokenizer
     try:
-        encoded = tokenizer.encode(parse_route(obj))
+        route = parse_route(obj)
+        ids = tokenizer.ids(tokenizer.resolve(route))
     except RouteError as exc:
         assert_one_clear_line(str(exc))
     else:
-        assert PREFIX_TOKENS < len(encoded.ids) <= tokenizer.max_len
-        assert encoded.coords.shape == (len(encoded.ids), tokenizer.n_features) and np.isfinite(encoded.coords).all()
+        layout = list(tokenizer.layouts.values())[ids.layout]
+        assert layout.key == (route.board, route.layout_id) and ids.angle in layout.angles
+        assert 0 < len(ids.placements) == len(ids.roles) <= tokenizer.max_holds
+        assert len(set(ids.placements)) == len(ids.placements) and set(ids.placements) <= set(layout.placements)
+        assert set(ids.roles) <= set(layout.roles)
+        assert np.isfinite(predictor.predict(route).difficulty)
 
 
 def non_blank_lines(text: str) -> int:
@@ -256,14 +265,14 @@ def routes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @example(obj=NestedList(10_000))
 def test_parse_route_on_any_json_value(predictor: GradePredictor, obj: Any) -> None:
     """Any decoded JSON value is a route or a one-line RouteError."""
-    parse_and_encode(predictor.tokenizer, obj)
+    parse_and_encode(predictor, obj)
 
 
 @settings(FUZZ, max_examples=3_500)
 @given(obj=ROUTES)
 def test_parse_route_on_route_shaped_objects(predictor: GradePredictor, obj: dict[str, Any]) -> None:
     """Route objects mixing valid fields with junk are routes or one-line RouteErrors."""
-    parse_and_encode(predictor.tokenizer, obj)
+    parse_and_encode(predictor, obj)
 
 
 @settings(FUZZ, max_examples=2_500)
@@ -390,7 +399,7 @@ KNOWN_BAD_ROUTES = {
 def test_known_bad_routes_are_refused_in_one_line(predictor: GradePredictor, case: str) -> None:
     obj, problem = KNOWN_BAD_ROUTES[case]
     with pytest.raises(RouteError) as caught:
-        predictor.tokenizer.encode(parse_route(obj))
+        predictor.tokenizer.resolve(parse_route(obj))
     assert_one_clear_line(str(caught.value))
     assert str(caught.value).startswith(problem)
 

@@ -3,12 +3,10 @@ through the Python API and through `cg-infer`."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import xml.etree.ElementTree as ET
 
-import numpy as np
 import pytest
 
 from climbgrade_runtime import GradePredictor, RouteError, parse_angle_spec
@@ -55,9 +53,9 @@ def runs(predictor, monkeypatch) -> list[int]:
     sizes: list[int] = []
     run = predictor._run
 
-    def counted(encoded):
-        sizes.append(len(encoded))
-        return run(encoded)
+    def counted(routes):
+        sizes.append(len(routes))
+        return run(routes)
 
     monkeypatch.setattr(predictor, "_run", counted)
     return sizes
@@ -159,7 +157,7 @@ def test_explain_scores_an_only_start_hold_with_the_usual_warning(predictor):
 def test_explain_crux_is_none_when_no_hold_makes_the_route_easier(predictor, monkeypatch):
     n = len(holds_of(predictor, KILTER))
     # Whole route 10, every leave-one-out easier (9, 8, ...): no hold's removal raises the grade.
-    monkeypatch.setattr(predictor, "_run", lambda encoded: [Estimate(10.0 - i) for i in range(len(encoded))])
+    monkeypatch.setattr(predictor, "_run", lambda routes: [Estimate(10.0 - i) for i in range(len(routes))])
     explanation = predictor.explain(KILTER)
     assert [h.effect for h in explanation.holds] == [-float(i) for i in range(1, n + 1)]
     assert explanation.crux is None and explanation.to_dict()["crux"] is None
@@ -183,8 +181,8 @@ def test_explanation_effects_map_each_hold_to_its_effect(predictor):
     assert len(explanation.effects) == len(holds_of(predictor, KILTER)) >= 2
 
 
-def test_at_angle_is_encode_at_that_angle_bit_for_bit(predictor):
-    """The sweep encodes a route once and re-angles it: the same ids and features as encoding it at each angle."""
+def test_sweep_reangles_the_routes_ids_as_if_it_were_set_at_each_angle(predictor):
+    """The sweep resolves a route once and re-angles its ids: the same ids and warnings as the route at each angle."""
     routes = ROUTES + (
         route_dicts((str(REAL_DATA / "kilter.db"), str(REAL_DATA / "tension.db")), 150) if REAL_DATA else []
     )
@@ -192,12 +190,14 @@ def test_at_angle_is_encode_at_that_angle_bit_for_bit(predictor):
     checked = 0
     for route in usable(predictor, routes):
         resolved = tokenizer.resolve(parse_route(route))
-        own = tokenizer.encode_resolved(resolved)
+        own = tokenizer.ids(resolved)
         for angle in resolved.layout.angles:
-            direct = tokenizer.encode_resolved(dataclasses.replace(resolved, angle=angle))
-            moved = tokenizer.at_angle(own, angle)
-            assert np.array_equal(moved.ids, direct.ids) and moved.coords.tobytes() == direct.coords.tobytes()
-            assert moved.warnings == direct.warnings
+            direct = tokenizer.resolve(parse_route(dict(route, angle=angle)))
+            moved = tokenizer.ids(resolved, angle)
+            assert moved == tokenizer.ids(direct) and moved == own._replace(angle=angle)
+            assert resolved.warnings + tokenizer.unseen_warning(resolved) == direct.warnings + tokenizer.unseen_warning(
+                direct
+            )
             checked += 1
     assert checked >= len(ROUTES) * 14
 

@@ -21,7 +21,7 @@ BLOCKER = textwrap.dedent(
 
 
 def test_runtime_runs_without_training_libraries(fake_pipeline, tmp_path):
-    layout = json.loads(fake_pipeline.model.with_suffix(".onnx.json").read_text())["tokenizer"]["layouts"][0]
+    layout = json.loads(fake_pipeline.model.with_suffix(".onnx.json").read_text())["layouts"][0]
     pids = sorted(int(p) for p in layout["placements"])[:3]
     route = {
         "board": layout["board"],
