@@ -23,16 +23,12 @@ from __future__ import annotations
 
 import ast
 import collections
-import contextlib
 import dataclasses
 import functools
-import io
-import logging
 import os
 import statistics
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,10 +37,11 @@ import click
 import numpy as np
 import onnx
 import onnxruntime as ort
+import seed_reference
 import torch
 from runtime import batches_of, percentiles, rates_interleaved, route_ids, time_interleaved
 from sample_routes import DATA_OPTION, load_routes
-from seed_reference import INPUTS, seed_feeds
+from seed_reference import seed_feeds
 from torch import nn
 
 from climbgrade_runtime import model_io
@@ -53,7 +50,6 @@ from climbgrade_runtime.predictor import DEFAULT_BATCH_SIZE
 from climbgrade_runtime.session import create_session
 from climbgrade_runtime.sidecar import Sidecar, sidecar_path
 from climbgrade_train.checkpoints import load_checkpoint
-from climbgrade_train.export import DEFAULT_OPSET
 from climbgrade_train.features import RouteEncoder
 from climbgrade_train.model import GradeModel
 from climbgrade_train.run_folder import read_tokenizer
@@ -137,30 +133,11 @@ class NetworkAlone(nn.Module):
 
 
 def export_network(model: GradeModel, example: dict[str, np.ndarray], path: Path) -> Path:
-    """NetworkAlone(model) at DEFAULT_OPSET, batch and sequence axes dynamic; `example` has at least 2 routes."""
+    """NetworkAlone(model), exported as the seed network is (seed_reference.export_network)."""
     outputs = model_io.INTERVAL_OUTPUTS if model.has_interval else model_io.OUTPUTS
-    names = list(INPUTS)
-    dynamic = {name: {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC} for name in names}
-    for logger in ("torch.onnx", "onnxscript"):  # "built at opset 18, converted down": checked below
-        logging.getLogger(logger).setLevel(logging.ERROR)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporter's progress
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            NetworkAlone(model).eval(),
-            tuple(torch.from_numpy(example[name]) for name in names),
-            str(path),
-            dynamo=True,
-            opset_version=DEFAULT_OPSET,
-            dynamic_shapes=dynamic,
-            input_names=names,
-            output_names=[n for n, _ in outputs if n != model_io.PROBLEMS],
-            external_data=False,
-            verbose=False,
-        )
-    opsets = {o.domain: o.version for o in onnx.load(str(path)).opset_import}
-    if opsets.get("", opsets.get("ai.onnx")) != DEFAULT_OPSET:
-        raise RuntimeError(f"the network was exported at opsets {opsets}, not {DEFAULT_OPSET}")
-    return path
+    return seed_reference.export_network(
+        NetworkAlone(model), example, path, [n for n, _ in outputs if n != model_io.PROBLEMS]
+    )
 
 
 def nodes(path: Path) -> list[onnx.NodeProto]:

@@ -56,13 +56,11 @@ class SeedNetwork(nn.Module):
         return self.head(x[:, 0]).squeeze(-1)
 
 
-def export_seed(tokenizer: Tokenizer, example: dict[str, np.ndarray], path: Path, seed: int = 0) -> Path:
-    """Export a randomly initialised SeedNetwork for `tokenizer`'s inputs to `path` (opset 17, batch and
-    sequence dynamic, weights inside the file). `example` is a padded batch of at least 2 routes."""
+def export_network(network: nn.Module, example: dict[str, np.ndarray], path: Path, outputs: list[str]) -> Path:
+    """`network` (taking the seed's INPUTS) exported to `path` as the shipped model is: opset 17, batch and
+    sequence axes dynamic, weights inside the file. `example` is a padded batch of at least 2 routes."""
     if example[INPUTS[0]].shape[0] < 2:
         raise ValueError("the example batch needs at least 2 routes, or the batch axis gets hard-coded")
-    torch.manual_seed(seed)
-    network = SeedNetwork(len(tokenizer.vocab), tokenizer.max_len, tokenizer.n_features).eval()
     names = list(INPUTS)
     dynamic = {name: {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC} for name in names}
     for name in ("torch.onnx", "onnxscript"):  # "built at opset 18, converted down": checked below
@@ -70,21 +68,28 @@ def export_seed(tokenizer: Tokenizer, example: dict[str, np.ndarray], path: Path
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporter's progress
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            network,
+            network.eval(),
             tuple(torch.from_numpy(example[name]) for name in names),
             str(path),
             dynamo=True,
             opset_version=OPSET,
             dynamic_shapes=dynamic,
             input_names=names,
-            output_names=[model_io.DIFFICULTY],
+            output_names=outputs,
             external_data=False,
             verbose=False,
         )
     opsets = {o.domain: o.version for o in onnx.load(str(path)).opset_import}
     if opsets.get("", opsets.get("ai.onnx")) != OPSET:
-        raise RuntimeError(f"the seed network was exported at opsets {opsets}, not {OPSET}")
+        raise RuntimeError(f"{type(network).__name__} was exported at opsets {opsets}, not {OPSET}")
     return path
+
+
+def export_seed(tokenizer: Tokenizer, example: dict[str, np.ndarray], path: Path, seed: int = 0) -> Path:
+    """Export a randomly initialised SeedNetwork for `tokenizer`'s inputs to `path` (export_network)."""
+    torch.manual_seed(seed)
+    network = SeedNetwork(len(tokenizer.vocab), tokenizer.max_len, tokenizer.n_features)
+    return export_network(network, example, path, [model_io.DIFFICULTY])
 
 
 @torch.inference_mode()
