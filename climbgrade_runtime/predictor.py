@@ -31,7 +31,9 @@ from .sidecar import Sidecar, file_sha256, sidecar_path
 from .tokenizer import ResolvedRoute, RouteIds, check_angle, resolved_from_holds
 
 DEFAULT_MODEL_FILE = "climbgrade.onnx"
-DEFAULT_BATCH_SIZE = 256  # routes per onnxruntime run in predict_many (measured best with 2 threads)
+# Routes per onnxruntime run in predict_many: the best with 2 threads for format 1; for format 2,
+# bench/runtime.py measured 64: 4,145, 128: 4,830, 256: 4,427 and 512: 4,639 routes/s (within its noise).
+DEFAULT_BATCH_SIZE = 256
 STREAM_CHUNK_ROUTES = 1024  # routes read, graded and handed back at a time by predict_stream
 
 

@@ -177,12 +177,10 @@ class Holds:
     """One batch of routes, holds in canonical order (bottom to top, then left to right, then placement
     id), with everything the features are read from. [B, H] unless said; masks are bool."""
 
-    hold: Tensor  # a real, valid hold (the first `count` slots of each route)
-    xy: Tensor  # [B, H, 2] float64, board units / DISTANCE_SCALE (0 where not a hold)
+    hold: Tensor  # a real, valid hold (the first slots of each route: the sort puts them first)
     xy_norm: Tensor  # [B, H, 2] float64, [-1, 1] across the layout's holes
     kinds: Tensor  # [B, H, len(ROLES)] bool: the hold's role, by name
     role: dict[str, Tensor]  # role name -> mask (kinds' columns)
-    hand: Tensor  # the hand holds: non-feet, or every hold when all are feet
     any_nonfoot: Tensor  # [B]
     step: Tensor  # hand holds with a hand hold below (the moves), in hand order
     delta: Tensor  # [B, H, 2] float64: xy minus the previous hand hold's, on `step` (0 elsewhere)
@@ -520,11 +518,9 @@ class RouteEncoder(nn.Module):
         }
         holds = Holds(
             hold=hold,
-            xy=xy,
             xy_norm=xy_norm,
             kinds=kinds,
             role=role,
-            hand=hand,
             any_nonfoot=any_nonfoot,
             step=step,
             delta=delta,
