@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -39,14 +38,15 @@ from ..svg import picture_title, render_route_svg
 from ..tokenizer import ResolvedRoute, check_angle
 from . import models
 from .climbs import MAX_LIMIT, ClimbSearch
+from .site import SiteFile, site_files
 from .worker import MAX_QUEUE, TIMEOUT_S, ModelWorker, Overloaded
 
-STATIC = Path(__file__).resolve().parent / "static"
-STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
-# The page runs only its own files: no inline script or style, no other origin, pictures inline.
+# The page runs only its own files: no inline script or style, no other origin, pictures inline; its one
+# allowance is onnxruntime-web's WebAssembly. index.html carries the same policy (less frame-ancestors,
+# which only a header can set) for static hosts.
 PAGE_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 # The explain answer: cg-infer --angles all --explain --mirror for one route.
 EXPLAIN_REQUEST = InsightRequest(parse_angle_spec("all"), explain=True, mirror=True)
@@ -121,7 +121,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        page = scope["path"] == "/" or scope["path"].startswith("/static/")
+        page = scope["path"] in ("/", "/sw.js") or scope["path"].startswith("/static/")
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -143,7 +143,7 @@ class Kiosk:
     predictor: GradePredictor
     worker: ModelWorker
     search: ClimbSearch | None
-    files: dict[str, tuple[bytes, str]]
+    site: dict[str, SiteFile]
     layouts: list[dict[str, Any]]
     model: dict[str, str]
     started: float
@@ -184,14 +184,21 @@ router = APIRouter()
 
 @router.get("/", include_in_schema=False)
 async def page(kiosk: KioskDep) -> Response:
-    return _file_response(kiosk.files["index.html"])
+    return _file_response(kiosk.site["index.html"])
 
 
-@router.get("/static/{name}", include_in_schema=False)
+@router.get("/sw.js", include_in_schema=False)
+async def service_worker(kiosk: KioskDep) -> Response:
+    return _file_response(kiosk.site["sw.js"])
+
+
+@router.get("/static/{name:path}", include_in_schema=False)
 async def static(name: str, kiosk: KioskDep) -> Response:
-    if name not in kiosk.files:
+    """The page's files, grader.js, onnxruntime-web and the model: only the site's own names are served."""
+    found = kiosk.site.get(f"static/{name}")
+    if found is None:
         raise ApiError(404, f"no such page: /static/{name}")
-    return _file_response(kiosk.files[name])
+    return _file_response(found)
 
 
 @router.get("/healthz", summary="Liveness and the model served", response_model=models.Health)
@@ -233,20 +240,12 @@ async def grade(body: BodyDep, kiosk: KioskDep, predictor: PredictorDep, worker:
     responses=ERRORS,
     openapi_extra=models.json_body(models.ROUTE, "a route"),
 )
-async def explain(
-    body: BodyDep,
-    predictor: PredictorDep,
-    worker: WorkerDep,
-    picture: Annotated[bool, Query(description="also the route's picture (as /v1/picture draws it), as SVG")] = False,
-) -> Response:
+async def explain(body: BodyDep, predictor: PredictorDep, worker: WorkerDep) -> Response:
     def insight(model: GradePredictor) -> dict[str, Any]:
         [result] = next(model.insight_stream([body], EXPLAIN_REQUEST))
         if not isinstance(result, RouteInsight):
             raise ApiError(422, result.error)
-        answer = result.to_dict()
-        if picture and result.explanation is not None:  # the kiosk's one call per tap: numbers and their board
-            answer["picture"] = _route_picture(result.route, result.explanation)
-        return answer
+        return result.to_dict()
 
     return ApiJSON(await worker.call(predictor, insight))
 
@@ -306,17 +305,11 @@ def create_app(
     """
     search = ClimbSearch(databases, predictor.tokenizer, predictor.grades) if databases else None
     worker = ModelWorker(max_queue=max_queue, timeout_s=timeout_s)
-    # The page's files, read once. Only these names are served: no request can name a file.
-    files = {
-        path.name: (path.read_bytes(), STATIC_TYPES[path.suffix])
-        for path in STATIC.iterdir()
-        if path.suffix in STATIC_TYPES
-    }
     kiosk = Kiosk(
         predictor=predictor,
         worker=worker,
         search=search,
-        files=files,
+        site=site_files(predictor.model_path, search=search is not None),  # read once; no request names a file
         layouts=[_layout_dict(layout) for layout in predictor.tokenizer.layouts.values()],
         model={"model": predictor.model_path.name, "sha256": predictor.sidecar.model_sha256},
         started=time.monotonic(),
@@ -400,9 +393,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         return error(500, f"internal error ({type(exc).__name__}); the server is still up")
 
 
-def _file_response(file: tuple[bytes, str]) -> Response:
-    content, media_type = file
-    return Response(content, media_type=media_type)
+def _file_response(file: SiteFile) -> Response:
+    return Response(file.content, media_type=file.media_type)
 
 
 def _layout_dict(layout: LayoutGeometry) -> dict[str, Any]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shlex
 import signal
 import socket
 import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -21,6 +23,7 @@ import click
 from ..cli import EXIT_BAD_INPUT, MODEL_OPTION
 from ..errors import ClimbgradeError
 from ..predictor import GradePredictor
+from .site import export_site
 from .worker import MAX_QUEUE, TIMEOUT_S
 
 if TYPE_CHECKING:
@@ -100,6 +103,14 @@ def worker_app() -> FastAPI:
     help="Requests that may wait for the model; past them, 503 with Retry-After.",
 )
 @click.option(
+    "--export-site",
+    "export_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Write the kiosk as a static site into DIR (grades offline on the device, no climb search) and exit.",
+)
+@click.option(
     "--timeout",
     "timeout_s",
     type=click.FloatRange(min=0, min_open=True),
@@ -116,12 +127,17 @@ def main(
     cors_origin: str | None,
     threads: int,
     max_queue: int,
+    export_dir: Path | None,
     timeout_s: float,
 ) -> None:
     """Serve the kiosk page and the HTTP API (POST /v1/grade, /v1/explain, /v1/picture; described at /openapi.json).
 
-    Binds 127.0.0.1 unless --host says otherwise. Prints the page's URL once it is listening.
+    Binds 127.0.0.1 unless --host says otherwise. Prints the page's URL once it is listening. With
+    --export-site DIR, writes the kiosk as static files instead (no server, no serve extra needed).
     """
+    if export_dir is not None:
+        _export(model_path, export_dir, databases)
+        return
     try:
         import fastapi  # noqa: F401 (the app's; checked here to say what is missing in one line)
         import uvicorn
@@ -167,6 +183,23 @@ def main(
         supervisor = Multiprocess(config, sockets=[listener])  # queues signals from here on
         _announce(host, listener)
         supervisor.run()
+
+
+def _export(model_path: str | None, folder: Path, databases: tuple[str, ...]) -> None:
+    """--export-site: the kiosk's files into `folder`, one line saying where and how to serve them."""
+    try:
+        predictor = GradePredictor.load(model_path)
+        written = export_site(predictor.model_path, folder)
+    except (ClimbgradeError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    if databases:
+        click.echo("warning: --db is not part of an exported site: climb search needs cg-serve --db", err=True)
+    size = sum((folder / name).stat().st_size for name in written)
+    click.echo(
+        f"wrote the kiosk to {folder} ({len(written)} files, {size / 1e6:.1f} MB); serve it with any static "
+        f"web server, e.g. python -m http.server -d {shlex.quote(str(folder))}"
+    )
 
 
 def _announce(host: str, listener: socket.socket) -> None:

@@ -97,13 +97,12 @@ class MirrorAnswer(_Graded):
 
 
 class Explained(Answer):
-    """cg-infer --angles all --explain --mirror for one route, with its picture when asked for."""
+    """cg-infer --angles all --explain --mirror for one route."""
 
     angles: list[AngleAnswer]
     holds: list[HoldEffect]
     crux: int | None
     mirror: MirrorAnswer | None
-    picture: str | None = Field(None, description="with ?picture=true: the route's SVG, as /v1/picture draws it")
 
 
 class ErrorAnswer(BaseModel):
