@@ -7,12 +7,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import BROWSER_ARGS, chromium_path, unavailable
 
 from fakeboard import KILTER, TENSION, make_database
 
@@ -113,3 +114,19 @@ def real_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
 def pipeline(request: pytest.FixtureRequest) -> Pipeline:
     """Each test using this runs on the synthetic database and, when present, on the real data."""
     return request.getfixturevalue(f"{request.param}_pipeline")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Chromium, launched once per test module that asks for it."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("the playwright package is not installed (pip install -e '.[test]')")
+    executable = chromium_path()
+    if executable is None:
+        unavailable("no Chromium at /usr/bin/chromium or on PATH (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=BROWSER_ARGS)
+        yield launched
+        launched.close()

@@ -35,6 +35,7 @@ from climbgrade_runtime.insight import ONLY_HOLD_WARNING
 from climbgrade_runtime.serve import create_app
 from climbgrade_runtime.serve.app import PAGE_CSP, get_predictor
 from climbgrade_runtime.serve.climbs import MAX_LIMIT, ClimbSearch
+from climbgrade_runtime.serve.site import KIOSK_CONFIG, export_site
 from climbgrade_runtime.svg import picture_title
 
 from conftest import BIN, REAL_DATA, Pipeline, run_script
@@ -75,11 +76,16 @@ def test_page_and_its_files_are_served_with_a_strict_csp(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "<html" in page.text.lower()
-    for response in (page, client.get("/static/app.js"), client.get("/static/style.css")):
-        assert response.status_code == 200
+    for path in ("/static/app.js", "/static/grader.js", "/static/style.css", "/sw.js", "/static/ort/ort.wasm.min.mjs"):
+        response = client.get(path)
+        assert response.status_code == 200 and response.headers["content-type"].startswith(
+            "text/javascript" if path.endswith("js") else "text/css"
+        )
         assert response.headers["content-security-policy"] == PAGE_CSP
         assert response.headers["x-content-type-options"] == "nosniff"
-    assert "'unsafe-inline'" not in PAGE_CSP and "script-src 'self'" in PAGE_CSP and "style-src 'self'" in PAGE_CSP
+    assert page.headers["content-security-policy"] == PAGE_CSP
+    assert "'unsafe-inline'" not in PAGE_CSP and "'unsafe-eval'" not in PAGE_CSP and "style-src 'self'" in PAGE_CSP
+    assert "script-src 'self' 'wasm-unsafe-eval';" in PAGE_CSP  # onnxruntime-web's WebAssembly, and nothing else
 
 
 def test_healthz_names_the_model_and_its_hash(client, predictor):
@@ -326,14 +332,21 @@ def test_picture_of_the_bare_board_and_of_one_hold(client, predictor):
     assert response.text.count("data-role=") == 1 and response.text.count("</text>") == 1  # a ring, no effect label
 
 
-def test_explain_with_picture_is_the_explain_answer_plus_the_picture(client):
-    """The kiosk's one request per tap: the same numbers as /v1/explain, the same SVG as /v1/picture."""
-    one = {**KILTER_ROUTE, "frames": KILTER_ROUTE["frames"][:8]}
-    for route in (KILTER_ROUTE, TENSION_ROUTE, one):
-        with_picture = client.post("/v1/explain?picture=true", json=route).json()
-        picture = with_picture.pop("picture")
-        assert with_picture == client.post("/v1/explain", json=route).json()
-        assert picture == client.post("/v1/picture", json=route).text
+def test_the_site_cg_serve_serves_is_the_one_export_site_writes(client, predictor, tmp_path):
+    """One site, one code path: every file --export-site writes is served at its path, byte for byte (climb
+    search aside: kiosk.json says whether it is on, so the service worker's version differs with it too)."""
+    written = export_site(predictor.model_path, tmp_path / "site")
+    assert {"index.html", "sw.js", "static/grader.js", "static/ort/ort-wasm-simd-threaded.wasm"} <= set(written)
+    for name in written:
+        response = client.get("/" if name == "index.html" else f"/{name}")
+        assert response.status_code == 200, name
+        if name not in ("sw.js", KIOSK_CONFIG):
+            assert response.content == (tmp_path / "site" / name).read_bytes(), name
+    assert client.get("/static/ort/ort-wasm-simd-threaded.wasm").headers["content-type"] == "application/wasm"
+    assert client.get(f"/static/model/{predictor.model_path.name}").content == predictor.model_path.read_bytes()
+    assert client.get(f"/{KIOSK_CONFIG}").json()["search"] is False  # this app has no --db
+    for outside in ("/static/../pyproject.toml", "/static/%2e%2e/pyproject.toml", "/static/ort", "/static/sw.js"):
+        assert client.get(outside).status_code == 404, outside
 
 
 def test_picture_of_an_invalid_route_or_board_is_422(client, tmp_path):
