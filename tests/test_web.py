@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -275,3 +276,26 @@ def test_export_site_takes_the_model_asked_for_and_refuses_a_folder_of_other_fil
     in_the_way.write_text("x")
     refused = run_script("cg-serve", "--export-site", str(in_the_way), check=False)
     assert refused.returncode == 2 and "a file is in the way" in refused.stderr and in_the_way.read_text() == "x"
+
+
+def test_docs_web_example_prints_what_the_page_shows(browser: Any, site: Path, tmp_path: Path) -> None:
+    """docs/web.md's example, as a module beside the site's files, prints its text block line for line."""
+    doc = (ROOT / "docs" / "web.md").read_text()
+    example = re.search(r"```js\n(.*?)```\n\nprints[^\n]*\n\n```text\n(.*?)```", doc, re.S)
+    assert example is not None, "docs/web.md lost its example or the text block of what it prints"
+    folder = tmp_path / "site"
+    shutil.copytree(site, folder)
+    (folder / "example.mjs").write_text(example[1])
+    (folder / "example.html").write_text(
+        '<!doctype html><link rel="icon" href="data:,"><script type="module" src="example.mjs"></script>\n'
+    )
+    expected = example[2].splitlines()
+    with static_server(folder) as (url, _), opened(browser, url) as (page, _, problems):
+        printed: list[str] = []
+        page.on("console", lambda msg: printed.append(msg.text) if msg.type == "log" else None)
+        page.goto(url + "example.html")
+        deadline = time.monotonic() + 30
+        while len(printed) < len(expected) and not problems and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+    assert problems == []
+    assert printed == expected
