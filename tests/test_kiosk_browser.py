@@ -356,6 +356,18 @@ def test_undo_and_clear_walk_the_route_back(kiosk, layouts):
     assert kiosk.frames() == "" and kiosk.page.locator("#undo").is_disabled()
 
 
+def test_copy_puts_the_routes_frames_on_the_clipboard(browser, server, request, layouts):
+    context = {"viewport": WIDE, "permissions": ["clipboard-read", "clipboard-write"]}
+    for kiosk in open_kiosk(browser, server, request, **context):
+        start, hand, _, _ = four_holds(layouts["kilter/1"])
+        assert kiosk.page.locator("#copy").is_disabled()
+        kiosk.tap(start)
+        kiosk.tap(hand, times=2)
+        kiosk.page.click("#copy")
+        assert kiosk.page.evaluate("navigator.clipboard.readText()") == kiosk.frames() != ""
+        assert kiosk.text("#copy") == "Copied"
+
+
 def test_mirror_loads_the_mirrored_route_on_tb2(kiosk, server, layouts):
     route = example_route(2)
     assert (route["board"], route["layout_id"]) == ("tension", 11) and layouts["tension/11"]["has_mirrors"]
