@@ -3,7 +3,7 @@
     .venv/bin/python bench/kiosk.py                  # 200 taps on real routes, the shipped model
     .venv/bin/python bench/kiosk.py --model exports/climbgrade.int8.onnx
 
-Exports the site (`cg-serve --export-site`), serves it with `python -m http.server` on loopback and opens
+Exports the site (`cg-serve --export-site`), serves it with Python's http.server on loopback and opens
 it in headless Chromium (Playwright). First load: a fresh browser profile, from navigation to the page
 ready to grade (the model compiled, the board drawn), and the bytes it fetched; then the same page again
 with the service worker's copy. Taps: for each real route ($CLIMBGRADE_DATA or ../shared/data; else the
@@ -14,13 +14,13 @@ pointer events to the frame after the grade, sweep chart and hold effects are al
 
 from __future__ import annotations
 
+import functools
+import http.server
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,11 @@ LOADED = """() => {
 }"""
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # no line per file served
+        pass
+
+
 def percentiles(values: list[float]) -> str:
     p50, p95 = np.percentile(values, [50, 95])
     return f"{p50:.1f} | {p95:.1f} | {max(values):.1f}"
@@ -85,22 +90,11 @@ def main(model_path: str | None, taps: int) -> None:
         model = ["--model", model_path] if model_path else []
         subprocess.run([str(BIN / "cg-serve"), "--export-site", str(site), *model], check=True, capture_output=True)
         model_file = next((site / "static" / "model").glob("*.onnx")).name
-        with socket.socket() as sock:  # a free loopback port
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        server = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(site)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}/"
+        handler = functools.partial(QuietHandler, directory=str(site))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)  # python -m http.server, in a thread
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
         try:
-            for _ in range(100):
-                try:
-                    urllib.request.urlopen(url, timeout=5).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
                 context = browser.new_context(viewport={"width": 1000, "height": 800})
@@ -117,8 +111,7 @@ def main(model_path: str | None, taps: int) -> None:
                 insight_ms = page.evaluate(INSIGHT, {"routes": routes, "model": f"model/{model_file}"})
                 browser.close()
         finally:
-            server.terminate()
-            server.wait()
+            server.shutdown()
     print(f"kiosk in Chromium ({model_file}; {len(routes)} taps on {source})\n")
     print("| what | p50 ms | p95 ms | max ms |\n|---|---|---|---|")
     print(f"| a tap: grade, sweep and effects on screen | {percentiles(tap_ms)} |")
