@@ -57,6 +57,30 @@ def test_wheel_ships_the_model(installed_python: Path) -> None:
     assert (purelib / "climbgrade_runtime" / "exports" / "climbgrade.onnx.json").is_file()
 
 
+def test_the_installed_package_exports_the_whole_kiosk_site(installed_python: Path, tmp_path: Path) -> None:
+    """The wheel carries the page, grader.js and onnxruntime-web's files: an installed climbgrade (no
+    source tree, no serve extra needed) writes the same site as the checkout."""
+    code = (
+        "import sys\nfrom climbgrade_runtime import GradePredictor\nfrom climbgrade_runtime.serve.site import export_site\n"
+        "print('\\n'.join(export_site(GradePredictor.load().model_path, sys.argv[1])))\n"
+    )
+    result = subprocess.run(
+        [str(installed_python), "-c", code, str(tmp_path / "site")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_script("cg-serve", "--export-site", str(tmp_path / "checkout"))
+    written = result.stdout.split()
+    assert written == sorted(
+        str(p.relative_to(tmp_path / "checkout")) for p in (tmp_path / "checkout").rglob("*") if p.is_file()
+    )
+    for name in written:
+        assert (tmp_path / "site" / name).read_bytes() == (tmp_path / "checkout" / name).read_bytes(), name
+
+
 @pytest.mark.parametrize("where", ["repository root", "elsewhere"])
 def test_python_api_finds_the_shipped_model(installed_python: Path, tmp_path: Path, where: str) -> None:
     """`GradePredictor.load()` with no path works in the repository root and anywhere else."""

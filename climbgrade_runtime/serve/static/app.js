@@ -14,6 +14,7 @@ const OTHER_ROLE_COLOUR = "#9e9e9e";
 const SCALE = 4, MARGIN = 8, TITLE_HEIGHT = 28, DOT_RADIUS = 2, RING_RADIUS = 11, RING_WIDTH = 2.5;
 const WIDTH_PER_EFFECT = 2.5, MAX_EFFECT_SHOWN = 3, HIT_RADIUS = 12;
 const INSIGHT = {angles: "all", explain: true, mirror: true}; // cg-infer --angles all --explain --mirror
+const OFFLINE_WAIT_MS = 10000; // the longest the first load waits for the offline copy before it is ready
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -458,11 +459,21 @@ function wire() {
   });
 }
 
+/** Registers the service worker: after this first visit the site's files come from its cache, and the
+ * kiosk works offline. Resolves once the cache is complete (or at once where a browser has no workers:
+ * plain http to another host than this one is not a secure context). */
+function keepOffline() {
+  if (!("serviceWorker" in navigator)) return Promise.resolve();
+  const ready = navigator.serviceWorker.register("sw.js").then(() => navigator.serviceWorker.ready);
+  const capped = new Promise((resolve) => setTimeout(resolve, OFFLINE_WAIT_MS));
+  return Promise.race([ready, capped]).then(
+    () => { document.body.dataset.offline = navigator.serviceWorker.controller ? "ready" : "caching"; },
+    (err) => console.warn(`no offline copy: ${err.message}`),
+  );
+}
+
 async function start() {
-  if ("serviceWorker" in navigator) {
-    // After this first visit the site's files come from the worker's cache: the kiosk works offline.
-    navigator.serviceWorker.register("sw.js").catch((err) => console.warn(`no offline copy: ${err.message}`));
-  }
+  const offline = keepOffline();
   let grader, site;
   try {
     site = await getJSON(new URL("kiosk.json", import.meta.url).href);
@@ -481,6 +492,7 @@ async function start() {
   const kilter = grader.layout("kilter", 1) || grader.layouts[0];
   $("layout").value = `${kilter.board}/${kilter.layout_id}`;
   chooseLayout(kilter);
+  await offline; // "idle" once the page could be reloaded offline too
   document.body.dataset.state = pending === 0 ? "idle" : "busy";
 }
 
