@@ -5,8 +5,9 @@
 
 Exports the site (`cg-serve --export-site`), serves it with Python's http.server on loopback and opens
 it in headless Chromium (Playwright). First load: a fresh browser profile, from navigation to the page
-ready to grade (the model compiled, the board drawn), and the bytes it fetched; then the same page again
-with the service worker's copy. Taps: for each real route ($CLIMBGRADE_DATA or ../shared/data; else the
+ready to grade (the model compiled, the board drawn, the offline copy complete), and what the server
+sent for it (the page's files, and the service worker's copy of the site); then a reload, which the
+service worker answers. Taps: for each real route ($CLIMBGRADE_DATA or ../shared/data; else the
 examples) the route less one hold is loaded, then that hold is tapped; the time runs from the tap's
 pointer events to the frame after the grade, sweep chart and hold effects are all on screen. Beside it,
 `grader.insight` alone (the one model run a tap makes) on the same routes. Nothing here is a timed test.
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 import numpy as np
@@ -62,14 +63,29 @@ INSIGHT = """async ({routes, model}) => {
 }"""
 LOADED = """() => {
   const entries = [...performance.getEntriesByType("navigation"), ...performance.getEntriesByType("resource")];
-  return {ms: performance.now(), bytes: entries.reduce((sum, e) => sum + e.transferSize, 0),
-          body: entries.reduce((sum, e) => sum + e.decodedBodySize, 0), files: entries.length};
+  return {ms: performance.now(), page_bytes: entries.reduce((sum, e) => sum + e.decodedBodySize, 0), page_files: entries.length};
 }"""
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
+class CountingHandler(http.server.SimpleHTTPRequestHandler):
+    """python -m http.server's handler, quiet, counting the files and bytes it sends (the network's share)."""
+
+    sent: ClassVar[dict[str, int]] = {"files": 0, "bytes": 0}
+
+    def copyfile(self, source: Any, outputfile: Any) -> None:
+        start = source.tell()
+        super().copyfile(source, outputfile)
+        CountingHandler.sent["files"] += 1
+        CountingHandler.sent["bytes"] += source.tell() - start
+
     def log_message(self, format: str, *args: object) -> None:  # no line per file served
         pass
+
+    @classmethod
+    def take(cls) -> dict[str, int]:
+        """What was sent since the last take."""
+        sent, cls.sent = cls.sent, {"files": 0, "bytes": 0}
+        return sent
 
 
 def percentiles(values: list[float]) -> str:
@@ -90,7 +106,7 @@ def main(model_path: str | None, taps: int) -> None:
         model = ["--model", model_path] if model_path else []
         subprocess.run([str(BIN / "cg-serve"), "--export-site", str(site), *model], check=True, capture_output=True)
         model_file = next((site / "static" / "model").glob("*.onnx")).name
-        handler = functools.partial(QuietHandler, directory=str(site))
+        handler = functools.partial(CountingHandler, directory=str(site))
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)  # python -m http.server, in a thread
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}/"
@@ -102,11 +118,10 @@ def main(model_path: str | None, taps: int) -> None:
                 page.set_default_timeout(60_000)
                 page.goto(url)
                 page.wait_for_selector("body[data-state=idle]")
-                first = page.evaluate(LOADED)
-                page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+                first = {**page.evaluate(LOADED), **CountingHandler.take()}
                 page.reload()
                 page.wait_for_selector("body[data-state=idle]")
-                again = page.evaluate(LOADED)
+                again = {**page.evaluate(LOADED), **CountingHandler.take()}
                 tap_ms = [tap(page, route) for route in routes]
                 insight_ms = page.evaluate(INSIGHT, {"routes": routes, "model": f"model/{model_file}"})
                 browser.close()
@@ -116,9 +131,17 @@ def main(model_path: str | None, taps: int) -> None:
     print("| what | p50 ms | p95 ms | max ms |\n|---|---|---|---|")
     print(f"| a tap: grade, sweep and effects on screen | {percentiles(tap_ms)} |")
     print(f"| grader.insight alone (the tap's one model run) | {percentiles(insight_ms)} |")
-    print("\n| load | ready after ms | bytes fetched | bytes of files | files |\n|---|---|---|---|---|")
-    for name, load in (("first visit (empty cache)", first), ("reload (service worker's copy)", again)):
-        print(f"| {name} | {load['ms']:.0f} | {load['bytes']:,} | {load['body']:,} | {load['files']} |")
+    print("\n| load | ready after ms | the page's files | their bytes | files the server sent | bytes it sent |")
+    print("|---|---|---|---|---|---|")
+    for name, load in (("first visit (empty cache)", first), ("reload (offline copy)", again)):
+        cells = (
+            f"{load['ms']:.0f}",
+            load["page_files"],
+            f"{load['page_bytes']:,}",
+            load["files"],
+            f"{load['bytes']:,}",
+        )
+        print(f"| {name} | {' | '.join(map(str, cells))} |")
 
 
 def tap(page: Any, route: dict[str, Any]) -> float:

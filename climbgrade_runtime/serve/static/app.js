@@ -14,7 +14,7 @@ const OTHER_ROLE_COLOUR = "#9e9e9e";
 const SCALE = 4, MARGIN = 8, TITLE_HEIGHT = 28, DOT_RADIUS = 2, RING_RADIUS = 11, RING_WIDTH = 2.5;
 const WIDTH_PER_EFFECT = 2.5, MAX_EFFECT_SHOWN = 3, HIT_RADIUS = 12;
 const INSIGHT = {angles: "all", explain: true, mirror: true}; // cg-infer --angles all --explain --mirror
-const OFFLINE_WAIT_MS = 10000; // the longest the first load waits for the offline copy before it is ready
+const OFFLINE_WAIT_MS = 10000; // the longest a first visit waits for the offline copy before loading the model itself
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -459,21 +459,29 @@ function wire() {
   });
 }
 
-/** Registers the service worker: after this first visit the site's files come from its cache, and the
- * kiosk works offline. Resolves once the cache is complete (or at once where a browser has no workers:
- * plain http to another host than this one is not a secure context). */
-function keepOffline() {
-  if (!("serviceWorker" in navigator)) return Promise.resolve();
-  const ready = navigator.serviceWorker.register("sw.js").then(() => navigator.serviceWorker.ready);
+/** Registers the service worker and waits (at most OFFLINE_WAIT_MS) until it has the whole site cached and
+ * controls this page, so that the model and onnxruntime-web are then read from its copy: downloaded once,
+ * and the kiosk works offline from now on. Where a browser has no workers (plain http to another host
+ * than this one is not a secure context), the page loads from the network as any page does. */
+async function keepOffline() {
+  if (!("serviceWorker" in navigator)) return;
+  const workers = navigator.serviceWorker;
+  const controlled = (async () => {
+    await workers.register("sw.js");
+    await workers.ready;
+    if (!workers.controller) await new Promise((resolve) => workers.addEventListener("controllerchange", resolve, {once: true}));
+  })();
   const capped = new Promise((resolve) => setTimeout(resolve, OFFLINE_WAIT_MS));
-  return Promise.race([ready, capped]).then(
-    () => { document.body.dataset.offline = navigator.serviceWorker.controller ? "ready" : "caching"; },
-    (err) => console.warn(`no offline copy: ${err.message}`),
-  );
+  try {
+    await Promise.race([controlled, capped]);
+  } catch (err) {
+    console.warn(`no offline copy: ${err.message}`);
+  }
+  document.body.dataset.offline = workers.controller ? "ready" : "not yet";
 }
 
 async function start() {
-  const offline = keepOffline();
+  await keepOffline();
   let grader, site;
   try {
     site = await getJSON(new URL("kiosk.json", import.meta.url).href);
@@ -492,7 +500,6 @@ async function start() {
   const kilter = grader.layout("kilter", 1) || grader.layouts[0];
   $("layout").value = `${kilter.board}/${kilter.layout_id}`;
   chooseLayout(kilter);
-  await offline; // "idle" once the page could be reloaded offline too
   document.body.dataset.state = pending === 0 ? "idle" : "busy";
 }
 
