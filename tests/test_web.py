@@ -69,13 +69,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextmanager
 def static_server(folder: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`python -m http.server` serving `folder` on a free loopback port: its URL once it answers."""
+    """`python -m http.server` serving `folder` on a free loopback port: its URL once it answers. Its log
+    (a line per request) is `folder`'s sibling `<name>.log`."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with folder.with_name(f"{folder.name}.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
+            stdout=log,
+            stderr=log,
+        )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 30
@@ -226,6 +228,9 @@ def test_the_site_grades_offline_after_a_reload_asking_nothing_of_any_other_host
         server.wait(timeout=15)
         with pytest.raises(OSError):
             urllib.request.urlopen(url, timeout=5)
+        log = site.with_name(f"{site.name}.log").read_text()
+        assert log.count("GET /static/ort/ort-wasm-simd-threaded.wasm ") == 1  # the first visit fetched each file once
+        assert log.count("GET /static/model/climbgrade.onnx ") == 1
         page.context.set_offline(True)
         page.reload()
         page.wait_for_selector("body[data-state=idle]")
