@@ -32,7 +32,7 @@ from climbgrade_runtime.model_io import PROBLEM_BITS
 from climbgrade_runtime.serve.app import PAGE_CSP
 from climbgrade_runtime.serve.site import KIOSK_CONFIG
 
-from conftest import REAL_DATA, ROOT, run_script
+from conftest import REAL_DATA, ROOT, Pipeline, run_script
 
 EXAMPLES = ROOT / "examples" / "routes.json"
 WIDE = {"width": 1000, "height": 800}
@@ -171,9 +171,9 @@ def assert_same(got: Any, want: Any, where: str = "answer") -> None:
         assert got == want, (where, got, want)
 
 
-GRADER_RUN = """async (routes) => {
+GRADER_RUN = """async ({routes, model}) => {
   const {loadGrader, PROBLEM_BITS} = await import(new URL("static/grader.js", location.href).href);
-  const grader = await loadGrader({model: new URL("static/model/climbgrade.onnx", location.href).href});
+  const grader = await loadGrader({model: new URL(`static/model/${model}`, location.href).href});
   const insight = [];
   for (const route of routes) insight.push(await grader.insight(route, {angles: "all", explain: true, mirror: true}));
   return {
@@ -188,12 +188,18 @@ GRADER_RUN = """async (routes) => {
 }"""
 
 
+def grader_answers(browser: Any, site: Path, routes: list[Any], model: str = "climbgrade.onnx") -> dict[str, Any]:
+    """GRADER_RUN's answers from the site's page in Chromium (which must report no problem)."""
+    with static_server(site) as (url, _), opened(browser, url) as (page, _, problems):
+        got = page.evaluate(GRADER_RUN, {"routes": routes, "model": model})
+    assert problems == []
+    return dict(got)
+
+
 def test_grader_js_answers_every_route_as_cg_infer_does(browser: Any, site: Path, tmp_path: Path) -> None:
     """grade (a list and one route), and one route's sweep, explain and mirror: cg-infer's answers."""
     routes = parity_routes()
-    with static_server(site) as (url, _), opened(browser, url) as (page, _, problems):
-        got = page.evaluate(GRADER_RUN, routes)
-    assert problems == []
+    got = grader_answers(browser, site, routes)
     assert got["bits"] == PROBLEM_BITS
     graded = cg_infer(routes, tmp_path)
     assert sum("error" in a for a in graded) == len(BAD_ROUTES)
@@ -206,6 +212,32 @@ def test_grader_js_answers_every_route_as_cg_infer_does(browser: Any, site: Path
     assert_same(got["explain"], cg_infer(first, tmp_path, "--explain")[0], "explain")
     assert_same(got["mirror"], cg_infer(routes[2:3], tmp_path, "--mirror")[0], "mirror")
     assert got["mirror"]["mirror"] is not None  # examples/routes.json's third route is on TB2, which has mirrors
+
+
+def test_grader_js_grades_as_cg_infer_with_a_model_trained_here_without_an_interval(
+    browser: Any, fake_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Not tied to the shipped model: a tiny value-head model of the synthetic boards (no low/high)."""
+    site = tmp_path / "site"
+    run_script("cg-serve", "--export-site", str(site), "--model", str(fake_pipeline.model))
+    predictor = GradePredictor.load(fake_pipeline.model)
+    assert not predictor.has_interval
+    rng = random.Random(5)
+    layouts = list(predictor.tokenizer.layouts.values())
+    routes = []
+    for _ in range(60):
+        layout = rng.choice(layouts)
+        placements = rng.sample(sorted(layout.placements), rng.randint(1, 10))
+        holds = [{"placement_id": pid, "role": rng.choice(sorted(layout.roles))} for pid in placements]
+        routes.append(
+            {"board": layout.board, "layout_id": layout.layout_id, "angle": rng.choice(layout.angles), "holds": holds}
+        )
+    got = grader_answers(browser, site, routes, fake_pipeline.model.name)
+    model = ("--model", str(fake_pipeline.model))
+    assert_same(got["grade"], cg_infer(routes, tmp_path, *model))
+    insight = cg_infer(routes, tmp_path, *model, *INSIGHT_ARGS)
+    assert_same([{**a, "index": i} for i, a in enumerate(got["insight"])], insight, "insight")
+    assert all("low" not in a for a in got["grade"])
 
 
 def test_the_site_grades_offline_after_a_reload_asking_nothing_of_any_other_host(browser: Any, site: Path) -> None:
