@@ -398,7 +398,8 @@ def _file_response(file: SiteFile) -> Response:
 
 
 def _layout_dict(layout: LayoutGeometry) -> dict[str, Any]:
-    """What the page draws a layout from: its holes (board units, y up), angles, role ids, mirrors or not."""
+    """A layout for apps that draw a board (as the page does from the sidecar): holes (board units, y up), angles,
+    role ids, mirrors or not."""
     return {
         "board": layout.board,
         "layout_id": layout.layout_id,
