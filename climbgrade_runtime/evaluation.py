@@ -28,7 +28,7 @@ from .graded import Example, ExampleReader, skip_reason
 from .grades import GradeTable
 from .metrics import METRIC_NAMES, TRUSTED_ASCENTS, interval_report, metrics_by_board
 from .model_io import INTERVAL_COVERAGE
-from .predictor import DEFAULT_BATCH_SIZE, GradePredictor
+from .predictor import GradePredictor
 from .results import Prediction, RouteFailure
 from .routes import Route
 from .split import SPLITS, SplitRule, uuid_digest
@@ -163,7 +163,11 @@ def _interval_cells(m: dict[str, float] | None) -> list[str]:
 
 # Rows read, graded and let go at a time: memory stays flat whatever the size of the databases, and a
 # chunk is long enough that sorting it by length pads each onnxruntime batch about as little as a global sort.
-EVAL_CHUNK_ROWS = 16_384
+EVAL_CHUNK_ROWS = 8192
+# Routes per onnxruntime run: onnxruntime's buffers for the longest batch set cg-eval's peak memory. On 91k
+# Kilter rows (2 threads, a shared machine) 64 took 245 MB at 3,990 rows/s, 128 326 MB at 4,570, 256 487 MB
+# at 3,920 (16,384-row chunks; 8,192 saves about 30 MB more).
+EVAL_BATCH_SIZE = 128
 RowSink = Callable[[GradedRow], None]
 
 
@@ -174,7 +178,7 @@ def evaluate(
     catalog: str | None = None,
     min_ascents: int = 0,
     split: str | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = EVAL_BATCH_SIZE,
     progress: Callable[[int], AbstractContextManager[Progress]] | None = None,
     sinks: Sequence[RowSink] = (),
 ) -> Evaluation:
