@@ -22,6 +22,7 @@ from climbgrade_runtime import GradePredictor
 from climbgrade_runtime.board_db import ClimbFilter
 from climbgrade_runtime.errors import ClimbgradeError
 from climbgrade_runtime.evaluation import (
+    EVAL_CHUNK_ROWS,
     PREDICTION_COLUMNS,
     GradedRow,
     OutlierFinder,
@@ -33,6 +34,7 @@ from climbgrade_runtime.evaluation import (
 from climbgrade_runtime.graded import load_examples
 
 from conftest import BIN, run_script
+from fakeboard import KILTER, make_database
 
 
 def cg_eval(pipeline, *args: str, check: bool = True):
@@ -295,3 +297,27 @@ def test_progress_bar_shows_when_stderr_is_a_terminal(fake_pipeline):
     assert process.returncode == 0
     assert b"grading" in shown and b"100%" in shown
     assert b"grading" not in stdout and b"MAE" in stdout  # the bar never mixes into the results
+
+
+def peak_rss_kb(*command: str, report: Path) -> int:
+    """Peak RSS of a console script run on its own, as GNU time measures it (in KB)."""
+    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(report), *command], check=True, capture_output=True)
+    return int(report.read_text().split()[-1])
+
+
+def test_cg_eval_memory_stays_flat_as_the_database_grows(fake_pipeline, tmp_path):
+    """Five times the rows, every one written to --predictions and offered to --outliers, in the same memory.
+
+    Both databases fill at least one of cg-eval's chunks, so only what is kept per row could grow: holding
+    the 50,000 rows as before (about 5 KB of objects each) would add well over 100 MB.
+    """
+    peaks, rows = [], []
+    for name, climbs in (("small", 5_000), ("large", 25_000)):
+        db = make_database(tmp_path / f"{name}.db", KILTER, climbs=climbs, seed=climbs, defects=False)
+        out = tmp_path / f"{name}.csv"
+        args = ["--model", str(fake_pipeline.model), "--db", str(db), "--predictions", str(out), "--outliers", "5"]
+        peaks.append(peak_rss_kb(str(BIN / "cg-eval"), *args, report=tmp_path / f"{name}.time"))
+        rows.append(len(out.read_text().splitlines()) - 1)
+    assert rows[0] > EVAL_CHUNK_ROWS and rows[1] > 4.5 * rows[0]
+    assert 50_000 < peaks[0] < 400_000, f"implausible peak RSS {peaks[0]} KB: is the measurement broken?"
+    assert peaks[1] - peaks[0] < 25_000, f"peak RSS grew by {(peaks[1] - peaks[0]) / 1024:.0f} MB ({peaks} KB)"
