@@ -16,7 +16,7 @@ import torch
 
 from climbgrade_runtime.graded import Example
 from climbgrade_runtime.model_io import route_feeds
-from climbgrade_runtime.tokenizer import RouteIds, Tokenizer
+from climbgrade_runtime.tokenizer import PREFIX_TOKENS, RouteIds, Tokenizer
 
 from .features import RouteEncoder
 
@@ -91,10 +91,16 @@ def pad_batch(encoded: Sequence[Encoded]) -> Batch:
 
 @torch.inference_mode()
 def encode_rows(encoder: RouteEncoder, rows: Sequence[RouteIds]) -> PackedRows:
-    """Each row's tokens and features, computed by `encoder` in batches of similar length, packed in row order."""
-    order = np.argsort(np.array([len(r.placements) for r in rows], dtype=np.int64), kind="stable")
-    lengths = np.zeros(len(rows), dtype=np.int64)
-    chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (rows, their ids end to end, their coords)
+    """Each row's tokens and features, computed by `encoder` in batches of similar length, packed in row order.
+
+    A row is PREFIX_TOKENS and one token per hold, so where each row goes is known before it is encoded
+    and each batch is written straight into place (no second copy of the set).
+    """
+    lengths = np.array([PREFIX_TOKENS + len(r.placements) for r in rows], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    ids_out = np.empty(offsets[-1], dtype=np.int32)
+    coords_out = np.empty((offsets[-1], len(encoder.features)), dtype=np.float32)
+    order = np.argsort(lengths, kind="stable")
     for start in range(0, len(order), ENCODE_BATCH):
         chunk = order[start : start + ENCODE_BATCH]
         feeds = route_feeds([rows[i] for i in chunk])
@@ -102,18 +108,13 @@ def encode_rows(encoder: RouteEncoder, rows: Sequence[RouteIds]) -> PackedRows:
         if problems.any():
             raise ValueError("a training row has ids the model's tables refuse (the loader should have skipped it)")
         kept = ~padding
-        lengths[chunk] = kept.sum(dim=1).numpy()
-        chunks.append((chunk, ids[kept].numpy().astype(np.int32), coords[kept].numpy()))
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    packed_ids = np.empty(offsets[-1], dtype=np.int32)
-    packed_coords = np.empty((offsets[-1], len(encoder.features)), dtype=np.float32)
-    for chunk, ids_, coords_ in chunks:  # each chunk's tokens, row by row, to where its rows sit
-        n = lengths[chunk]
-        firsts = np.cumsum(n) - n  # where each row starts within the chunk's tokens
-        where = np.repeat(offsets[chunk] - firsts, n) + np.arange(len(ids_))
-        packed_ids[where] = ids_
-        packed_coords[where] = coords_
-    return PackedRows(packed_ids, packed_coords, offsets)
+        if not np.array_equal(kept.sum(dim=1).numpy(), lengths[chunk]):
+            raise ValueError("the encoder gave a row other than one token per hold after its prefix")
+        where = np.repeat(offsets[chunk] - (np.cumsum(lengths[chunk]) - lengths[chunk]), lengths[chunk])
+        where += np.arange(len(where))  # each token's place: its row's start, plus its place within the batch
+        ids_out[where] = ids[kept].numpy()
+        coords_out[where] = coords[kept].numpy()
+    return PackedRows(ids_out, coords_out, offsets)
 
 
 @dataclass
