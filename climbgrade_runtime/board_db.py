@@ -99,6 +99,7 @@ class BoardDatabase:
     connection: sqlite3.Connection
     # The file the geometry is read from, as errors name it: the database itself, or a snapshot's catalogue.
     geometry: str
+    snapshot: bool  # a Boardsesh snapshot (read with a catalogue), not a boardlib database
     # SQL for a climb's name (alias c), read once when the database is opened: the name where `climbs`
     # has the column, '' where it does not (a name is not needed to grade, so such a database is usable).
     climb_name_sql: str
@@ -226,8 +227,8 @@ def open_database(spec: str, *, catalog: str | None = None, shared: bool = False
         tables = _tables(connection, "main")
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(f"{path} is not a readable SQLite database ({exc})") from exc
-    geometry = str(path)
-    if SNAPSHOT_TABLES["climbs"][1] in tables:
+    geometry, snapshot = str(path), SNAPSHOT_TABLES["climbs"][1] in tables
+    if snapshot:
         board = _open_snapshot(connection, path, board, catalog)
         geometry = f"catalogue {catalog}"
     elif "climbs" not in tables and SNAPSHOT_TABLES["holes"][1] in tables:
@@ -240,7 +241,9 @@ def open_database(spec: str, *, catalog: str | None = None, shared: bool = False
             _check_columns(connection, "main", table, columns, f"{path}: required table '{table}'")
         board = board or _infer_board(path, connection)
     name_sql = "COALESCE(c.name, '')" if "name" in _columns(connection, "climbs") else "''"
-    return BoardDatabase(path=path, board=board, connection=connection, geometry=geometry, climb_name_sql=name_sql)
+    return BoardDatabase(
+        path=path, board=board, connection=connection, geometry=geometry, snapshot=snapshot, climb_name_sql=name_sql
+    )
 
 
 def _open_snapshot(connection: sqlite3.Connection, path: Path, board: str, catalog: str | None) -> str:

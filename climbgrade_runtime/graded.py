@@ -79,8 +79,13 @@ class ExampleReader:
         return sum(open_database(spec, catalog=self.catalog).count_climbs(self.where) for spec in self.db_specs)
 
     def __iter__(self) -> Iterator[Example]:
+        snapshots = 0
         for spec in self.db_specs:
-            yield from self._read(open_database(spec, catalog=self.catalog))
+            db = open_database(spec, catalog=self.catalog)
+            snapshots += db.snapshot
+            yield from self._read(db)
+        if self.catalog is not None and not snapshots:
+            logger.warning("--catalog %s was not read: none of the databases is a Boardsesh snapshot", self.catalog)
 
     def _read(self, db: BoardDatabase) -> Iterator[Example]:
         table = db.read_grades()

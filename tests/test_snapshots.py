@@ -4,6 +4,7 @@ they were rewritten from, for cg-train, cg-eval and cg-serve --db; one-line erro
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,3 +196,15 @@ def test_a_snapshot_of_two_boards_needs_its_board_named(fake_snapshots, tmp_path
         open_database(str(mixed), catalog=fake_snapshots.catalog)
     named = open_database(f"kilter={mixed}", catalog=fake_snapshots.catalog)
     assert named.board == "kilter" and named.count_climbs(ClimbFilter()) > 0
+
+
+def test_a_catalogue_no_snapshot_needs_is_said_not_dropped(fake_snapshots, caplog):
+    with caplog.at_level(logging.WARNING):
+        load_examples(fake_snapshots.boardlib, ClimbFilter(), fake_snapshots.catalog)
+    assert (
+        f"--catalog {fake_snapshots.catalog} was not read: none of the databases is a Boardsesh snapshot" in caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_examples(fake_snapshots.snapshots, ClimbFilter(), fake_snapshots.catalog)
+    assert "was not read" not in caplog.text
