@@ -218,6 +218,11 @@ def _words(text: str) -> tuple[str, ...]:
     help="linear: per-token features as they are; fourier: plus sin/cos of x and y at 6 frequencies.",
 )
 @click.option(
+    "--amp",
+    is_flag=True,
+    help="Mixed precision: training steps under bfloat16 autocast (for GPUs with bfloat16; weights stay float32).",
+)
+@click.option(
     "--ema-decay",
     type=click.FloatRange(0, 1, max_open=True),
     default=TrainConfig.ema_decay,

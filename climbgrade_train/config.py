@@ -75,6 +75,7 @@ class TrainConfig:
     refit: bool = False  # train on train + val for exactly `epochs` and keep the last epoch; test stays held out
     train_fraction: float = 1.0  # < 1: train on this seeded share of the training climbs (learning curves)
     device: str = "auto"
+    amp: bool = False  # training steps in bfloat16 autocast (mixed precision; weights and evaluation stay float32)
 
     def __post_init__(self) -> None:
         bad = [f for f in self.features if f not in FEATURES]

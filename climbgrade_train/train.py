@@ -282,12 +282,15 @@ def _train_epoch(
             holds = coords[..., 2] > 0
             ids = torch.where(holds & (torch.rand(ids.shape, device=device) < config.unk_prob), UNK_ID, ids)
         rows = torch.from_numpy(idx).to(device)
-        outputs = model.member_head_outputs(ids, coords, padding)
-        member_losses = (
-            member_loss(config, member, out, targets[rows], weights[rows], None if teacher is None else teacher[rows])
-            for member, out in zip(model.transformers, outputs)
-        )
-        loss = cast(torch.Tensor, sum(member_losses)) / len(outputs)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
+            outputs = model.member_head_outputs(ids, coords, padding)
+            member_losses = (
+                member_loss(
+                    config, member, out, targets[rows], weights[rows], None if teacher is None else teacher[rows]
+                )
+                for member, out in zip(model.transformers, outputs)
+            )
+            loss = cast(torch.Tensor, sum(member_losses)) / len(outputs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
