@@ -35,7 +35,7 @@ import click
 import numpy as np
 import pandas as pd
 
-from climbgrade_runtime.boardlib_db import ClimbFilter
+from climbgrade_runtime.board_db import ClimbFilter
 from climbgrade_runtime.graded import Example, load_examples
 from climbgrade_runtime.grades import GradeTable
 from climbgrade_runtime.metrics import TRUSTED_ASCENTS, interval_report, metrics_by_board

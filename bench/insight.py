@@ -33,7 +33,7 @@ import click
 import numpy as np
 
 from climbgrade_runtime import GradePredictor, Route
-from climbgrade_runtime.boardlib_db import ClimbFilter
+from climbgrade_runtime.board_db import ClimbFilter
 from climbgrade_runtime.graded import Example, load_examples
 from climbgrade_runtime.split import SplitRule
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from climbgrade_runtime import GradePredictor, Prediction, Route
-from climbgrade_runtime.boardlib_db import ClimbFilter
+from climbgrade_runtime.board_db import ClimbFilter
 from climbgrade_runtime.errors import RouteError
 from climbgrade_runtime.graded import load_examples
 from climbgrade_runtime.model_io import PROBLEMS, route_feeds

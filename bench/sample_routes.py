@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from climbgrade_runtime.boardlib_db import ClimbFilter
+from climbgrade_runtime.board_db import ClimbFilter
 from climbgrade_runtime.graded import load_examples
 from climbgrade_runtime.insight import frames_of
 

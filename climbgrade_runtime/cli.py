@@ -8,21 +8,21 @@ import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import click
 
-from .boardlib_db import databases_from_env
+from .board_db import databases_from_env
 from .errors import ClimbgradeError
 from .evaluation import (
+    OutlierFinder,
+    PredictionWriter,
     Progress,
     check_predictions_path,
     evaluate,
-    find_outliers,
     outlier_table,
     write_pictures,
-    write_predictions,
 )
 from .inputs import read_routes
 from .insight import ANGLE_SPEC_FORMS, AngleSpec, InsightRequest, parse_angle_spec
@@ -32,6 +32,16 @@ from .results import RouteFailure
 from .split import SPLITS
 
 EXIT_BAD_INPUT = 2
+# What --db takes, in every command's help (cg-train, cg-eval, cg-serve).
+DB_HELP = "a boardlib database or a Boardsesh snapshot (told by its tables)"
+# The geometry of Boardsesh snapshots, for every command with --db.
+CATALOG_OPTION = click.option(
+    "--catalog",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="PATH",
+    help="Boardsesh catalogue (every board's holes and placements): what a --db snapshot is read with.",
+)
 # The model every command grades with (cg-infer, cg-eval, cg-serve).
 MODEL_OPTION = click.option(
     "--model",
@@ -156,8 +166,9 @@ def _make_folder(folder: Path) -> None:
     "databases",
     multiple=True,
     metavar="[BOARD=]PATH",
-    help="boardlib database (repeatable). Default: every .db in $CLIMBGRADE_DATA.",
+    help=f"{DB_HELP[0].upper()}{DB_HELP[1:]} (repeatable). Default: every .db in $CLIMBGRADE_DATA.",
 )
+@CATALOG_OPTION
 @click.option(
     "--min-ascents",
     type=click.IntRange(min=0),
@@ -201,6 +212,7 @@ def _make_folder(folder: Path) -> None:
 def eval_command(
     model_path: str | None,
     databases: tuple[str, ...],
+    catalog: str | None,
     min_ascents: int,
     split: str | None,
     output_format: str,
@@ -210,7 +222,7 @@ def eval_command(
     threads: int,
     verbose: bool,
 ) -> None:
-    """Score a model on every usable route of boardlib databases: the eight metrics, overall and per board.
+    """Score a model on every usable route of its databases: the eight metrics, overall and per board.
 
     With --outliers N, also the N climbs graded furthest from the model each way: community grade above the
     prediction (likely soft touches) and below it (likely sandbags). A progress bar shows on stderr when it is a
@@ -223,16 +235,19 @@ def eval_command(
         if svg_dir is not None and outliers is None:
             raise ClimbgradeError("--svg draws the outliers: give --outliers N too")
         predictor = GradePredictor.load(model_path, intra_op_threads=threads)
-        result = evaluate(
-            predictor,
-            databases or databases_from_env(),
-            min_ascents=min_ascents,
-            split=split,
-            progress=_progress_bar if sys.stderr.isatty() else None,
-        )
-        above, below = find_outliers(result.rows, outliers or 0)
-        if predictions_path is not None:
-            write_predictions(result.rows, predictions_path)
+        finder = OutlierFinder(outliers or 0)
+        writer = None if predictions_path is None else PredictionWriter(predictions_path, predictor.has_interval)
+        with writer or nullcontext():
+            result = evaluate(
+                predictor,
+                databases or databases_from_env(),
+                catalog=catalog,
+                min_ascents=min_ascents,
+                split=split,
+                progress=_progress_bar if sys.stderr.isatty() else None,
+                sinks=[finder.add] + ([] if writer is None else [writer.write]),
+            )
+        above, below = finder.found()
         pictures = write_pictures(above, svg_dir, "above") + write_pictures(below, svg_dir, "below") if svg_dir else []
     except (ClimbgradeError, OSError) as exc:
         click.echo(f"error: {exc}", err=True)
@@ -255,8 +270,8 @@ def eval_command(
                 f"\ngraded below the model (community grade lower than predicted: likely sandbags)\n"
                 f"{outlier_table(below)}"
             )
-    if predictions_path is not None:
-        click.echo(f"note: wrote {len(result.rows)} graded rows to {predictions_path}", err=True)
+    if writer is not None:
+        click.echo(f"note: wrote {writer.rows} graded rows to {predictions_path}", err=True)
     if pictures:
         click.echo(f"note: wrote {len(pictures)} outlier pictures to {svg_dir}", err=True)
     for reason, count in result.not_graded.items():

@@ -1,4 +1,4 @@
-"""`cg-eval`'s library: score an exported model on every usable route of boardlib databases.
+"""`cg-eval`'s library: score an exported model on every usable route of board databases, in flat memory.
 
 This is how a gym checks a model on its own board's data, and how the README's figures are
 reproduced: with `split="test"` only the climbs the model's sidecar says it was tested on count.
@@ -8,24 +8,27 @@ A model with an interval is also scored on it: how often the community grade fal
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
+from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 
-from .boardlib_db import ClimbFilter
+from .board_db import ClimbFilter
 from .errors import ClimbgradeError, ModelError
 from .files import atomic_open, atomic_write_text
-from .graded import Example, load_examples, skip_reason
+from .graded import Example, ExampleReader, skip_reason
+from .grades import GradeTable
 from .metrics import METRIC_NAMES, TRUSTED_ASCENTS, interval_report, metrics_by_board
 from .model_io import INTERVAL_COVERAGE
-from .predictor import DEFAULT_BATCH_SIZE, GradePredictor
+from .predictor import GradePredictor
 from .results import Prediction, RouteFailure
 from .routes import Route
 from .split import SPLITS, SplitRule, uuid_digest
@@ -118,7 +121,6 @@ class Evaluation:
     metrics: dict[str, dict[str, float]]
     not_graded: dict[str, int] = field(default_factory=dict)  # reason -> rows the model could not grade
     notes: tuple[str, ...] = ()
-    rows: tuple[GradedRow, ...] = field(default=(), repr=False, compare=False)  # in database order
     interval: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,73 +161,129 @@ def _interval_cells(m: dict[str, float] | None) -> list[str]:
     return [f"{m['count']:,}", f"{100 * m['coverage']:.1f}%", f"{m['mean_width']:.2f}"]
 
 
+# Rows read, graded and let go at a time: memory stays flat whatever the size of the databases, and a
+# chunk is long enough that sorting it by length pads each onnxruntime batch about as little as a global sort.
+EVAL_CHUNK_ROWS = 8192
+# Routes per onnxruntime run: onnxruntime's buffers for the longest batch set cg-eval's peak memory. On 91k
+# Kilter rows (2 threads, a shared machine) 64 took 245 MB at 3,990 rows/s, 128 326 MB at 4,570, 256 487 MB
+# at 3,920 (16,384-row chunks; 8,192 saves about 30 MB more).
+EVAL_BATCH_SIZE = 128
+RowSink = Callable[[GradedRow], None]
+
+
 def evaluate(
     predictor: GradePredictor,
     databases: Sequence[str],
     *,
+    catalog: str | None = None,
     min_ascents: int = 0,
     split: str | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = EVAL_BATCH_SIZE,
     progress: Callable[[int], AbstractContextManager[Progress]] | None = None,
+    sinks: Sequence[RowSink] = (),
 ) -> Evaluation:
     """Grade every usable (climb, angle) row of `databases` (only `split`'s climbs, if given) and score it.
 
-    All rows are graded in one predict_many, so they are sorted by length across the whole run and
-    each batch pads little. `progress(total_rows)` (e.g. click.progressbar's length) is entered once
-    the rows are read and updated as each batch is graded, so a long run is not silent.
+    The rows stream from the databases EVAL_CHUNK_ROWS at a time; each graded row goes to every sink
+    (PredictionWriter.write, OutlierFinder.add) in database order and is then let go: only a few numbers
+    a row are kept, for the metrics. `progress(rows)` (e.g. click.progressbar's length) is entered with
+    the rows the databases hold for the filter and updated as they are graded or skipped.
     """
-    data = load_examples(databases, ClimbFilter(min_ascents=min_ascents))
-    examples = data.examples
-    notes: list[str] = []
-    if split is not None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}")
-        rule = SplitRule.from_dict(predictor.sidecar.data.get("split"))
-        examples = [e for e in examples if rule.assign(e.uuid) == split]
-        if split == "test":
-            notes.append(_test_split_note(predictor.sidecar.data["split"], {e.uuid for e in examples}))
-    routes = [Route(e.board, e.layout_id, e.angle, e.route.holds) for e in examples]
-    with progress(len(routes)) if progress is not None else nullcontext() as bar:
-        results = predictor.predict_many(routes, batch_size=batch_size, progress=None if bar is None else bar.update)
-    graded = [(e, r) for e, r in zip(examples, results) if isinstance(r, Prediction)]
-    not_graded = Counter(skip_reason(r.error) for r in results if isinstance(r, RouteFailure))
-    if not graded:
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}")
+    reader = ExampleReader(databases, ClimbFilter(min_ascents=min_ascents), catalog)
+    rule = None if split is None else SplitRule.from_dict(predictor.sidecar.data.get("split"))
+    selected = (e for e in reader if rule is None or rule.assign(e.uuid) == split)
+    tally = _Tally(predictor.has_interval)
+    not_graded: Counter[str] = Counter()
+    found: set[str] = set()  # the uuids of the split's climbs, for the test-split note
+    with progress(reader.count()) if progress is not None else nullcontext() as bar:
+        accounted = 0
+        while chunk := list(itertools.islice(selected, EVAL_CHUNK_ROWS)):
+            routes = [Route(e.board, e.layout_id, e.angle, e.route.holds) for e in chunk]
+            results = predictor.predict_many(
+                routes, batch_size=batch_size, progress=None if bar is None else bar.update
+            )
+            for example, result in zip(chunk, results):
+                if split == "test":
+                    found.add(example.uuid)
+                if isinstance(result, RouteFailure):
+                    not_graded[skip_reason(result.error)] += 1
+                    continue
+                community = predictor.grades.grade(example.difficulty)
+                row = GradedRow(example, result, community.font, community.v)
+                tally.add(row)
+                for sink in sinks:
+                    sink(row)
+            if bar is not None:  # the rows the reader skipped, or left out of the split, on the way
+                bar.update(reader.rows_read - accounted - len(chunk))
+            accounted = reader.rows_read
+        if bar is not None and reader.rows_read > accounted:
+            bar.update(reader.rows_read - accounted)
+    if not tally.count:
         raise ModelError(
-            f"this model could grade none of the {len(examples)} rows selected: "
+            f"this model could grade none of the {sum(not_graded.values())} rows selected: "
             + (", ".join(f"{n} where {why}" for why, n in not_graded.items()) or "the selection is empty")
         )
-    unseen = sum(any(UNSEEN_HOLDS in w for w in r.warnings) for _, r in graded)
-    if unseen:
-        notes.append(f"{unseen} of {len(graded)} rows have holds the model never saw in training")
-    metrics = metrics_by_board(
-        [e.board for e, _ in graded],
-        np.array([e.difficulty for e, _ in graded]),
-        np.array([r.difficulty for _, r in graded]),
-        predictor.grades,
-    )
-    community = [predictor.grades.grade(e.difficulty) for e, _ in graded]
-    rows = tuple(GradedRow(e, r, g.font, g.v) for (e, r), g in zip(graded, community))
-    interval = _interval(graded) if predictor.has_interval else None
+    notes: list[str] = []
+    if split == "test":
+        notes.append(_test_split_note(predictor.sidecar.data["split"], found))
+    if tally.unseen:
+        notes.append(f"{tally.unseen} of {tally.count} rows have holds the model never saw in training")
+    metrics, interval = tally.scores(predictor.grades)
     return Evaluation(
-        str(predictor.model_path), split or "all", min_ascents, metrics, dict(not_graded), tuple(notes), rows, interval
+        str(predictor.model_path), split or "all", min_ascents, metrics, dict(not_graded), tuple(notes), interval
     )
 
 
-def _interval(graded: Sequence[tuple[Example, Prediction]]) -> dict[str, Any]:
-    """The interval's coverage and width per board, on all rows and on the rows with settled grades."""
-    all_rows, trusted_rows = interval_report(
-        [e.board for e, _ in graded],
-        np.array([e.difficulty for e, _ in graded]),
-        np.array([p.low for _, p in graded], dtype=np.float64),
-        np.array([p.high for _, p in graded], dtype=np.float64),
-        np.array([e.ascents for e, _ in graded]),
-    )
-    return {
-        "nominal_coverage": INTERVAL_COVERAGE,
-        "all_rows": all_rows,
-        "trusted_min_ascents": TRUSTED_ASCENTS,
-        "trusted_rows": trusted_rows,
-    }
+class _Tally:
+    """What the metrics need of each graded row, in flat arrays (a few bytes a row, never the rows)."""
+
+    def __init__(self, interval: bool) -> None:
+        self.interval = interval
+        self.boards: list[str] = []  # the boards met, in order; `board` indexes it
+        self.board, self.ascents = array("H"), array("q")
+        self.true, self.pred, self.low, self.high = array("d"), array("d"), array("d"), array("d")
+        self.unseen = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.true)
+
+    def add(self, row: GradedRow) -> None:
+        e, p = row.example, row.prediction
+        if e.board not in self.boards:
+            self.boards.append(e.board)
+        self.board.append(self.boards.index(e.board))
+        self.true.append(e.difficulty)
+        self.pred.append(p.difficulty)
+        self.ascents.append(e.ascents)
+        if self.interval:
+            self.low.append(np.nan if p.low is None else p.low)
+            self.high.append(np.nan if p.high is None else p.high)
+        self.unseen += any(UNSEEN_HOLDS in w for w in p.warnings)
+
+    def scores(self, grades: GradeTable) -> tuple[dict[str, dict[str, float]], dict[str, Any] | None]:
+        """The metrics per board and, for a model with an interval, its coverage and width per board."""
+        boards = [self.boards[i] for i in self.board]
+        true = np.frombuffer(self.true, dtype=np.float64)
+        metrics = metrics_by_board(boards, true, np.frombuffer(self.pred, dtype=np.float64), grades)
+        if not self.interval:
+            return metrics, None
+        all_rows, trusted_rows = interval_report(
+            boards,
+            true,
+            np.frombuffer(self.low, dtype=np.float64),
+            np.frombuffer(self.high, dtype=np.float64),
+            np.frombuffer(self.ascents, dtype=np.int64),
+        )
+        interval = {
+            "nominal_coverage": INTERVAL_COVERAGE,
+            "all_rows": all_rows,
+            "trusted_min_ascents": TRUSTED_ASCENTS,
+            "trusted_rows": trusted_rows,
+        }
+        return metrics, interval
 
 
 def check_predictions_path(path: str | Path) -> None:
@@ -244,47 +302,110 @@ def check_predictions_path(path: str | Path) -> None:
         raise ClimbgradeError(f"--predictions {path}: the folder {folder} is not writable")
 
 
-def write_predictions(rows: Sequence[GradedRow], path: str | Path) -> None:
-    """Every graded row as CSV or JSON Lines (by `path`'s suffix), prediction_columns in order; atomic."""
-    check_predictions_path(path)
-    columns = prediction_columns(bool(rows) and rows[0].prediction.low is not None)
-    try:
-        with atomic_open(path) as handle:
-            if Path(path).suffix.lower() == ".csv":
-                writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+class PredictionWriter:
+    """cg-eval --predictions: each graded row written as it comes (CSV or JSON Lines, by the suffix).
+
+    prediction_columns in order; the file appears whole when the block ends (atomic_open), and not at
+    all if the block raises. A failed write is a ClimbgradeError naming the file.
+    """
+
+    def __init__(self, path: str | Path, interval: bool) -> None:
+        check_predictions_path(path)
+        self.path = Path(path)
+        self.columns = prediction_columns(interval)
+        self.rows = 0
+        self._file: AbstractContextManager[IO[Any]] | None = None
+        self._write: Callable[[dict[str, Any]], object] = lambda _row: None
+
+    def __enter__(self) -> PredictionWriter:
+        with self._failures():
+            self._file = atomic_open(self.path)
+            handle = self._file.__enter__()
+            if self.path.suffix.lower() == ".csv":
+                writer = csv.DictWriter(handle, fieldnames=self.columns, lineterminator="\n")
                 writer.writeheader()
-                writer.writerows(row.to_dict() for row in rows)
+                self._write = writer.writerow
             else:
-                handle.writelines(json.dumps(row.to_dict()) + "\n" for row in rows)
-    except OSError as exc:
-        raise ClimbgradeError(f"cannot write {path}: {exc.strerror or exc}") from exc
+                self._write = lambda row: handle.write(json.dumps(row) + "\n")
+        return self
+
+    def write(self, row: GradedRow) -> None:
+        with self._failures():
+            self._write(row.to_dict())
+        self.rows += 1
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._file is not None:
+            with self._failures():
+                self._file.__exit__(*exc)
+
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise ClimbgradeError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
 
 
-def find_outliers(rows: Sequence[GradedRow], count: int) -> tuple[list[GradedRow], list[GradedRow]]:
+class OutlierFinder:
     """The `count` climbs the community grades furthest above the model, and the `count` furthest below.
 
     Above (community grade higher than predicted: over-graded): likely soft touches; below (community
     grade lower than predicted: the model finds it harder than its grade): likely sandbags. A climb
     graded at several angles counts once per list, by its row furthest that way, so `count` distinct
-    climbs are listed. Each list is furthest first; a row graded exactly as predicted is in neither.
+    climbs are listed. Rows are added as they are graded and only the leaders are kept (flat memory).
     """
-    ordered = sorted(rows, key=lambda r: (r.residual, r.example.uuid, r.example.angle))
-    above = _first_per_climb((r for r in ordered if r.residual < 0), count)
-    below = _first_per_climb((r for r in reversed(ordered) if r.residual > 0), count)
-    return above, below
+
+    def __init__(self, count: int) -> None:
+        self._above = _Furthest(count, larger=False)
+        self._below = _Furthest(count, larger=True)
+
+    def add(self, row: GradedRow) -> None:
+        key = (row.residual, row.example.uuid, row.example.angle)
+        if key[0] < 0:
+            self._above.offer(key, row)
+        elif key[0] > 0:
+            self._below.offer(key, row)
+
+    def found(self) -> tuple[list[GradedRow], list[GradedRow]]:
+        """(above, below), each furthest first; a row graded exactly as predicted is in neither."""
+        return self._above.rows(), self._below.rows()
 
 
-def _first_per_climb(rows: Iterable[GradedRow], count: int) -> list[GradedRow]:
-    """The first row of each climb, up to `count` climbs (rows come furthest first)."""
-    seen: set[str] = set()
-    firsts: list[GradedRow] = []
-    for row in rows:
-        if len(firsts) == count:
-            break
-        if row.example.uuid not in seen:
-            seen.add(row.example.uuid)
-            firsts.append(row)
-    return firsts
+Key = tuple[float, str, int]  # (residual, uuid, angle): rows in this order, ties broken the same way every run
+
+
+class _Furthest:
+    """The `count` climbs with the furthest keys one way (`larger` or smaller), one row each: its furthest."""
+
+    def __init__(self, count: int, larger: bool) -> None:
+        self.count, self.larger = count, larger
+        self.kept: dict[str, tuple[Key, GradedRow]] = {}  # uuid -> its furthest key and row
+        self._nearest: str | None = None  # the kept climb least far (None: work it out again)
+
+    def _further(self, a: Key, b: Key) -> bool:
+        return a > b if self.larger else a < b
+
+    def offer(self, key: Key, row: GradedRow) -> None:
+        uuid = key[1]
+        if uuid in self.kept:
+            if self._further(key, self.kept[uuid][0]):
+                self.kept[uuid], self._nearest = (key, row), None
+            return
+        if len(self.kept) < self.count:
+            self.kept[uuid], self._nearest = (key, row), None
+            return
+        if not self.kept:
+            return
+        if self._nearest is None:
+            pick = min if self.larger else max
+            self._nearest = pick(self.kept.values(), key=lambda kr: kr[0])[0][1]
+        if self._further(key, self.kept[self._nearest][0]):
+            del self.kept[self._nearest]
+            self.kept[uuid], self._nearest = (key, row), None
+
+    def rows(self) -> list[GradedRow]:
+        return [row for _, row in sorted(self.kept.values(), key=lambda kr: kr[0], reverse=self.larger)]
 
 
 def outlier_table(rows: Sequence[GradedRow]) -> str:

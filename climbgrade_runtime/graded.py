@@ -1,4 +1,4 @@
-"""Graded routes read from boardlib databases: cg-train's training data and cg-eval's test data.
+"""Graded routes read from boardlib databases or Boardsesh snapshots: cg-train's and cg-eval's data.
 
 Unusable rows (a placement not on the layout, a role the board lacks, ...) are skipped and counted,
 never fatal, so the same reader serves a user's full database.
@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from .boardlib_db import ClimbFilter, open_database
+from .board_db import BoardDatabase, ClimbFilter, open_database
 from .errors import DatabaseError, RouteError
 from .geometry import LayoutGeometry
 from .grades import GradeTable
@@ -48,61 +49,97 @@ class LoadedData:
         return PREFIX_TOKENS + max(len(e.route.holds) for e in self.examples)
 
 
-def load_examples(db_specs: Sequence[str], where: ClimbFilter) -> LoadedData:
+def load_examples(db_specs: Sequence[str], where: ClimbFilter, catalog: str | None = None) -> LoadedData:
     """Read every usable row; unusable climbs are skipped and counted, never fatal."""
-    if not db_specs:
-        raise DatabaseError("no database given: pass --db PATH (or set CLIMBGRADE_DATA to a folder of .db files)")
-    examples: list[Example] = []
-    layouts: dict[tuple[str, int], LayoutGeometry] = {}
-    grades: GradeTable | None = None
-    db_summaries = []
-    for spec in db_specs:
-        db = open_database(spec)
-        rows = db.read_climbs(where)
-        for layout in db.read_layouts({r.layout_id for r in rows}).values():
-            if layouts.setdefault(layout.key, layout) != layout:
-                raise DatabaseError(
-                    f"{db.path}: layout {layout.board}/{layout.layout_id} differs from another database's"
-                )
+    reader = ExampleReader(db_specs, where, catalog)
+    examples = list(reader)
+    if not examples or reader.grades is None:
+        raise DatabaseError("no usable climbs in the given database(s) with these filters")
+    return LoadedData(examples, reader.layouts, reader.grades, reader.summary(examples))
+
+
+class ExampleReader:
+    """The usable rows of databases, read one at a time (cg-eval grades a full catalogue in flat memory).
+
+    Each database is opened and checked when iteration reaches it, each layout read when its first
+    climb is; `layouts`, `grades` and the per-database counts fill in as the rows are read.
+    """
+
+    def __init__(self, db_specs: Sequence[str], where: ClimbFilter, catalog: str | None = None) -> None:
+        if not db_specs:
+            raise DatabaseError("no database given: pass --db PATH (or set CLIMBGRADE_DATA to a folder of .db files)")
+        self.db_specs, self.where, self.catalog = tuple(db_specs), where, catalog
+        self.layouts: dict[tuple[str, int], LayoutGeometry] = {}
+        self.grades: GradeTable | None = None
+        self.databases: list[dict[str, Any]] = []
+        self.rows_read = 0  # rows read from the databases so far, usable or skipped
+
+    def count(self) -> int:
+        """How many rows the databases hold for the filter, before any is checked (for a progress bar)."""
+        return sum(open_database(spec, catalog=self.catalog).count_climbs(self.where) for spec in self.db_specs)
+
+    def __iter__(self) -> Iterator[Example]:
+        snapshots = 0
+        for spec in self.db_specs:
+            db = open_database(spec, catalog=self.catalog)
+            snapshots += db.snapshot
+            yield from self._read(db)
+        if self.catalog is not None and not snapshots:
+            logger.warning("--catalog %s was not read: none of the databases is a Boardsesh snapshot", self.catalog)
+
+    def _read(self, db: BoardDatabase) -> Iterator[Example]:
         table = db.read_grades()
-        if grades is not None and table != grades:
+        if self.grades is not None and table != self.grades:
             raise DatabaseError(f"{db.path}: its difficulty_grades table differs from the first database's")
-        grades = table
+        self.grades = table
         skipped: Counter[str] = Counter()
         first_skip: dict[str, str] = {}
-        kept = 0
-        for row in rows:
+        kept, before = 0, len(self.layouts)
+        read: set[int] = set()
+        for row in db.read_climbs(self.where):
+            self.rows_read += 1
+            if row.layout_id not in read:
+                read.add(row.layout_id)
+                for layout in db.read_layouts({row.layout_id}).values():
+                    if self.layouts.setdefault(layout.key, layout) != layout:
+                        raise DatabaseError(
+                            f"{db.path}: layout {layout.board}/{layout.layout_id} differs from another database's"
+                        )
             try:
                 route = Route(row.board, row.layout_id, row.angle, parse_frames(row.frames))
-                resolved = resolve_route(route, layouts)
+                resolved = resolve_route(route, self.layouts)
             except RouteError as exc:
                 reason = skip_reason(str(exc))
                 skipped[reason] += 1
                 first_skip.setdefault(reason, f"climb {row.uuid} at {row.angle} deg: {exc}")
                 continue
-            examples.append(
-                Example(row.uuid, row.board, row.layout_id, row.angle, row.difficulty, row.ascents, resolved, row.name)
-            )
             kept += 1
+            yield Example(
+                row.uuid, row.board, row.layout_id, row.angle, row.difficulty, row.ascents, resolved, row.name
+            )
         for reason, count in skipped.items():
             logger.warning("%s: skipped %d row(s) where %s (e.g. %s)", db.path, count, reason, first_skip[reason])
         logger.info("%s: %s board, %d usable climb x angle rows", db.path, db.board, kept)
-        db_summaries.append({"path": str(db.path), "board": db.board, "rows": kept, "skipped": dict(skipped)})
-    if not examples or grades is None:
-        raise DatabaseError("no usable climbs in the given database(s) with these filters")
-    summary = {
-        "databases": db_summaries,
-        "filter": {
-            "min_ascents": where.min_ascents,
-            "layouts": list(where.layouts),
-            "min_angle": where.min_angle,
-            "max_angle": where.max_angle,
-        },
-        "rows": len(examples),
-        "climbs": len({e.uuid for e in examples}),
-        "rows_by_board": dict(sorted(Counter(e.board for e in examples).items())),
-    }
-    return LoadedData(examples, layouts, grades, summary)
+        self.databases.append({"path": str(db.path), "board": db.board, "rows": kept, "skipped": dict(skipped)})
+        db.connection.close()
+        # Database by database, each one's layouts by id: the order a model's sidecar lists them in.
+        items = list(self.layouts.items())
+        self.layouts = dict(items[:before] + sorted(items[before:], key=lambda item: item[0][1]))
+
+    def summary(self, examples: Sequence[Example]) -> dict[str, object]:
+        """What was read (run.json's data section): per database, the filter, rows, climbs, rows per board."""
+        return {
+            "databases": self.databases,
+            "filter": {
+                "min_ascents": self.where.min_ascents,
+                "layouts": list(self.where.layouts),
+                "min_angle": self.where.min_angle,
+                "max_angle": self.where.max_angle,
+            },
+            "rows": len(examples),
+            "climbs": len({e.uuid for e in examples}),
+            "rows_by_board": dict(sorted(Counter(e.board for e in examples).items())),
+        }
 
 
 def skip_reason(message: str) -> str:

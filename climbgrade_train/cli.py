@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from climbgrade_runtime.boardlib_db import databases_from_env
+from climbgrade_runtime.board_db import databases_from_env
+from climbgrade_runtime.cli import CATALOG_OPTION, DB_HELP
 from climbgrade_runtime.errors import ClimbgradeError
 from climbgrade_runtime.tokenizer import HOLD_TOKEN_SCHEMES
 
@@ -21,7 +22,7 @@ from .train import resume_run, train_run
 
 EXIT_ERROR = 2
 DEFAULT_EPOCHS = TrainConfig.epochs
-RESUMABLE = {"out", "resume", "epochs", "databases", "verbose"}
+RESUMABLE = {"out", "resume", "epochs", "databases", "catalog", "verbose"}
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -47,8 +48,9 @@ def _words(text: str) -> tuple[str, ...]:
     "databases",
     multiple=True,
     metavar="[BOARD=]PATH",
-    help="boardlib database (repeatable). Default: every .db in $CLIMBGRADE_DATA.",
+    help=f"{DB_HELP[0].upper()}{DB_HELP[1:]} (repeatable). Default: every .db in $CLIMBGRADE_DATA.",
 )
+@CATALOG_OPTION
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder, e.g. runs/NAME."
 )
@@ -216,6 +218,11 @@ def _words(text: str) -> tuple[str, ...]:
     help="linear: per-token features as they are; fourier: plus sin/cos of x and y at 6 frequencies.",
 )
 @click.option(
+    "--amp",
+    is_flag=True,
+    help="Mixed precision: training steps under bfloat16 autocast (for GPUs with bfloat16; weights stay float32).",
+)
+@click.option(
     "--ema-decay",
     type=click.FloatRange(0, 1, max_open=True),
     default=TrainConfig.ema_decay,
@@ -262,6 +269,7 @@ def _words(text: str) -> tuple[str, ...]:
 @click.option("-v", "--verbose", is_flag=True)
 def train_command(
     databases: tuple[str, ...],
+    catalog: str | None,
     out: Path,
     resume: bool,
     epochs: int | None,
@@ -273,7 +281,7 @@ def train_command(
     ff: int,
     **options: Any,
 ) -> None:
-    """Train a grade model on boardlib databases into a run folder."""
+    """Train a grade model on boardlib databases or Boardsesh snapshots into a run folder."""
     _setup_logging(verbose)
     ctx = click.get_current_context()
     if resume:
@@ -286,15 +294,16 @@ def train_command(
             _fail(
                 ClimbgradeError(
                     f"--resume continues the run with its saved options; drop {', '.join(fixed)} "
-                    "(only --epochs and --db may change)"
+                    "(only --epochs, --db and --catalog may change)"
                 )
             )
     try:
         if resume:
-            resume_run(out, epochs, databases)
+            resume_run(out, epochs, databases, catalog)
             return
         config = TrainConfig(
             databases=databases or databases_from_env(),
+            catalog=catalog,
             epochs=epochs or DEFAULT_EPOCHS,
             n_heads=heads,
             n_layers=layers,
@@ -320,6 +329,7 @@ def train_command(
     metavar="[BOARD=]PATH",
     help="Where the run's databases are now, if they moved (validation data for the parity check).",
 )
+@CATALOG_OPTION
 @click.option(
     "--tolerance",
     type=float,
@@ -347,6 +357,7 @@ def export_command(
     name: str | None,
     opset: int,
     databases: tuple[str, ...],
+    catalog: str | None,
     tolerance: float,
     quantize: str | None,
     int8_max_drop: float,
@@ -361,6 +372,7 @@ def export_command(
             opset=opset,
             name=name,
             databases=databases,
+            catalog=catalog,
             tolerance=tolerance,
             quantize_int8=quantize == "int8",
             int8_max_drop=int8_max_drop,

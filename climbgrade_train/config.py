@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from climbgrade_runtime.boardlib_db import ClimbFilter
+from climbgrade_runtime.board_db import ClimbFilter
 from climbgrade_runtime.errors import ClimbgradeError
 from climbgrade_runtime.split import SplitRule
 from climbgrade_runtime.tokenizer import BASE_FEATURES, PLACEMENT_ROLE
@@ -29,6 +29,7 @@ class TrainConfig:
     """Every option of a training run; saved in run.json so --resume and export can rebuild it."""
 
     databases: tuple[str, ...]
+    catalog: str | None = None  # the geometry of Boardsesh snapshots among `databases`
     min_ascents: int = 0
     layouts: tuple[int, ...] = ()
     min_angle: int | None = None
@@ -74,6 +75,7 @@ class TrainConfig:
     refit: bool = False  # train on train + val for exactly `epochs` and keep the last epoch; test stays held out
     train_fraction: float = 1.0  # < 1: train on this seeded share of the training climbs (learning curves)
     device: str = "auto"
+    amp: bool = False  # training steps in bfloat16 autocast (mixed precision; weights and evaluation stay float32)
 
     def __post_init__(self) -> None:
         bad = [f for f in self.features if f not in FEATURES]

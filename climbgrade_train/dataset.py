@@ -7,7 +7,7 @@ per row in big batches (what the network then trains on, epoch after epoch).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -16,7 +16,7 @@ import torch
 
 from climbgrade_runtime.graded import Example
 from climbgrade_runtime.model_io import route_feeds
-from climbgrade_runtime.tokenizer import RouteIds, Tokenizer
+from climbgrade_runtime.tokenizer import PREFIX_TOKENS, RouteIds, Tokenizer
 
 from .features import RouteEncoder
 
@@ -29,6 +29,40 @@ class Encoded:
 
     ids: np.ndarray
     coords: np.ndarray
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """Encoded rows end to end in three flat arrays, row i's tokens at offsets[i]:offsets[i + 1].
+
+    A full catalogue is a few hundred thousand rows: as arrays they cost their bytes and nothing per row
+    (no Python object, which would also be copied into every --workers process as its refcounts change).
+    """
+
+    ids: np.ndarray  # [tokens] int32
+    coords: np.ndarray  # [tokens, features] float32
+    offsets: np.ndarray  # [rows + 1] int64
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, row: int) -> Encoded:
+        start, end = self.offsets[row], self.offsets[row + 1]
+        return Encoded(self.ids[start:end], self.coords[start:end])
+
+    def __iter__(self) -> Iterator[Encoded]:
+        return (self[row] for row in range(len(self)))
+
+    def __add__(self, other: PackedRows) -> PackedRows:
+        return PackedRows(
+            np.concatenate([self.ids, other.ids]),
+            np.concatenate([self.coords, other.coords]),
+            np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]]),
+        )
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
 
 
 class Batch(NamedTuple):
@@ -56,20 +90,31 @@ def pad_batch(encoded: Sequence[Encoded]) -> Batch:
 
 
 @torch.inference_mode()
-def encode_rows(encoder: RouteEncoder, rows: Sequence[RouteIds]) -> list[Encoded]:
-    """Each row's tokens and features, computed by `encoder` in batches of similar length."""
-    out: list[Encoded | None] = [None] * len(rows)
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i].placements))
+def encode_rows(encoder: RouteEncoder, rows: Sequence[RouteIds]) -> PackedRows:
+    """Each row's tokens and features, computed by `encoder` in batches of similar length, packed in row order.
+
+    A row is PREFIX_TOKENS and one token per hold, so where each row goes is known before it is encoded
+    and each batch is written straight into place (no second copy of the set).
+    """
+    lengths = np.array([PREFIX_TOKENS + len(r.placements) for r in rows], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    ids_out = np.empty(offsets[-1], dtype=np.int32)
+    coords_out = np.empty((offsets[-1], len(encoder.features)), dtype=np.float32)
+    order = np.argsort(lengths, kind="stable")
     for start in range(0, len(order), ENCODE_BATCH):
         chunk = order[start : start + ENCODE_BATCH]
         feeds = route_feeds([rows[i] for i in chunk])
         ids, coords, padding, problems = encoder(*(torch.from_numpy(v) for v in feeds.values()))
         if problems.any():
             raise ValueError("a training row has ids the model's tables refuse (the loader should have skipped it)")
-        lengths = (~padding).sum(dim=1).tolist()
-        for row, i, n in zip(range(len(chunk)), chunk, lengths):
-            out[i] = Encoded(ids[row, :n].numpy(), coords[row, :n].numpy())
-    return [e for e in out if e is not None]
+        kept = ~padding
+        if not np.array_equal(kept.sum(dim=1).numpy(), lengths[chunk]):
+            raise ValueError("the encoder gave a row other than one token per hold after its prefix")
+        where = np.repeat(offsets[chunk] - (np.cumsum(lengths[chunk]) - lengths[chunk]), lengths[chunk])
+        where += np.arange(len(where))  # each token's place: its row's start, plus its place within the batch
+        ids_out[where] = ids[kept].numpy()
+        coords_out[where] = coords[kept].numpy()
+    return PackedRows(ids_out, coords_out, offsets)
 
 
 @dataclass
@@ -78,11 +123,12 @@ class EncodedSet:
 
     examples: list[Example]
     rows: list[RouteIds]  # each row as the exported graph takes it
-    encoded: list[Encoded]
+    encoded: PackedRows
     targets: np.ndarray
     lengths: np.ndarray
     ascents: np.ndarray
-    mirrored: list[Encoded | None] | None = None  # for mirror augmentation (training set only)
+    # For mirror augmentation (training set only): the mirrors, and per row its mirror's index there (-1: none).
+    mirrored: tuple[PackedRows, np.ndarray] | None = None
     teacher: np.ndarray | None = None  # [rows, bins] a teacher's distributions (distill.py; training set only)
 
     @classmethod
@@ -93,15 +139,15 @@ class EncodedSet:
         mirrored = None
         if mirrors:
             flipped = [e.route.mirrored() for e in examples]
+            has = np.array([m is not None for m in flipped], dtype=bool)
             found = encode_rows(encoder, [tokenizer.ids(m) for m in flipped if m is not None])
-            iterator = iter(found)
-            mirrored = [None if m is None else next(iterator) for m in flipped]
+            mirrored = (found, np.where(has, np.cumsum(has) - 1, -1))
         return cls(
             examples=examples,
             rows=rows,
             encoded=encoded,
             targets=np.array([e.difficulty for e in examples], dtype=np.float32),
-            lengths=np.array([len(x.ids) for x in encoded], dtype=np.int64),
+            lengths=encoded.lengths,
             ascents=np.array([e.ascents for e in examples], dtype=np.int64),
             mirrored=mirrored,
         )
@@ -110,8 +156,9 @@ class EncodedSet:
         """The routes of one batch, each replaced by its mirror (when it has one) with `mirror_prob`."""
         if self.mirrored is None or mirror_prob <= 0:
             return [self.encoded[i] for i in idx]
+        mirrors, index = self.mirrored
         flips = rng.random(len(idx)) < mirror_prob
-        return [self.mirrored[i] or self.encoded[i] if flip else self.encoded[i] for i, flip in zip(idx, flips)]
+        return [mirrors[index[i]] if flip and index[i] >= 0 else self.encoded[i] for i, flip in zip(idx, flips)]
 
     def __len__(self) -> int:
         return len(self.encoded)

@@ -42,7 +42,7 @@ from .checkpoints import load_checkpoint
 from .config import TrainError
 from .dataset import EncodedSet
 from .grader import Grader
-from .run_folder import prepare_run, read_config, read_grades, read_run_info, read_tokenizer
+from .run_folder import moved_data, prepare_run, read_config, read_grades, read_run_info, read_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -276,6 +276,7 @@ def export_run(
     opset: int = DEFAULT_OPSET,
     name: str | None = None,
     databases: Sequence[str] = (),
+    catalog: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     quantize_int8: bool = False,
     int8_max_drop: float = DEFAULT_INT8_MAX_DROP,
@@ -287,7 +288,7 @@ def export_run(
         if not (run_dir / required).is_file():
             raise TrainError(f"{run_dir} is not a finished cg-train run ({required} missing)")
     run_info = read_run_info(run_dir)
-    config = read_config(run_dir, {"databases": tuple(databases)} if databases else None)
+    config = read_config(run_dir, moved_data(databases, catalog))
     model = load_checkpoint(run_dir / "best.pt")
     tokenizer = read_tokenizer(run_dir)
     if len(tokenizer.vocab) != model.config.vocab_size or tokenizer.max_len != model.config.max_len:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ class PreparedRun:
 
 def prepare_run(config: TrainConfig, out: Path, resume: bool) -> PreparedRun:
     """Load data; a fresh run makes split and tokenizer, a resumed one reads them from `out`."""
-    data = load_examples(config.databases, config.climb_filter)
+    data = load_examples(config.databases, config.climb_filter, config.catalog)
     split = config.split_rule.split(e.uuid for e in data.examples)
     split["train"] = training_subset(split["train"], config.train_fraction, config.seed)
     trained_on = ("train", "val") if config.refit else ("train",)  # --refit trains on val too
@@ -110,6 +111,11 @@ def write_run_files(out: Path, run: PreparedRun, model_config: ModelConfig) -> N
 def read_run_info(out: Path) -> dict[str, Any]:
     """run.json: the run's options ("config"), data summary and model config."""
     return json.loads((Path(out) / "run.json").read_text())
+
+
+def moved_data(databases: Sequence[str], catalog: str | None) -> dict[str, Any]:
+    """The run.json changes for data that moved since the run: the databases and catalogue given, if any."""
+    return {**({"databases": tuple(databases)} if databases else {}), **({"catalog": catalog} if catalog else {})}
 
 
 def read_config(out: Path, changes: dict[str, Any] | None = None) -> TrainConfig:

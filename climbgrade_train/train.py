@@ -37,7 +37,7 @@ from .distill import distilled_training_set, load_teacher
 from .model import BINS_HEAD, PLACEMENT_HOLDS, GradeModel, ModelConfig
 from .objective import ascent_weights, learning_rate, member_loss
 from .predict import to_tensors, torch_outputs, torch_predict
-from .run_folder import PreparedRun, prepare_run, read_config, write_csv, write_run_files
+from .run_folder import PreparedRun, moved_data, prepare_run, read_config, write_csv, write_run_files
 from .workers import GroupEpoch, GroupRunner, GroupState, group_random_streams, load_group_weights, member_groups
 
 logger = logging.getLogger(__name__)
@@ -60,16 +60,16 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resume_run(out: Path, epochs: int | None = None, databases: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Continue the run in `out` with its saved options; only the epoch budget and database paths may change."""
+def resume_run(
+    out: Path, epochs: int | None = None, databases: tuple[str, ...] = (), catalog: str | None = None
+) -> dict[str, Any]:
+    """Continue the run in `out` with its saved options; only the epoch budget and data paths may change."""
     out = Path(out)
     if not (out / "last.pt").is_file() or not (out / "run.json").is_file():
         raise TrainError(f"{out} holds no run to resume (no last.pt): start it without --resume")
-    changes: dict[str, Any] = {}
+    changes = moved_data(databases, catalog)
     if epochs is not None:
         changes["epochs"] = epochs
-    if databases:
-        changes["databases"] = databases
     config = read_config(out, changes)
     return train_run(config, out, resume=True)
 
@@ -282,12 +282,15 @@ def _train_epoch(
             holds = coords[..., 2] > 0
             ids = torch.where(holds & (torch.rand(ids.shape, device=device) < config.unk_prob), UNK_ID, ids)
         rows = torch.from_numpy(idx).to(device)
-        outputs = model.member_head_outputs(ids, coords, padding)
-        member_losses = (
-            member_loss(config, member, out, targets[rows], weights[rows], None if teacher is None else teacher[rows])
-            for member, out in zip(model.transformers, outputs)
-        )
-        loss = cast(torch.Tensor, sum(member_losses)) / len(outputs)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
+            outputs = model.member_head_outputs(ids, coords, padding)
+            member_losses = (
+                member_loss(
+                    config, member, out, targets[rows], weights[rows], None if teacher is None else teacher[rows]
+                )
+                for member, out in zip(model.transformers, outputs)
+            )
+            loss = cast(torch.Tensor, sum(member_losses)) / len(outputs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -93,7 +93,7 @@ def assert_agree(client: list[dict[str, Any]], reference: list[dict[str, Any]]) 
 
 def real_routes(tmp_path: Path, count: int = 500) -> Path:
     """`count` real climbs written as users write them: frames with the board's own role ids, or holds."""
-    from climbgrade_runtime.boardlib_db import ClimbFilter
+    from climbgrade_runtime.board_db import ClimbFilter
     from climbgrade_runtime.graded import load_examples
 
     assert REAL_DATA is not None

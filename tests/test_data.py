@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from climbgrade_runtime.boardlib_db import ClimbFilter, open_database
+from climbgrade_runtime.board_db import ClimbFilter, open_database
 from climbgrade_runtime.errors import DatabaseError
 from climbgrade_runtime.graded import load_examples
 from climbgrade_runtime.grades import GradeTable

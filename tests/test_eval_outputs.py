@@ -19,18 +19,22 @@ from pathlib import Path
 import pytest
 
 from climbgrade_runtime import GradePredictor
+from climbgrade_runtime.board_db import ClimbFilter
 from climbgrade_runtime.errors import ClimbgradeError
 from climbgrade_runtime.evaluation import (
+    EVAL_CHUNK_ROWS,
     PREDICTION_COLUMNS,
     GradedRow,
+    OutlierFinder,
+    PredictionWriter,
     check_predictions_path,
     evaluate,
-    find_outliers,
     write_pictures,
-    write_predictions,
 )
+from climbgrade_runtime.graded import load_examples
 
 from conftest import BIN, run_script
+from fakeboard import KILTER, make_database
 
 
 def cg_eval(pipeline, *args: str, check: bool = True):
@@ -135,6 +139,20 @@ def test_outliers_are_the_extremes_of_the_predictions(fake_pipeline, tmp_path):
     assert all(r["uuid"] in below and r["name"] in below for r in outliers["below"])
 
 
+def graded_rows(pipeline, **options) -> list[GradedRow]:
+    """Every row evaluate grades, in database order (what its sinks are handed)."""
+    rows: list[GradedRow] = []
+    evaluate(GradePredictor.load(pipeline.model), pipeline.databases, sinks=[rows.append], **options)
+    return rows
+
+
+def find_outliers(rows: list[GradedRow], count: int) -> tuple[list[GradedRow], list[GradedRow]]:
+    finder = OutlierFinder(count)
+    for row in rows:
+        finder.add(row)
+    return finder.found()
+
+
 def predicted_off(row: GradedRow, residual: float) -> GradedRow:
     """`row` with the model's grade moved to `residual` from the community's."""
     return replace(row, prediction=replace(row.prediction, difficulty=row.example.difficulty + residual))
@@ -142,7 +160,7 @@ def predicted_off(row: GradedRow, residual: float) -> GradedRow:
 
 def test_outliers_list_each_climb_once_by_its_furthest_row(fake_pipeline):
     """A climb graded far off at two angles takes one place in the list, not two."""
-    rows = list(evaluate(GradePredictor.load(fake_pipeline.model), fake_pipeline.databases).rows)
+    rows = graded_rows(fake_pipeline)
     angles = Counter(r.example.uuid for r in rows)
     twice = next(uuid for uuid, n in angles.items() if n >= 2)
     first, second = [i for i, r in enumerate(rows) if r.example.uuid == twice][:2]
@@ -189,16 +207,17 @@ def test_an_unwritable_predictions_folder_is_refused(tmp_path, monkeypatch):
 
 def test_a_failed_write_is_one_line_naming_the_file(fake_pipeline, tmp_path, monkeypatch):
     """A write that fails after the checks (disk full, folder gone) says which file and why, not a raw errno."""
-    result = evaluate(GradePredictor.load(fake_pipeline.model), fake_pipeline.databases)
+    rows = graded_rows(fake_pipeline)
 
     def full(*_args: object, **_kwargs: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr("climbgrade_runtime.files.tempfile.mkstemp", full)
-    with pytest.raises(ClimbgradeError, match=rf"^cannot write {re.escape(str(tmp_path / 'p.csv'))}: No space left"):
-        write_predictions(result.rows, tmp_path / "p.csv")
+    written = rf"^cannot write {re.escape(str(tmp_path / 'p.csv'))}: No space left"
+    with pytest.raises(ClimbgradeError, match=written), PredictionWriter(tmp_path / "p.csv", interval=False) as writer:
+        writer.write(rows[0])
     with pytest.raises(ClimbgradeError, match=r"^cannot write .*above-1.*\.svg: No space left"):
-        write_pictures(result.rows[:1], tmp_path, "above")
+        write_pictures(rows[:1], tmp_path, "above")
 
 
 def test_a_database_without_climb_names_is_graded(fake_pipeline, tmp_path):
@@ -243,13 +262,18 @@ def test_evaluate_reports_the_progress_of_every_row(fake_pipeline):
         def update(self, n_steps: int) -> None:
             calls.append(("update", n_steps))
 
-    result = evaluate(predictor, fake_pipeline.databases, progress=Recorder, batch_size=16)
-    rows = result.metrics["all"]["count"] + sum(result.not_graded.values())
+    graded: list[GradedRow] = []
+    result = evaluate(predictor, fake_pipeline.databases, progress=Recorder, batch_size=16, sinks=[graded.append])
+    summary = load_examples(fake_pipeline.databases, ClimbFilter()).summary["databases"]
+    assert isinstance(summary, list)
+    skipped = sum(sum(db["skipped"].values()) for db in summary)  # rows the reader leaves out count too
+    assert skipped > 0
+    rows = result.metrics["all"]["count"] + sum(result.not_graded.values()) + skipped
     assert calls[0] == ("total", rows) and calls[-1] == ("closed", 0)
     updates = [n for kind, n in calls if kind == "update"]
     assert sum(updates) == rows
     assert len(updates) >= -(-result.metrics["all"]["count"] // 16)  # one update per onnxruntime batch at least
-    assert len(result.rows) == result.metrics["all"]["count"]
+    assert len(graded) == result.metrics["all"]["count"]
 
 
 def test_progress_bar_shows_when_stderr_is_a_terminal(fake_pipeline):
@@ -273,3 +297,27 @@ def test_progress_bar_shows_when_stderr_is_a_terminal(fake_pipeline):
     assert process.returncode == 0
     assert b"grading" in shown and b"100%" in shown
     assert b"grading" not in stdout and b"MAE" in stdout  # the bar never mixes into the results
+
+
+def peak_rss_kb(*command: str, report: Path) -> int:
+    """Peak RSS of a console script run on its own, as GNU time measures it (in KB)."""
+    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(report), *command], check=True, capture_output=True)
+    return int(report.read_text().split()[-1])
+
+
+def test_cg_eval_memory_stays_flat_as_the_database_grows(fake_pipeline, tmp_path):
+    """Five times the rows, every one written to --predictions and offered to --outliers, in the same memory.
+
+    Both databases fill at least one of cg-eval's chunks, so only what is kept per row could grow: holding
+    the 50,000 rows as before (about 5 KB of objects each) would add well over 100 MB.
+    """
+    peaks, rows = [], []
+    for name, climbs in (("small", 5_000), ("large", 25_000)):
+        db = make_database(tmp_path / f"{name}.db", KILTER, climbs=climbs, seed=climbs, defects=False)
+        out = tmp_path / f"{name}.csv"
+        args = ["--model", str(fake_pipeline.model), "--db", str(db), "--predictions", str(out), "--outliers", "5"]
+        peaks.append(peak_rss_kb(str(BIN / "cg-eval"), *args, report=tmp_path / f"{name}.time"))
+        rows.append(len(out.read_text().splitlines()) - 1)
+    assert rows[0] > EVAL_CHUNK_ROWS and rows[1] > 4.5 * rows[0]
+    assert 50_000 < peaks[0] < 400_000, f"implausible peak RSS {peaks[0]} KB: is the measurement broken?"
+    assert peaks[1] - peaks[0] < 25_000, f"peak RSS grew by {(peaks[1] - peaks[0]) / 1024:.0f} MB ({peaks} KB)"

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from climbgrade_runtime import GradePredictor, RouteError, parse_angle_spec
-from climbgrade_runtime.boardlib_db import open_database
+from climbgrade_runtime.board_db import open_database
 from climbgrade_runtime.geometry import LayoutGeometry
 from climbgrade_runtime.insight import ONLY_HOLD_WARNING
 from climbgrade_runtime.predictor import Estimate

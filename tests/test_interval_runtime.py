@@ -223,12 +223,13 @@ def holds(row: GradedRow) -> bool:
 
 
 def test_evaluate_scores_the_interval_overall_per_board_and_on_settled_rows(predictor, plain, fake_pipeline):
-    result = evaluate(predictor, fake_pipeline.databases)
+    graded: list[GradedRow] = []
+    result = evaluate(predictor, fake_pipeline.databases, sinks=[graded.append])
     interval = result.interval
     assert interval is not None and interval["nominal_coverage"] == INTERVAL_COVERAGE
-    settled = [r for r in result.rows if r.example.ascents >= TRUSTED_ASCENTS]
-    assert 0 < len(settled) < len(result.rows)
-    for key, rows in (("all_rows", result.rows), ("trusted_rows", settled)):
+    settled = [r for r in graded if r.example.ascents >= TRUSTED_ASCENTS]
+    assert 0 < len(settled) < len(graded)
+    for key, rows in (("all_rows", graded), ("trusted_rows", settled)):
         for board in ("all", "kilter", "tension"):
             chosen = [r for r in rows if board in ("all", r.example.board)]
             inside = sum(holds(r) for r in chosen)

@@ -30,7 +30,7 @@ import pytest
 from fastapi import FastAPI
 
 from climbgrade_runtime import GradePredictor
-from climbgrade_runtime.boardlib_db import GRADED_STATS_SQL, USABLE_CLIMB_SQL
+from climbgrade_runtime.board_db import GRADED_STATS_SQL, USABLE_CLIMB_SQL
 from climbgrade_runtime.insight import ONLY_HOLD_WARNING
 from climbgrade_runtime.serve import create_app
 from climbgrade_runtime.serve.app import PAGE_CSP, get_predictor
@@ -450,7 +450,7 @@ def test_climb_search_is_404_without_databases(client):
 
 
 def usable_climbs(db: str, layouts: list[int]) -> dict[str, tuple[str, str]]:
-    """uuid -> (name, frames) of the climbs the search may answer: the boardlib_db rules, read here directly."""
+    """uuid -> (name, frames) of the climbs the search may answer: the board_db rules, read here directly."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     rows = con.execute(
         f"SELECT c.uuid, COALESCE(c.name, ''), c.frames FROM climbs c WHERE {USABLE_CLIMB_SQL} AND EXISTS "

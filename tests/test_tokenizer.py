@@ -172,7 +172,7 @@ def test_hold_ids_are_the_tokens_looked_up_in_the_vocabulary(pipeline):
 
 @pytest.fixture(scope="module")
 def fake_data(fake_dbs):
-    from climbgrade_runtime.boardlib_db import ClimbFilter
+    from climbgrade_runtime.board_db import ClimbFilter
     from climbgrade_runtime.graded import load_examples
 
     return load_examples(fake_dbs, ClimbFilter())

@@ -380,3 +380,19 @@ def test_recorded_command_trains_the_same_configuration(monkeypatch):
     monkeypatch.setattr(cli, "train_run", lambda config, out: trained.append((config, out)))
     cli.train_command.main(words[1:], standalone_mode=False)
     assert trained == [(config, Path("runs/x"))]
+
+
+def test_amp_trains_under_bfloat16_autocast_and_exports(fake_dbs, tmp_path):
+    """--amp: the same run's first-epoch loss is near float32's but not equal to it (the steps ran in
+    bfloat16), its options record it, and it exports through the float32 parity check."""
+    losses = {}
+    for name, extra in (("plain", []), ("amp", ["--amp"])):
+        run = tmp_path / name
+        run_script("cg-train", *db_args(fake_dbs), "--out", str(run), "--epochs", "1", *EPOCH_ARGS, *extra)
+        with (run / "history.csv").open(newline="") as handle:
+            losses[name] = float(next(csv.DictReader(handle))["train_loss"])
+    assert json.loads((tmp_path / "amp" / "run.json").read_text())["config"]["amp"] is True
+    assert losses["amp"] != losses["plain"] and losses["amp"] == pytest.approx(losses["plain"], rel=0.1)
+    GradePredictor.load(export_run(tmp_path / "amp", tmp_path / "exports")).predict(
+        {"board": "kilter", "layout_id": 1, "angle": 40, "frames": "p1073r12p1080r14"}
+    )

@@ -25,7 +25,7 @@ import pytest
 from browser import free_port
 
 from climbgrade_runtime import GradePredictor
-from climbgrade_runtime.boardlib_db import ClimbFilter
+from climbgrade_runtime.board_db import ClimbFilter
 from climbgrade_runtime.graded import load_examples
 from climbgrade_runtime.insight import frames_of
 from climbgrade_runtime.model_io import PROBLEM_BITS

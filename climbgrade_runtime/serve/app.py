@@ -292,18 +292,21 @@ def create_app(
     predictor: GradePredictor,
     *,
     databases: Sequence[str] = (),
+    catalog: str | None = None,
     cors_origin: str | None = None,
     max_body_bytes: int = 1_000_000,
     max_routes: int = 1000,
     max_queue: int = MAX_QUEUE,
     timeout_s: float = TIMEOUT_S,
 ) -> FastAPI:
-    """The kiosk app for `predictor`; `databases` ([BOARD=]PATH) turn on /v1/climbs (DatabaseError if unusable).
+    """The kiosk app for `predictor`; `databases` ([BOARD=]PATH; snapshots with `catalog`) turn on /v1/climbs.
+
+    DatabaseError names a database that cannot be used.
 
     Its lifespan warms the model up and runs its ModelWorker: at most `max_queue` requests wait for the
     model, each at most `timeout_s` seconds; past either, a 503.
     """
-    search = ClimbSearch(databases, predictor.tokenizer, predictor.grades) if databases else None
+    search = ClimbSearch(databases, predictor.tokenizer, predictor.grades, catalog) if databases else None
     worker = ModelWorker(max_queue=max_queue, timeout_s=timeout_s)
     kiosk = Kiosk(
         predictor=predictor,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..cli import EXIT_BAD_INPUT, MODEL_OPTION
+from ..cli import CATALOG_OPTION, DB_HELP, EXIT_BAD_INPUT, MODEL_OPTION
 from ..errors import ClimbgradeError
 from ..predictor import GradePredictor
 from .site import export_site
@@ -44,6 +44,7 @@ class ServeOptions:
     threads: int = 1
     max_queue: int = MAX_QUEUE
     timeout_s: float = TIMEOUT_S
+    catalog: str | None = None
 
 
 def build_app(options: ServeOptions) -> FastAPI:
@@ -54,6 +55,7 @@ def build_app(options: ServeOptions) -> FastAPI:
     return create_app(
         predictor,
         databases=options.databases,
+        catalog=options.catalog,
         cors_origin=options.cors_origin,
         max_queue=options.max_queue,
         timeout_s=options.timeout_s,
@@ -82,8 +84,9 @@ def worker_app() -> FastAPI:
     "databases",
     multiple=True,
     metavar="[BOARD=]PATH",
-    help="boardlib database whose climbs the page can search (repeatable; opened read-only).",
+    help=f"Database whose climbs the page can search: {DB_HELP} (repeatable; opened read-only).",
 )
+@CATALOG_OPTION
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -123,6 +126,7 @@ def main(
     host: str,
     port: int,
     databases: tuple[str, ...],
+    catalog: str | None,
     workers: int,
     cors_origin: str | None,
     threads: int,
@@ -145,7 +149,7 @@ def main(
     except ImportError:
         click.echo(NO_EXTRA, err=True)
         sys.exit(EXIT_BAD_INPUT)
-    options = ServeOptions(model_path, databases, cors_origin, threads, max_queue, timeout_s)
+    options = ServeOptions(model_path, databases, cors_origin, threads, max_queue, timeout_s, catalog)
     try:
         app = build_app(options)
         listener = _listen(host, port)

@@ -1,7 +1,7 @@
-"""cg-serve --db: find a gym's climbs by name or uuid in boardlib databases, with their community grades.
+"""cg-serve --db: find a gym's climbs by name or uuid in its databases, with their community grades.
 
-Standard-library sqlite3 only, read-only, with the same climb rules cg-train and cg-eval use
-(boardlib_db). Only climbs on layouts the model knows, whose holds it can take, are answered: the
+boardlib databases or Boardsesh snapshots; standard-library sqlite3 only, read-only, with the same climb
+rules cg-train and cg-eval use (board_db). Only climbs on layouts the model knows, whose holds it can take, are answered: the
 kiosk loads a found climb straight into the grader.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..boardlib_db import GRADED_STATS_SQL, USABLE_CLIMB_SQL, BoardDatabase, open_database
+from ..board_db import GRADED_STATS_SQL, USABLE_CLIMB_SQL, BoardDatabase, open_database
 from ..errors import RouteError
 from ..grades import GradeTable
 from ..routes import Route, parse_frames
@@ -70,14 +70,16 @@ class Climb:
 class ClimbSearch:
     """The databases of one cg-serve, searched from any thread (one lock per database connection)."""
 
-    def __init__(self, specs: Sequence[str], tokenizer: Tokenizer, grades: GradeTable) -> None:
-        """Open each `[BOARD=]PATH` read-only; DatabaseError names a database that cannot be used."""
+    def __init__(
+        self, specs: Sequence[str], tokenizer: Tokenizer, grades: GradeTable, catalog: str | None = None
+    ) -> None:
+        """Open each `[BOARD=]PATH` read-only (snapshots with `catalog`); DatabaseError names one that cannot be used."""
         self.tokenizer = tokenizer
         self.grades = grades
         self._databases: list[tuple[BoardDatabase, threading.Lock]] = []
         try:
             for spec in specs:
-                self._databases.append((open_database(spec, shared=True), threading.Lock()))
+                self._databases.append((open_database(spec, catalog=catalog, shared=True), threading.Lock()))
         except Exception:
             self.close()
             raise
