@@ -477,7 +477,6 @@ async function keepOffline() {
   } catch (err) {
     console.warn(`no offline copy: ${err.message}`);
   }
-  document.body.dataset.offline = workers.controller ? "ready" : "not yet";
 }
 
 async function start() {
