@@ -277,7 +277,7 @@ def split_parts(
     """The shipped model, its training options (on `databases`) and the rows of each split it was trained with."""
     predictor = GradePredictor.load(model_path, intra_op_threads=2)
     shipped = TrainConfig.from_dict(predictor.sidecar.training["config"] | {"databases": databases})
-    rule = shipped.split_rule
+    rule = shipped.split
     parts: dict[str, list[Example]] = defaultdict(list)
     for e in load_examples(databases, ClimbFilter()).examples:
         parts[rule.assign(e.uuid)].append(e)
@@ -364,7 +364,7 @@ def main(
     results: dict[str, dict[str, dict[str, float]]] = {}
     results["per-(board, angle) mean"] = score(test, board_angle_mean(parts["train"], test), grades)
     if "reference" not in skip:
-        config = TrainConfig.from_dict(shipped.to_dict() | REFERENCE)
+        config = shipped.replace(**REFERENCE)
         results["reference transformer"] = score(
             test, transformer_predictions(config, runs_dir / "reference", test), grades
         )
@@ -405,14 +405,14 @@ def main(
             raise click.ClickException(f"no ablation row's name contains {' or '.join(map(repr, only))}")
         for name in picked:
             if name in ABLATIONS and (ablations or only):
-                config = TrainConfig.from_dict(shipped.to_dict() | ONE_NETWORK | ABLATIONS[name])
+                config = shipped.replace(**ONE_NETWORK | ABLATIONS[name])
                 results[name] = score(test, transformer_predictions(config, runs_dir / slug(name), test), grades)
             elif name in SHRUNK_ROWS and (ablations or only):
                 base = SHRUNK_ROWS[name]
-                config = TrainConfig.from_dict(shipped.to_dict() | ONE_NETWORK | ABLATIONS[base])
+                config = shipped.replace(**ONE_NETWORK | ABLATIONS[base])
                 results[name] = score(test, shrunk_test_predictions(config, runs_dir / slug(base), test), grades)
             elif name in DISTILLATION and (distillation or only):
-                config = TrainConfig.from_dict(shipped.to_dict() | DISTILLATION[name])
+                config = shipped.replace(**DISTILLATION[name])
                 outputs = transformer_outputs(config, runs_dir / slug(name), test)
                 results[name] = score(test, outputs[0], grades)
                 if len(outputs) == 3:

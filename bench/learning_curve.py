@@ -26,7 +26,6 @@ from pathlib import Path
 import click
 import numpy as np
 
-from climbgrade_train.config import TrainConfig
 from climbgrade_train.run_folder import training_subset
 
 from accuracy import ABLATIONS, ONE_NETWORK, score, slug, split_parts, transformer_predictions
@@ -90,13 +89,11 @@ def main(
     for learner, fs in shares.items():
         points[learner] = []
         for fraction in fs:
-            kept = set(training_subset(train_climbs, fraction, shipped.seed))
+            kept = set(training_subset(train_climbs, fraction, shipped.split.seed))
             rows = sum(e.uuid in kept for e in parts["train"])
             if learner in LEARNERS:
                 row = LEARNERS[learner]
-                config = TrainConfig.from_dict(
-                    shipped.to_dict() | ONE_NETWORK | ABLATIONS[row] | {"train_fraction": fraction}
-                )
+                config = shipped.replace(**ONE_NETWORK | ABLATIONS[row] | {"train_fraction": fraction})
                 folder = runs_dir / (slug(row) if fraction == 1 else f"learning_curve/{slug(row)}_{fraction:g}")
                 predicted = transformer_predictions(config, folder, parts["test"])
             else:

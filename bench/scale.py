@@ -56,7 +56,7 @@ RECIPE = dict(lr=0.001, dropout=0.2, head="bins", features=expand_features(SHIPP
 def read_and_epoch(databases: list[str], epoch_rows: int) -> dict[str, Any]:
     """In this process: cg-train's reading (time, peak RSS), then a training epoch over a sample (rows/s)."""
     torch.set_num_threads(2)
-    config = TrainConfig(databases=tuple(databases), **RECIPE)  # type: ignore[arg-type]
+    config = TrainConfig().replace(databases=tuple(databases), **RECIPE)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         run = prepare_run(config, Path(out), resume=False)

@@ -20,6 +20,7 @@ from urllib.parse import quote
 from .errors import DatabaseError
 from .geometry import BOARD_NAMES, LayoutGeometry
 from .grades import GradeTable
+from .options import check_options, option
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "products": ("id", "name"),
@@ -70,10 +71,15 @@ def databases_from_env() -> tuple[str, ...]:
 class ClimbFilter:
     """What a user chooses to train or evaluate on."""
 
-    min_ascents: int = 0
-    layouts: tuple[int, ...] = ()  # empty = every layout with climbs
-    min_angle: int | None = None
-    max_angle: int | None = None
+    min_ascents: int = option(0, "Only climb x angle rows with at least this many ascents.", "data", minimum=0)
+    layouts: tuple[int, ...] = option(
+        (), "Aurora layout id to keep (repeatable). Default: every layout with climbs.", "data", flag="--layout"
+    )
+    min_angle: int | None = option(None, "Only rows at this wall angle or steeper.", "data")
+    max_angle: int | None = option(None, "Only rows at this wall angle or less steep.", "data")
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)

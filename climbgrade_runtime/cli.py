@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .board_db import databases_from_env
+from .board_db import ClimbFilter, databases_from_env
 from .errors import ClimbgradeError
 from .evaluation import (
     OutlierFinder,
@@ -26,6 +26,7 @@ from .evaluation import (
 )
 from .inputs import read_routes
 from .insight import ANGLE_SPEC_FORMS, AngleSpec, InsightRequest, parse_angle_spec
+from .options import build, click_option, given_values
 from .predictor import DEFAULT_BATCH_SIZE, GradePredictor
 from .report import Result, ResultWriter, problem_lines, write_svgs
 from .results import RouteFailure
@@ -35,12 +36,9 @@ EXIT_BAD_INPUT = 2
 # What --db takes, in every command's help (cg-train, cg-eval, cg-serve).
 DB_HELP = "a boardlib database or a Boardsesh snapshot (told by its tables)"
 # The geometry of Boardsesh snapshots, for every command with --db.
+CATALOG_HELP = "Boardsesh catalogue (every board's holes and placements): what a --db snapshot is read with."
 CATALOG_OPTION = click.option(
-    "--catalog",
-    type=click.Path(dir_okay=False),
-    default=None,
-    metavar="PATH",
-    help="Boardsesh catalogue (every board's holes and placements): what a --db snapshot is read with.",
+    "--catalog", type=click.Path(dir_okay=False), default=None, metavar="PATH", help=CATALOG_HELP
 )
 # The model every command grades with (cg-infer, cg-eval, cg-serve).
 MODEL_OPTION = click.option(
@@ -169,13 +167,7 @@ def _make_folder(folder: Path) -> None:
     help=f"{DB_HELP[0].upper()}{DB_HELP[1:]} (repeatable). Default: every .db in $CLIMBGRADE_DATA.",
 )
 @CATALOG_OPTION
-@click.option(
-    "--min-ascents",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Only climb x angle rows with at least this many ascents.",
-)
+@click_option(ClimbFilter, "min_ascents")
 @click.option(
     "--split",
     type=click.Choice(SPLITS),
@@ -213,7 +205,7 @@ def eval_command(
     model_path: str | None,
     databases: tuple[str, ...],
     catalog: str | None,
-    min_ascents: int,
+    min_ascents: int | None,
     split: str | None,
     output_format: str,
     predictions_path: str | None,
@@ -242,7 +234,7 @@ def eval_command(
                 predictor,
                 databases or databases_from_env(),
                 catalog=catalog,
-                min_ascents=min_ascents,
+                climbs=build(ClimbFilter, given_values(ClimbFilter, {"min_ascents": min_ascents})),
                 split=split,
                 progress=_progress_bar if sys.stderr.isatty() else None,
                 sinks=[finder.add] + ([] if writer is None else [writer.write]),

@@ -176,7 +176,7 @@ def evaluate(
     databases: Sequence[str],
     *,
     catalog: str | None = None,
-    min_ascents: int = 0,
+    climbs: ClimbFilter | None = None,
     split: str | None = None,
     batch_size: int = EVAL_BATCH_SIZE,
     progress: Callable[[int], AbstractContextManager[Progress]] | None = None,
@@ -191,7 +191,8 @@ def evaluate(
     """
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}")
-    reader = ExampleReader(databases, ClimbFilter(min_ascents=min_ascents), catalog)
+    climbs = climbs or ClimbFilter()
+    reader = ExampleReader(databases, climbs, catalog)
     rule = None if split is None else SplitRule.from_dict(predictor.sidecar.data.get("split"))
     selected = (e for e in reader if rule is None or rule.assign(e.uuid) == split)
     tally = _Tally(predictor.has_interval)
@@ -232,7 +233,7 @@ def evaluate(
         notes.append(f"{tally.unseen} of {tally.count} rows have holds the model never saw in training")
     metrics, interval = tally.scores(predictor.grades)
     return Evaluation(
-        str(predictor.model_path), split or "all", min_ascents, metrics, dict(not_graded), tuple(notes), interval
+        str(predictor.model_path), split or "all", climbs.min_ascents, metrics, dict(not_graded), tuple(notes), interval
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import ModelError
+from .options import OptionError, check_options, option
 
 SPLITS = ("train", "val", "test")
 RULE = "climb uuid -> first 8 bytes of sha256('<seed>/<uuid>') as a fraction u of 2**64: u < test_fraction -> test; u < test_fraction + val_fraction -> val; else train"
@@ -27,15 +28,20 @@ def hash_fraction(key: str) -> float:
 class SplitRule:
     """Seed and fractions of a split; recorded in the run folder and the model's sidecar."""
 
-    seed: int = 0
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
+    seed: int = option(0, "Seed of the split, the initialisation and the batch order.", "data")
+    val_fraction: float = option(
+        0.1, "Share of the climbs held out for validation (early stopping, calibration).", "data", minimum=0, above=True
+    )
+    test_fraction: float = option(
+        0.1, "Share of the climbs held out for the test, never trained or selected on.", "data", minimum=0, above=True
+    )
 
     def __post_init__(self) -> None:
-        if not (
-            0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1
-        ):
-            raise ValueError("val and test fractions must be in (0, 1) and sum below 1")
+        check_options(self)
+        if self.val_fraction + self.test_fraction >= 1:
+            raise OptionError(
+                f"--val-fraction and --test-fraction must sum below 1, not {self.val_fraction + self.test_fraction:g}"
+            )
 
     def assign(self, uuid: str) -> str:
         u = hash_fraction(f"{self.seed}/{uuid}")

@@ -42,10 +42,10 @@ def load_teacher(folder: Path, config: TrainConfig) -> tuple[GradeModel, Tokeniz
         if not (folder / required).is_file():
             raise TrainError(f"--teacher {folder} is not a finished cg-train run ({required} missing)")
     teacher_config = read_config(folder)
-    if teacher_config.split_rule != config.split_rule or teacher_config.climb_filter != config.climb_filter:
+    if teacher_config.split != config.split or teacher_config.climbs != config.climbs:
         raise TrainError(
-            f"--teacher {folder} split its climbs with {teacher_config.split_rule} and {teacher_config.climb_filter}, "
-            f"this run with {config.split_rule} and {config.climb_filter}: it may have trained on this run's "
+            f"--teacher {folder} split its climbs with {teacher_config.split} and {teacher_config.climbs}, "
+            f"this run with {config.split} and {config.climbs}: it may have trained on this run's "
             "validation or test climbs; give the student the teacher's --seed, fractions and filters"
         )
     if (teacher_config.features, teacher_config.hold_tokens) != (config.features, config.hold_tokens):

@@ -321,7 +321,7 @@ def export_run(
         metrics=json.loads(metrics_path.read_text()) if metrics_path.is_file() else {},
         data=run_info["data"]
         | {
-            "split": config.split_rule.to_dict()
+            "split": config.split.to_dict()
             | {
                 "test_climbs": len({e.uuid for e in sets["test"].examples}),
                 "test_rows": len(sets["test"]),

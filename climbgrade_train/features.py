@@ -89,16 +89,20 @@ SHAPE_FEATURES = (
 )
 ALL_ROUTE_FEATURES = ROUTE_FEATURES + SHAPE_FEATURES  # the <CLS> features, in this order
 FEATURES = HOLD_FEATURES + ALL_ROUTE_FEATURES
-FEATURE_GROUPS = {"route": ROUTE_FEATURES, "shape": SHAPE_FEATURES}  # names that stand for several on a command line
+# Names that stand for several features on a command line, each with a version: a group never changes
+# once released (a new feature makes route@2), so a recorded command means what it meant.
+FEATURE_GROUPS = {"route@1": ROUTE_FEATURES, "shape@1": SHAPE_FEATURES}
+NEWEST_GROUPS = {"route": "route@1", "shape": "shape@1"}  # an unversioned name: its newest version
 
 
 def expand_features(names: Iterable[str]) -> tuple[str, ...]:
-    """Feature names with each FEATURE_GROUPS name replaced by its features ("route" -> route_*)."""
-    return tuple(f for name in names for f in FEATURE_GROUPS.get(name, (name,)))
+    """Feature names with each group replaced by its features ("route@1" or "route" -> route_*)."""
+    return tuple(f for name in names for f in FEATURE_GROUPS.get(NEWEST_GROUPS.get(name, name), (name,)))
 
 
 def compact_features(names: Iterable[str]) -> tuple[str, ...]:
-    """The inverse of expand_features: a group whose features all appear, in order, is written as its name."""
+    """The inverse of expand_features: a group whose features all appear, in order, is written as its
+    versioned name."""
     out = tuple(names)
     for group, members in FEATURE_GROUPS.items():
         for start in range(len(out) - len(members) + 1):

@@ -14,10 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from climbgrade_runtime.options import check_options, option
 from climbgrade_runtime.tokenizer import PAD_ID, PREFIX_TOKENS
 
 from .encoder import Encoder
 
+READOUTS = ("cls", "cls+sum", "cls+features")
 TOKEN_HOLDS, PLACEMENT_HOLDS = "token", "placement"
 MEMBER_HOLDS = (TOKEN_HOLDS, PLACEMENT_HOLDS)
 COORD_ENCODINGS = ("linear", "fourier")
@@ -27,40 +29,84 @@ FOURIER_FREQUENCIES = 6  # octaves from one period across the board down to abou
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild the model; stored in every checkpoint."""
+class ModelOptions:
+    """The network a user chooses: declared once here, nested in TrainConfig and extended by ModelConfig."""
+
+    d_model: int = option(128, "Width of the encoder.", "model", minimum=8)
+    n_heads: int = option(4, "Attention heads.", "model", flag="--heads", minimum=1)
+    n_layers: int = option(4, "Encoder layers.", "model", flag="--layers", minimum=1)
+    d_ff: int = option(256, "Width of the feed-forward blocks.", "model", flag="--ff", minimum=8)
+    dropout: float = option(0.1, "Dropout.", "model", minimum=0, maximum=1, below=True)
+    readout: str = option(
+        "cls",
+        "cls: MLP on the <CLS> token; cls+sum: plus a per-token score summed over the route; "
+        "cls+features: the MLP also reads the <CLS> token's input features (route geometry).",
+        "model",
+        choices=READOUTS,
+    )
+    coord_encoding: str = option(
+        "linear",
+        "linear: per-token features as they are; fourier: plus sin/cos of x and y at 6 frequencies.",
+        "model",
+        choices=COORD_ENCODINGS,
+    )
+    members: int = option(
+        1, "Ensemble size: networks trained together and averaged (exported as one graph).", "model", minimum=1
+    )
+    member_holds: tuple[str, ...] = option(
+        (),
+        "Comma-separated, cycled over members: token (embed the tokenizer's token) or placement "
+        "(one embedding per placement, roles merged). Default: token for every member.",
+        "model",
+        choices=MEMBER_HOLDS,
+        comma=True,
+    )
+    head: str = option(
+        VALUE_HEAD,
+        "value: regress one number (--loss); bins: a distribution over difficulty bins one unit apart, "
+        "trained with cross-entropy, predicting its mean.",
+        "model",
+        choices=HEADS,
+    )
+    # The graph outputs target_mean + shrink * (ensemble mean - target_mean) (--calibrate chooses it on
+    # validation; see calibration.py)
+    shrink: float = option(
+        1.0,
+        "Pull predictions toward the training mean by this factor (the graph outputs mean + S x (p - mean)). "
+        "Below 1 corrects an ensemble that spreads its predictions wider than the grades; a run without "
+        "--refit logs (and writes to metrics.json) the value best on its validation climbs.",
+        "model",
+        minimum=0,
+        above=True,
+        maximum=1,
+    )
+    interval_scale: float = option(
+        0.0,
+        "Width of the interval for a --refit run (what --calibrate chose on a validation run); 0 = none. "
+        "The graph also outputs low and high around the difficulty, the predicted distribution's "
+        "10th-90th percentiles' distances from its mean times this factor.",
+        "model",
+        minimum=0,
+    )  # calibrated on validation to hold model_io.INTERVAL_COVERAGE of the grades (calibration.py)
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(ModelOptions):
+    """Everything needed to rebuild the model: the chosen options and what the data fixes; in every checkpoint."""
 
     vocab_size: int
     max_len: int
     n_features: int = 3  # width of the coords input (Tokenizer.features)
-    d_model: int = 128
-    n_heads: int = 4
-    n_layers: int = 4
-    d_ff: int = 256
-    dropout: float = 0.1
-    # "cls": MLP on <CLS>; "cls+sum": plus a linear score summed over every token; "cls+features": the
-    # MLP also reads the <CLS> token's input features (the route geometry) directly
-    readout: str = "cls"
-    coord_encoding: str = "linear"  # "linear": features projected as they are; "fourier": plus sin/cos of x and y
-    members: int = 1  # an ensemble of this many networks, trained together, averaged in one graph
-    # What each member embeds, cycled over members: "token" (the tokenizer's ids) or "placement"
-    # (Tokenizer.placement_groups: one embedding per placement whatever its role). Empty: all "token".
-    member_holds: tuple[str, ...] = ()
     placement_groups: int = 0  # embedding rows of a "placement" member
     target_mean: float = 0.0  # the head predicts standardised difficulty; forward undoes it
     target_std: float = 1.0
-    # "value": the head predicts one standardised number; "bins": logits over difficulty bins one
-    # unit apart from bin_low (`bins` of them), read out as the distribution's mean
-    head: str = VALUE_HEAD
+    # a bins head's logits are over difficulty bins one unit apart from bin_low (`bins` of them),
+    # read out as the distribution's mean
     bin_low: float = 0.0
     bins: int = 0
-    # The graph outputs target_mean + shrink * (ensemble mean - target_mean): below 1 it corrects an
-    # ensemble whose predictions spread wider than the grades do (chosen on validation; see calibration.py)
-    shrink: float = 1.0
-    # > 0 (bins heads): the graph also outputs an interval, the predicted distribution's 10th and 90th
-    # percentiles' distances from its mean times this factor, around the difficulty (calibrated on
-    # validation to hold model_io.INTERVAL_COVERAGE of the grades; see calibration.py)
-    interval_scale: float = 0.0
     # (board token id, scale) pairs: a board's own interval_scale, read from each route's board token
     # (calibrated on that board's validation rows); boards not listed take interval_scale
     board_interval_scales: tuple[tuple[int, float], ...] = ()

@@ -44,9 +44,9 @@ class PreparedRun:
 
 def prepare_run(config: TrainConfig, out: Path, resume: bool) -> PreparedRun:
     """Load data; a fresh run makes split and tokenizer, a resumed one reads them from `out`."""
-    data = load_examples(config.databases, config.climb_filter, config.catalog)
-    split = config.split_rule.split(e.uuid for e in data.examples)
-    split["train"] = training_subset(split["train"], config.train_fraction, config.seed)
+    data = load_examples(config.databases, config.climbs, config.catalog)
+    split = config.split.split(e.uuid for e in data.examples)
+    split["train"] = training_subset(split["train"], config.train_fraction, config.split.seed)
     trained_on = ("train", "val") if config.refit else ("train",)  # --refit trains on val too
     if resume:
         tokenizer = read_tokenizer(out)
@@ -78,7 +78,7 @@ def prepare_run(config: TrainConfig, out: Path, resume: bool) -> PreparedRun:
             raise TrainError(f"the {name} split is empty: load more climbs or change the split fractions")
     logger.info(
         "split (seed %d): %s rows%s",
-        config.seed,
+        config.split.seed,
         ", ".join(f"{n} {len(sets[n])}" for n in SPLITS),
         " (--refit: train holds the val rows too; nothing is selected on val)" if config.refit else "",
     )
@@ -104,7 +104,7 @@ def write_run_files(out: Path, run: PreparedRun, model_config: ModelConfig) -> N
     atomic_write_text(out / "run.json", json.dumps(run_info, indent=1) + "\n")
     atomic_write_text(out / "tokenizer.json", json.dumps(run.tokenizer.to_dict()) + "\n")
     atomic_write_text(out / "grades.json", json.dumps(run.data.grades.to_dict(), indent=1) + "\n")
-    split = {**run.config.split_rule.to_dict(), **run.split}
+    split = {**run.config.split.to_dict(), **run.split}
     atomic_write_text(out / "split.json", json.dumps(split) + "\n")
 
 
@@ -120,7 +120,7 @@ def moved_data(databases: Sequence[str], catalog: str | None) -> dict[str, Any]:
 
 def read_config(out: Path, changes: dict[str, Any] | None = None) -> TrainConfig:
     """The run's TrainConfig from run.json, with `changes` (e.g. moved databases) applied."""
-    return TrainConfig.from_dict(read_run_info(out)["config"] | (changes or {}))
+    return TrainConfig.from_dict(read_run_info(out)["config"]).replace(**(changes or {}))
 
 
 def read_tokenizer(out: Path) -> Tokenizer:

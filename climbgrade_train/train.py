@@ -90,7 +90,7 @@ def train_run(config: TrainConfig, out: Path, resume: bool = False) -> dict[str,
         model_config = ModelConfig.from_dict(checkpoint["model_config"])
     else:
         model_config = new_model_config(config, run, groups, teacher)
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.split.seed)
     train_set = run.sets["train"]
     if teacher is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -190,27 +190,16 @@ def new_model_config(
     bins: dict[str, Any] = {}
     if teacher is not None:
         bins = {"bin_low": teacher[0].config.bin_low, "bins": teacher[0].config.bins}
-    elif config.head == BINS_HEAD:
+    elif config.model.head == BINS_HEAD:
         bins = _bin_range(train_targets)
     return ModelConfig(
+        **asdict(config.model),
         vocab_size=len(tokenizer.vocab),
         max_len=tokenizer.max_len,
         n_features=tokenizer.n_features,
-        d_model=config.d_model,
-        n_heads=config.n_heads,
-        n_layers=config.n_layers,
-        d_ff=config.d_ff,
-        dropout=config.dropout,
-        readout=config.readout,
-        coord_encoding=config.coord_encoding,
-        members=config.members,
-        member_holds=config.member_holds,
-        placement_groups=max(placement_groups) + 1 if PLACEMENT_HOLDS in config.member_holds else 0,
+        placement_groups=max(placement_groups) + 1 if PLACEMENT_HOLDS in config.model.member_holds else 0,
         target_mean=float(train_targets.mean()),
         target_std=float(train_targets.std()),
-        head=config.head,
-        shrink=config.shrink,
-        interval_scale=config.interval_scale,
         **bins,
     )
 
@@ -245,7 +234,7 @@ def train_group_epoch(
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay)) if config.ema_decay > 0 else None
     if ema is not None and state.ema is not None:
         ema.load_state_dict(state.ema)
-    rng, torch_seed = group_random_streams(config.seed, epoch, group)
+    rng, torch_seed = group_random_streams(config.split.seed, epoch, group)
     torch.manual_seed(torch_seed)
     loss = _train_epoch(model, optimizer, data, config, device, epoch, ema, rng)
     kept = model if ema is None else cast(GradeModel, ema.module)

@@ -88,7 +88,7 @@ def test_teacher_labels_every_training_climb_at_every_angle_and_mirrored_and_not
 
 
 def test_distilled_targets_mix_teacher_and_grade_and_take_the_teacher_alone_where_no_grade():
-    config = TrainConfig(databases=(), head="bins", teacher="t", teacher_weight=0.25)
+    config = TrainConfig().replace(head="bins", teacher="t", teacher_weight=0.25)
     centres = torch.arange(10.0, 14.0)
     teacher = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]])
     targets = distilled_targets(config, torch.tensor([12.0, float("nan")]), teacher, centres)

@@ -17,7 +17,7 @@ Fenced blocks are checked by their info string (the words after the opening ```)
 A block of any other kind fails, so a new example has to say how it is checked.
 Also: the README's shipped-model row matches the sidecar's test metrics; docs/ and CHANGELOG.md links
 reach their files and headings; docs/training.md names every cg-train and cg-export option and shows
-the shipped model's recorded command; the docs' cg-* and bench/ commands use options that exist.
+the shipped model's recipe, which builds what its sidecar records; the docs' cg-* and bench/ commands use options that exist.
 Console and python examples run in a scratch folder holding links to examples/ and exports/, so
 files they write (pictures, say) stay out of the repository.
 """
@@ -367,12 +367,42 @@ def test_training_doc_names_every_train_and_export_option() -> None:
                 )
 
 
-def test_training_doc_shows_the_shipped_models_command() -> None:
-    """docs/training.md shows the command the shipped model's sidecar records, word for word."""
-    recorded = json.loads((ROOT / "exports" / "climbgrade.onnx.json").read_text())["training"]["command"]
+def test_training_doc_describes_each_option_under_its_declared_group() -> None:
+    """docs/training.md's option list follows the declarations: each option's bullet sits under the
+    heading of its group, as cg-train --help lists it."""
+    from climbgrade_runtime.options import GROUP_TITLES, declared
+    from climbgrade_train.config import TrainConfig
+
+    text = (ROOT / "docs" / "training.md").read_text()
+    section = text[text.index("## `cg-train` options") : text.index("\n## Data")]
+    heading = ""
+    under: dict[str, str] = {}
+    for line in section.splitlines():
+        if line.startswith("**") and not line.startswith("**Recipes"):
+            heading = line.strip("*").split("**")[0].strip()
+        lead = re.match(r"- ((?:`--[^`]+`(?:, | and | with )?)+)", line)  # the flags a bullet is about
+        for flag in re.findall(r"`(--[a-z0-9-]+)", lead.group(1) if lead else ""):
+            under.setdefault(flag, heading)
+    for d in declared(TrainConfig):
+        assert under.get(d.flag) == GROUP_TITLES[d.option.group], f"{d.flag} is not described under its group"
+
+
+def test_training_doc_trains_the_shipped_model_with_what_its_sidecar_records(monkeypatch) -> None:
+    """docs/training.md's command for the shipped model (its recipe file and databases) builds exactly
+    the options the shipped sidecar records, as does the command line it recorded."""
+    from climbgrade_train import cli
+    from climbgrade_train.config import TrainConfig
+
+    sidecar = json.loads((ROOT / "exports" / "climbgrade.onnx.json").read_text())["training"]
     blocks = [block for block in fenced_blocks(ROOT / "docs" / "training.md") if block.kind == "bash"]
     shown = [shlex.split(line, comments=True) for block in blocks for line in shell_lines(block.text)]
-    assert shlex.split(recorded) in shown
+    (words,) = [w for w in shown if w[:3] == ["cg-train", "--config", "examples/recipes/climbgrade.toml"]]
+    trained: list[TrainConfig] = []
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(cli, "train_run", lambda config, out: trained.append(config))
+    train_command.main(words[1:], standalone_mode=False)
+    train_command.main(shlex.split(sidecar["command"])[1:], standalone_mode=False)  # recorded before versions
+    assert trained == [TrainConfig.from_dict(sidecar["config"])] * 2
 
 
 def test_accuracy_table_matches_the_shipped_models_test_metrics() -> None:

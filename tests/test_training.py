@@ -357,7 +357,7 @@ def test_recorded_command_trains_the_same_configuration(monkeypatch):
     from climbgrade_train.config import TrainConfig
     from climbgrade_train.features import ROUTE_FEATURES
 
-    config = TrainConfig(
+    config = TrainConfig().replace(
         databases=("a.db", "b.db"),
         epochs=12,
         schedule="cosine",
@@ -372,10 +372,11 @@ def test_recorded_command_trains_the_same_configuration(monkeypatch):
         head="bins",
         bin_sigma=0.75,
         shrink=0.94,
+        val_fraction=0.2,
     )
     words = config.command("runs/x").split()
     assert words[:5] == ["cg-train", "--db", "a.db", "--db", "b.db"] and "--members" in words and "--lr" not in words
-    assert "--features" in words and words[words.index("--features") + 1] == "x,y,is_hold,angle,route"  # compact
+    assert "--features" in words and words[words.index("--features") + 1] == "x,y,is_hold,angle,route@1"  # compact
     trained = []
     monkeypatch.setattr(cli, "train_run", lambda config, out: trained.append((config, out)))
     cli.train_command.main(words[1:], standalone_mode=False)
