@@ -1,5 +1,12 @@
 """Shared fixtures: a synthetic database always, the real ../shared/data when present, and tiny
-models trained and exported through the real console scripts (once per session)."""
+models trained and exported through the real console scripts (once per session).
+
+Also the suite's tiers (markers registered in pyproject.toml): a test is `browser` when it uses the
+browser fixture, `real_data` when it runs on ../shared/data (the real pipeline, a "real" parameter or
+an explicit mark), and `slow` when it is either or is marked so (it trains, builds or runs for
+seconds). `pytest -m "not slow"` is the fast tier (docs/training.md, "Working on the code"). And the
+hypothesis profiles: "ci" (deterministic, every example) under $CI, "dev" (a twentieth) otherwise;
+$HYPOTHESIS_PROFILE chooses either."""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from typing import Any
 
 import pytest
 from browser import BROWSER_ARGS, chromium_path, unavailable
+from hypothesis import settings
 
 from fakeboard import KILTER, TENSION, make_database
 
@@ -33,6 +41,36 @@ SHIPPED_FEATURES = [
     "--features",
     "x,y,is_hold,role_start,role_middle,role_finish,role_foot,angle,nearest,nearest2,move_dx,move_dy,route,shape",
 ]
+
+
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+settings.load_profile(HYPOTHESIS_PROFILE)
+EXAMPLE_SHARE = {"ci": 1.0, "dev": 0.05}[HYPOTHESIS_PROFILE]
+
+
+def examples(count: int) -> int:
+    """A fuzz test's examples under the loaded profile: `count` in CI, a twentieth (at least 10) locally."""
+    return max(10, round(count * EXAMPLE_SHARE)) if EXAMPLE_SHARE < 1 else count
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tiers follow from what a test uses: the browser, the real data; both make it slow."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        if "browser" in fixtures:
+            item.add_marker(pytest.mark.browser)
+        if "real_pipeline" in fixtures or (callspec is not None and "real" in callspec.params.values()):
+            item.add_marker(pytest.mark.real_data)
+        if item.get_closest_marker("browser") or item.get_closest_marker("real_data"):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("real_data") and REAL_DATA is None:
+        pytest.skip("../shared/data (or $CLIMBGRADE_DATA) is not present")
 
 
 def run_script(name: str, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -104,8 +142,7 @@ def fake_pipeline(tmp_path_factory: pytest.TempPathFactory, fake_dbs: tuple[str,
 
 @pytest.fixture(scope="session")
 def real_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    if REAL_DATA is None:
-        pytest.skip("../shared/data (or $CLIMBGRADE_DATA) is not present")
+    assert REAL_DATA is not None  # real_data tests are skipped without it
     dbs = (str(REAL_DATA / "kilter.db"), str(REAL_DATA / "tension.db"))
     return _pipeline(tmp_path_factory.mktemp("real_pipeline"), "real", dbs, epochs="1")
 

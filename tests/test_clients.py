@@ -22,6 +22,8 @@ from climbgrade_runtime import model_io
 
 from conftest import REAL_DATA, ROOT, run_script
 
+pytestmark = pytest.mark.slow  # Node and npm
+
 PYTHON_CLIENT = ROOT / "examples" / "onnxruntime_only.py"
 NODE_DIR = ROOT / "examples" / "node"
 MODEL = ROOT / "exports" / "climbgrade.onnx"
@@ -132,7 +134,7 @@ def test_node_client_grades_the_examples_as_cg_infer_does(node_modules: Path, fl
     assert_agree(node_client(routes, *flags), cg_infer(routes))
 
 
-@pytest.mark.skipif(REAL_DATA is None, reason="../shared/data (or $CLIMBGRADE_DATA) is not present")
+@pytest.mark.real_data
 def test_every_client_grades_500_real_routes_as_cg_infer_does(node_modules: Path, tmp_path: Path) -> None:
     routes = real_routes(tmp_path)
     reference = cg_infer(routes)

@@ -114,7 +114,7 @@ def test_split_is_grouped_by_climb_and_seeded(fake_dbs):
     assert set(subset["test"]) == sets[2] & set(uuids[::3])
 
 
-@pytest.mark.skipif(REAL_DATA is None, reason="../shared/data is not present")
+@pytest.mark.real_data
 def test_real_split_keeps_every_climbs_angles_together():
     assert REAL_DATA is not None
     data = load_examples([str(REAL_DATA / "kilter.db"), str(REAL_DATA / "tension.db")], ClimbFilter())

@@ -305,6 +305,7 @@ def peak_rss_kb(*command: str, report: Path) -> int:
     return int(report.read_text().split()[-1])
 
 
+@pytest.mark.slow
 def test_cg_eval_memory_stays_flat_as_the_database_grows(fake_pipeline, tmp_path):
     """Five times the rows, every one written to --predictions and offered to --outliers, in the same memory.
 

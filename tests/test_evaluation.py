@@ -82,6 +82,7 @@ def export_and_evaluate(run, dbs, tmp_path) -> dict:
     return sidecar
 
 
+@pytest.mark.slow
 def test_ensemble_with_every_lever_exports_and_evaluates(fake_dbs, tmp_path):
     """Two members, placement tokens, every feature (move and route geometry too), Huber, cosine, ascent weights, mirrors, Fourier
     coordinates, weight averaging: one ONNX graph that cg-export checked against PyTorch, and cg-eval
@@ -124,6 +125,7 @@ def test_ensemble_with_every_lever_exports_and_evaluates(fake_dbs, tmp_path):
     assert sidecar["training"]["model_config"]["members"] == 2
 
 
+@pytest.mark.slow
 def test_mixed_ensemble_exports_and_evaluates(fake_dbs, tmp_path):
     """Members that embed tokens and members that embed placements (roles merged) in one ONNX graph."""
     run = tmp_path / "run"
@@ -153,6 +155,7 @@ def test_mixed_ensemble_exports_and_evaluates(fake_dbs, tmp_path):
     export_and_evaluate(run, fake_dbs, tmp_path)
 
 
+@pytest.mark.slow
 def test_placement_members_need_role_tokens(fake_dbs, tmp_path):
     result = run_script(
         "cg-train",

@@ -5,7 +5,8 @@ unicode, `frames` strings up to 200,000 characters, lists nested up to 100,000 d
 either answers or raises RouteError whose message is one short line; `cg-infer` exits 0 or 2 and
 writes only `error:` / `warning:` lines to stderr, never a traceback.
 
-Generated inputs per run (each test's max_examples; its explicit @example cases come on top):
+Generated inputs per run under the ci profile (each test's max_examples; the dev profile runs a twentieth,
+conftest.examples; the explicit @example cases come on top):
 
     test_parse_route_on_any_json_value          3,000
     test_parse_route_on_route_shaped_objects    3,500
@@ -39,7 +40,7 @@ from climbgrade_runtime.errors import RouteError
 from climbgrade_runtime.inputs import read_json_lines
 from climbgrade_runtime.routes import parse_frames, parse_route
 
-from conftest import Pipeline
+from conftest import Pipeline, examples
 from fakeboard import KILTER, TENSION, FakeBoard, placements_of
 
 MAX_MESSAGE_CHARS = 300
@@ -254,7 +255,7 @@ def routes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- tests ---------------------------------------------------------------------------------------
 
 
-@settings(FUZZ, max_examples=3_000)
+@settings(FUZZ, max_examples=examples(3_000))
 @given(obj=JSON_VALUES)
 @example(obj={**KILTER_ROUTE, "angle": math.nan, "frames": "p1073r12"})
 @example(obj={**KILTER_ROUTE, "angle": json.loads("1e400"), "frames": "p1073r12"})
@@ -268,14 +269,14 @@ def test_parse_route_on_any_json_value(predictor: GradePredictor, obj: Any) -> N
     parse_and_encode(predictor, obj)
 
 
-@settings(FUZZ, max_examples=3_500)
+@settings(FUZZ, max_examples=examples(3_500))
 @given(obj=ROUTES)
 def test_parse_route_on_route_shaped_objects(predictor: GradePredictor, obj: dict[str, Any]) -> None:
     """Route objects mixing valid fields with junk are routes or one-line RouteErrors."""
     parse_and_encode(predictor, obj)
 
 
-@settings(FUZZ, max_examples=2_500)
+@settings(FUZZ, max_examples=examples(2_500))
 @given(frames=FRAMES_TEXT)
 @example(frames="p" + "9" * 5_000 + "r12")
 @example(frames="p1073r" + "1" * 4_301)
@@ -289,7 +290,7 @@ def test_parse_frames_on_frames_like_text(frames: str) -> None:
         assert len(pairs) == frames.count("p") and all(p >= 0 and r >= 0 for p, r in pairs)
 
 
-@settings(FUZZ, max_examples=1_000)
+@settings(FUZZ, max_examples=examples(1_000))
 @given(text=INPUT_TEXT)
 @example(text="[" * 100_000 + "]" * 100_000)
 @example(text="1" * 4_301)
@@ -307,7 +308,7 @@ def test_json_lines_through_predict_many(predictor: GradePredictor, text: str) -
                 assert not LINE_BREAK.search(warning), f"warning spans several lines: {warning[:300]!r}"
 
 
-@settings(FUZZ, max_examples=250)
+@settings(FUZZ, max_examples=examples(250))
 @given(text=INPUT_TEXT)
 @example(text=json.dumps({**KILTER_ROUTE, "angle": math.nan, "frames": "p1073r12"}))
 @example(text='{"board": "kilter", "layout_id": 1, "angle": 1e400, "frames": "p1073r12"}')
@@ -346,7 +347,7 @@ def is_json(line: str) -> bool:
     return True
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=examples(100))
 @given(data=UNDECODABLE)
 @example(data=b"\xff{}\n")
 def test_cg_infer_on_undecodable_stdin(fake_pipeline: Pipeline, data: bytes) -> None:
@@ -359,7 +360,7 @@ def test_cg_infer_on_undecodable_stdin(fake_pipeline: Pipeline, data: bytes) -> 
         assert result.exit_code == 2 and any("not UTF-8 text" in line for line in stderr), stderr
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=examples(150))
 @given(
     content=FILE_CONTENT, suffix=st.sampled_from([".json", ".jsonl", ".txt"]), output=st.sampled_from(["json", "table"])
 )

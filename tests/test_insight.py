@@ -253,7 +253,7 @@ def test_a_sidecar_without_own_roles_still_loads(predictor):
     assert older.role_ids == {"start": 1, "middle": 2, "finish": 3, "foot": 4} and older.roles == layout.roles
 
 
-@pytest.mark.skipif(REAL_DATA is None, reason="../shared/data (or $CLIMBGRADE_DATA) is not present")
+@pytest.mark.real_data
 def test_own_roles_are_read_from_the_products_placement_roles(predictor):
     assert REAL_DATA is not None
     for db, layout_ids in (("kilter.db", {1, 8}), ("tension.db", {11})):
@@ -443,10 +443,10 @@ def test_cg_infer_svg_into_a_file_is_a_clean_error(tmp_path):
     ]
 
 
+@pytest.mark.real_data
 def test_on_real_climbs_sweep_explain_and_mirror_agree_with_predict(predictor):
     """Real climbs (when ../shared/data is present): every extra equals plain predictions of the same routes."""
-    if REAL_DATA is None:
-        pytest.skip("../shared/data (or $CLIMBGRADE_DATA) is not present")
+    assert REAL_DATA is not None
     routes = usable(predictor, route_dicts((str(REAL_DATA / "kilter.db"), str(REAL_DATA / "tension.db")), 40))[:12]
     assert {r["board"] for r in routes} == {"kilter", "tension"}
     for route in routes:

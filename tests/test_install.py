@@ -18,6 +18,8 @@ import pytest
 
 from conftest import ROOT, run_script
 
+pytestmark = pytest.mark.slow  # a wheel build and fresh virtual environments
+
 API_EXAMPLE = (
     "from climbgrade_runtime import GradePredictor\n"
     "p = GradePredictor.load().predict({'board': 'tension', 'layout_id': 11, 'angle': 40, "

@@ -405,9 +405,8 @@ def test_taps_faster_than_the_model_end_on_the_last_routes_grade(kiosk, server, 
     assert sorted(labels) == sorted(f"{h['effect']:+.1f}" for h in answer["holds"])
 
 
+@pytest.mark.real_data
 def test_search_loads_a_climb_with_its_community_grade(kiosk, server):
-    if REAL_DATA is None:
-        pytest.skip("needs ../shared/data/kilter.db (or $CLIMBGRADE_DATA) for cg-serve --db")
     assert kiosk.page.locator("#search").is_visible()
     climbs = get_json(server + "v1/climbs?q=a&board=kilter&layout_id=1&limit=5")["climbs"]
     climb = next(c for c in climbs if c["angles"])
@@ -424,9 +423,8 @@ def test_search_loads_a_climb_with_its_community_grade(kiosk, server):
     assert kiosk.page.locator("#community").is_hidden()
 
 
+@pytest.mark.real_data
 def test_undo_of_a_loaded_climb_restores_the_route_and_angle_before_it(kiosk, server, layouts):
-    if REAL_DATA is None:
-        pytest.skip("needs ../shared/data/kilter.db (or $CLIMBGRADE_DATA) for cg-serve --db")
     layout = layouts["kilter/1"]
     climbs = get_json(server + "v1/climbs?q=a&board=kilter&layout_id=1&limit=5")["climbs"]
     climb = next(c for c in climbs if c["angles"])

@@ -16,7 +16,9 @@ CHECKS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CHECKS))
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=[pytest.mark.slow] if name == "mypy" else []) for name in sorted(CHECKS)]
+)
 def test_tree_is_clean(name: str) -> None:
     result = subprocess.run(CHECKS[name], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{name} found problems:\n{result.stdout[-4000:]}{result.stderr[-2000:]}"

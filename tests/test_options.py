@@ -66,6 +66,12 @@ def test_defaults_come_from_the_declarations(monkeypatch):
         (["--val-fraction", "0.5", "--test-fraction", "0.5"], "must sum below 1, not 1"),
         (["--min-ascents", "-1"], "error: --min-ascents must be at least 0, not -1"),
         (["--features", "x,y,is_hold,route@9"], "(unknown: route@9)"),
+        (["--features", "x,y,hold_size"], "error: --features must start with x,y,is_hold"),
+        (["--head", "bins", "--loss", "l1"], "drop --loss l1"),
+        (["--bin-sigma", "1"], "error: --bin-sigma shapes the target of --head bins"),
+        (["--shrink", "1.2"], "error: --shrink must be above 0 and at most 1, not 1.2"),
+        (["--train-fraction", "0.5", "--refit"], "--train-fraction must be above 0 and at most 1 (and 1 with --refit)"),
+        (["--calibrate"], "error: --calibrate chooses the shrink and interval on validation: it needs --head bins"),
     ],
 )
 def test_a_bad_option_is_refused_in_one_line_naming_it(args, message):
@@ -171,6 +177,7 @@ def _flat(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.slow
 def test_an_old_flat_run_folder_reads_back_and_resumes(fake_pipeline, tmp_path):
     run = tmp_path / "old"
     shutil.copytree(fake_pipeline.run_dir, run)

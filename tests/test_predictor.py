@@ -62,6 +62,7 @@ def test_eight_threads_of_a_thousand_predictions_match_one_thread(fake_pipeline)
     assert all(r == expected for r in results)
 
 
+@pytest.mark.slow
 def test_soak_memory_stays_flat(fake_pipeline):
     """100,000 predictions in one process: resident memory does not grow (a leak would)."""
     predictor = GradePredictor.load(fake_pipeline.model)

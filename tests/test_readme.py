@@ -298,6 +298,7 @@ def bench_commands() -> list[list[str]]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", bench_commands(), ids=lambda command: command[0])
 def test_bench_commands_in_the_docs_use_options_the_scripts_have(command: list[str]) -> None:
     script, *args = command

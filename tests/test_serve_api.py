@@ -562,6 +562,7 @@ def open_files(pid: int) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_cg_serve_with_workers_leaves_no_database_open_in_its_parent(fake_dbs):
     server, url = start_server("--workers", "2", "--db", fake_dbs[0])
     try:
@@ -572,7 +573,7 @@ def test_cg_serve_with_workers_leaves_no_database_open_in_its_parent(fake_dbs):
     assert code == 0, stderr
 
 
-@pytest.mark.skipif(REAL_DATA is None, reason="../shared/data (or $CLIMBGRADE_DATA) is not present")
+@pytest.mark.real_data
 def test_search_on_the_real_data_by_uuid_prefix_and_name(predictor):
     assert REAL_DATA is not None
     kilter, tension = str(REAL_DATA / "kilter.db"), str(REAL_DATA / "tension.db")
@@ -631,6 +632,7 @@ def test_cg_serve_answers_on_loopback_and_sigterm_stops_it_cleanly():
     assert "Traceback" not in stderr and "warning" not in stderr
 
 
+@pytest.mark.slow
 def test_cg_serve_with_two_workers_answers_and_stops_on_sigterm():
     server, url = start_server("--workers", "2")
     try:

@@ -5,7 +5,8 @@ JSON), 413 (too big) or 422 (not a route this model takes), always with a one-li
 200; afterwards /healthz still answers. With the model stuck (a predictor that never answers, put in
 with app.dependency_overrides), every body is still answered at once: 400, 413 or 503 with Retry-After.
 
-Generated bodies per run (each test's max_examples, every one sent to the three endpoints):
+Generated bodies per run under the ci profile (each test's max_examples, every one sent to the three
+endpoints; the dev profile sends a twentieth, conftest.examples):
 
     test_any_json_value                    200
     test_route_shaped_objects              200
@@ -30,6 +31,8 @@ from climbgrade_runtime import GradePredictor
 from climbgrade_runtime.serve import create_app
 from climbgrade_runtime.serve.app import get_predictor
 
+from conftest import examples
+
 with warnings.catch_warnings():  # starlette asks for httpx2, which is not released everywhere yet
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
@@ -37,7 +40,7 @@ with warnings.catch_warnings():  # starlette asks for httpx2, which is not relea
 ENDPOINTS = ("/v1/grade", "/v1/explain", "/v1/picture")
 ALLOWED = {200, 400, 413, 422}
 FUZZ = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 MAX_BODY = 20_000  # a small limit, so that 413 is reachable by generated bodies
 
@@ -143,7 +146,7 @@ def stuck_client() -> Iterator[TestClient]:
         stuck.release.set()  # so that the app's worker can stop
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=examples(100))
 @given(JSON_VALUES.map(lambda value: json.dumps(value).encode()) | st.binary(max_size=MAX_BODY + 2000))
 def test_any_body_while_the_model_is_stuck(stuck_client, body):
     for path in ENDPOINTS:

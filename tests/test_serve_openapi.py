@@ -22,6 +22,7 @@ from test_serve_api import start_server, stop
 SCHEMATHESIS_S = 600
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_failure_with_its_default_checks(fake_dbs):
     st = BIN / "st" if (BIN / "st").is_file() else shutil.which("st")
     if st is None:

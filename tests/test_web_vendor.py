@@ -12,9 +12,12 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
 from browser import unavailable
 
 from climbgrade_runtime.serve.site import ORT_FILES, ORT_WEB_VERSION, STATIC
+
+pytestmark = pytest.mark.slow  # npm pack
 
 VENDORED = STATIC / "ort"
 FROM_DIST = [name for name in ORT_FILES if name.endswith((".mjs", ".wasm"))]
