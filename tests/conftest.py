@@ -3,8 +3,8 @@ models trained and exported through the real console scripts (once per session).
 
 Also the suite's tiers (markers registered in pyproject.toml): a test is `browser` when it uses the
 browser fixture, `real_data` when it runs on ../shared/data (the real pipeline, a "real" parameter or
-an explicit mark), and `slow` when it is either or is marked so (it trains, builds or runs for
-seconds). `pytest -m "not slow"` is the fast tier (docs/training.md, "Working on the code"). And the
+an explicit mark), and `slow` when it is either, uses a fixture that trains a model of its own
+(TRAINING_FIXTURES), or is marked so (it trains, builds or runs for seconds). `pytest -m "not slow"` is the fast tier (docs/training.md, "Working on the code"). And the
 hypothesis profiles: "ci" (deterministic, every example) under $CI, "dev" (a twentieth) otherwise;
 $HYPOTHESIS_PROFILE chooses either."""
 
@@ -55,11 +55,17 @@ def examples(count: int) -> int:
     return max(10, round(count * EXAMPLE_SHARE)) if EXAMPLE_SHARE < 1 else count
 
 
+# Fixtures that train models of their own (beyond the fake pipeline every tier shares): their tests are slow.
+TRAINING_FIXTURES = {"value_pipeline", "distilled"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The tiers follow from what a test uses: the browser, the real data; both make it slow."""
+    """The tiers follow from what a test uses: the browser, the real data, a model trained for it."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         callspec = getattr(item, "callspec", None)
+        if fixtures & TRAINING_FIXTURES:
+            item.add_marker(pytest.mark.slow)
         if "browser" in fixtures:
             item.add_marker(pytest.mark.browser)
         if "real_pipeline" in fixtures or (callspec is not None and "real" in callspec.params.values()):
@@ -116,20 +122,14 @@ def fake_dbs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     )
 
 
-def _pipeline(tmp: Path, source: str, databases: tuple[str, ...], epochs: str) -> Pipeline:
+# The shipped model's head: bins, with its shrink and 80% interval calibrated on validation (so the
+# pipelines' models output low and high, as the shipped one does).
+SHIPPED_HEAD = ["--head", "bins", "--calibrate"]
+
+
+def _pipeline(tmp: Path, source: str, databases: tuple[str, ...], epochs: str, *options: str) -> Pipeline:
     db_args = [arg for db in databases for arg in ("--db", db)]
-    run_script(
-        "cg-train",
-        *db_args,
-        "--out",
-        str(tmp / "run"),
-        "--epochs",
-        epochs,
-        "--batch-size",
-        "128",
-        *TINY_MODEL,
-        *SHIPPED_FEATURES,
-    )
+    run_script("cg-train", *db_args, "--out", str(tmp / "run"), "--epochs", epochs, "--batch-size", "128", *options)
     out = run_script("cg-export", str(tmp / "run"), "--opset", "17", "--out", str(tmp / "exports"), "--name", "tiny")
     model = Path(out.stdout.strip().splitlines()[-1])
     return Pipeline(source, databases, tmp / "run", model)
@@ -137,14 +137,24 @@ def _pipeline(tmp: Path, source: str, databases: tuple[str, ...], epochs: str) -
 
 @pytest.fixture(scope="session")
 def fake_pipeline(tmp_path_factory: pytest.TempPathFactory, fake_dbs: tuple[str, str]) -> Pipeline:
-    return _pipeline(tmp_path_factory.mktemp("fake_pipeline"), "fake", fake_dbs, epochs="3")
+    """The shipped configuration (every feature, a bins head, calibrated) on the synthetic boards."""
+    options = (*TINY_MODEL, *SHIPPED_FEATURES, *SHIPPED_HEAD)
+    return _pipeline(tmp_path_factory.mktemp("fake_pipeline"), "fake", fake_dbs, "3", *options)
 
 
 @pytest.fixture(scope="session")
 def real_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     assert REAL_DATA is not None  # real_data tests are skipped without it
     dbs = (str(REAL_DATA / "kilter.db"), str(REAL_DATA / "tension.db"))
-    return _pipeline(tmp_path_factory.mktemp("real_pipeline"), "real", dbs, epochs="1")
+    options = (*TINY_MODEL, *SHIPPED_FEATURES, *SHIPPED_HEAD)
+    return _pipeline(tmp_path_factory.mktemp("real_pipeline"), "real", dbs, "1", *options)
+
+
+@pytest.fixture(scope="session")
+def value_pipeline(tmp_path_factory: pytest.TempPathFactory, fake_dbs: tuple[str, str]) -> Pipeline:
+    """A value-head model (no interval: outputs difficulty and problems only) on the synthetic boards."""
+    options = ("--d-model", "16", "--heads", "2", "--layers", "1", "--ff", "32")
+    return _pipeline(tmp_path_factory.mktemp("value_pipeline"), "value", fake_dbs, "1", *options)
 
 
 @pytest.fixture(scope="session", params=["fake", "real"])

@@ -56,7 +56,6 @@ def distilled(fake_dbs, tmp_path_factory) -> Distilled:
     return Distilled(fake_dbs, tmp / "teacher", tmp / "student", Path(out.stdout.strip().splitlines()[-1]))
 
 
-@pytest.mark.slow
 def test_teacher_labels_every_training_climb_at_every_angle_and_mirrored_and_nothing_else(distilled):
     config = TrainConfig.from_dict(json.loads((distilled.student / "run.json").read_text())["config"])
     run = prepare_run(config, distilled.student, resume=True)
@@ -97,7 +96,6 @@ def test_distilled_targets_mix_teacher_and_grade_and_take_the_teacher_alone_wher
     assert torch.equal(targets[1], teacher[1])
 
 
-@pytest.mark.slow
 def test_student_exports_an_interval_that_matches_pytorch_at_every_batch_size(distilled):
     predictor = GradePredictor.load(distilled.model)
     model = load_checkpoint(distilled.student / "best.pt")
@@ -117,7 +115,6 @@ def test_student_exports_an_interval_that_matches_pytorch_at_every_batch_size(di
         assert np.all(found[:, 2] > found[:, 1])
 
 
-@pytest.mark.slow
 def test_calibration_holds_80_percent_of_validation_grades(distilled):
     metrics = json.loads((distilled.student / "metrics.json").read_text())
     assert metrics["calibration"]["interval_scale"] > 0
@@ -152,7 +149,6 @@ def test_quantile_of_bins_matches_a_piecewise_uniform_distribution():
             assert cdf == pytest.approx(q, abs=1e-5)
 
 
-@pytest.mark.slow
 def test_bad_distillation_options_are_refused_in_one_line(distilled, tmp_path):
     common = [*_db_args(distilled.databases), *TINY_MODEL, *SHIPPED_FEATURES, "--head", "bins"]
     cases = [
@@ -188,7 +184,6 @@ def test_encoder_computes_what_torch_transformer_encoder_computes():
     assert torch.allclose(expected[~padding], found[~padding], atol=1e-5)
 
 
-@pytest.mark.slow
 def test_exported_graph_has_no_sequence_first_transposes(distilled):
     graph = onnx.load(str(distilled.model)).graph
     transposes = [n for n in graph.node if n.op_type == "Transpose"]

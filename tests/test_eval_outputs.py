@@ -23,12 +23,12 @@ from climbgrade_runtime.board_db import ClimbFilter
 from climbgrade_runtime.errors import ClimbgradeError
 from climbgrade_runtime.evaluation import (
     EVAL_CHUNK_ROWS,
-    PREDICTION_COLUMNS,
     GradedRow,
     OutlierFinder,
     PredictionWriter,
     check_predictions_path,
     evaluate,
+    prediction_columns,
     write_pictures,
 )
 from climbgrade_runtime.graded import load_examples
@@ -42,14 +42,17 @@ def cg_eval(pipeline, *args: str, check: bool = True):
     return run_script("cg-eval", "--model", str(pipeline.model), *dbs, *args, check=check)
 
 
+INTERVAL_COLUMNS = prediction_columns(True)  # the session's models have the shipped head: an interval
+
+
 def read_predictions(path: Path) -> list[dict]:
     if path.suffix == ".csv":
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
-            assert tuple(reader.fieldnames or ()) == PREDICTION_COLUMNS
+            assert tuple(reader.fieldnames or ()) == INTERVAL_COLUMNS
             return list(reader)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert all(tuple(row) == PREDICTION_COLUMNS for row in rows)
+    assert all(tuple(row) == INTERVAL_COLUMNS for row in rows)
     return rows
 
 

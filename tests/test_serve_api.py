@@ -243,11 +243,14 @@ def test_openapi_describes_every_body_answer_and_error_and_the_docs_page_works_o
 # --- grading: the same answers as GradePredictor and cg-infer -----------------------------------
 
 
-def test_grade_one_route_is_the_predictors_prediction(client, predictor):
-    for route in ROUTES:
+def test_grade_one_route_answers_as_cg_infer_does(client, tmp_path):
+    for i, route in enumerate(ROUTES):
         response = client.post("/v1/grade", json=route)
         assert response.status_code == 200
-        assert response.json() == predictor.predict(route).to_dict()
+        (tmp_path / f"{i}.json").write_text(json.dumps(route))
+        assert response.json() == json.loads(
+            run_script("cg-infer", str(tmp_path / f"{i}.json"), "--format", "json").stdout
+        )
 
 
 def test_grade_a_list_answers_each_route_and_a_bad_one_in_its_slot(client, predictor):

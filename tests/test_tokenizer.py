@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import sqlite3
 
 import pytest
 
 from climbgrade_runtime.errors import RouteError
-from climbgrade_runtime.routes import Route, parse_route
+from climbgrade_runtime.routes import Route
 from climbgrade_runtime.sidecar import Sidecar
 from climbgrade_runtime.tokenizer import (
     CLS,
@@ -25,14 +26,17 @@ from climbgrade_train.config import TrainConfig
 from climbgrade_train.run_folder import prepare_run
 
 
-def test_runtime_ids_equal_training_rows_for_every_route(pipeline):
-    """Every row training read, re-read raw from the database and sent through the runtime's JSON path:
-    the host passes the graph the very ids (layout, angle, placements, roles) training encoded."""
+def test_training_rows_are_the_contracts_ids_read_from_the_raw_frames(pipeline):
+    """Every row training encoded is what docs/model-format.md tells any host to send, worked out here
+    from the database's raw frames string and the sidecar's JSON with no climbgrade code: the layout's
+    position in the sidecar's layouts, the angle, and the p<placement>r<role> numbers in the route's
+    order, each role spelt as the layout's own product does (its `roles` name, then `own_roles` id)."""
     import json
 
     config = TrainConfig.from_dict(json.loads((pipeline.run_dir / "run.json").read_text())["config"])
     run = prepare_run(config, pipeline.run_dir, resume=True)
-    runtime = Sidecar.load(f"{pipeline.model}.json").tokenizer
+    layouts = [(d["board"], d["layout_id"]) for d in pipeline.sidecar["layouts"]]
+    own_role = [{int(r): d["own_roles"][name] for r, name in d["roles"].items()} for d in pipeline.sidecar["layouts"]]
     raw = {}
     for path in pipeline.databases:
         con = sqlite3.connect(path)
@@ -49,10 +53,11 @@ def test_runtime_ids_equal_training_rows_for_every_route(pipeline):
         assert len(split.rows) == len(split.examples) == len(split.encoded)
         for example, row, encoded in zip(split.examples, split.rows, split.encoded):
             layout_id, frames = raw[(example.uuid, example.angle)]
-            route = {"board": example.board, "layout_id": layout_id, "angle": example.angle, "frames": frames}
-            ours = runtime.ids(runtime.resolve(parse_route(route)))
-            assert ours == row
-            assert len(encoded.ids) == PREFIX_TOKENS + len(row.placements)  # one token per hold the host sent
+            index = layouts.index((example.board, layout_id))
+            numbers = [(int(p), own_role[index][int(r)]) for p, r in re.findall(r"p(\d+)r(\d+)", frames)]
+            expected = (index, example.angle, *map(tuple, zip(*numbers)))
+            assert tuple(row) == expected, (example.uuid, frames)
+            assert len(encoded.ids) == PREFIX_TOKENS + len(numbers)  # one token per hold the host sent
             checked += 1
     assert checked == sum(len(s) for s in run.sets.values()) > 500
 

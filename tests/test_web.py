@@ -215,12 +215,12 @@ def test_grader_js_answers_every_route_as_cg_infer_does(browser: Any, site: Path
 
 
 def test_grader_js_grades_as_cg_infer_with_a_model_trained_here_without_an_interval(
-    browser: Any, fake_pipeline: Pipeline, tmp_path: Path
+    browser: Any, value_pipeline: Pipeline, tmp_path: Path
 ) -> None:
     """Not tied to the shipped model: a tiny value-head model of the synthetic boards (no low/high)."""
     site = tmp_path / "site"
-    run_script("cg-serve", "--export-site", str(site), "--model", str(fake_pipeline.model))
-    predictor = GradePredictor.load(fake_pipeline.model)
+    run_script("cg-serve", "--export-site", str(site), "--model", str(value_pipeline.model))
+    predictor = GradePredictor.load(value_pipeline.model)
     assert not predictor.has_interval
     rng = random.Random(5)
     layouts = list(predictor.tokenizer.layouts.values())
@@ -232,8 +232,8 @@ def test_grader_js_grades_as_cg_infer_with_a_model_trained_here_without_an_inter
         routes.append(
             {"board": layout.board, "layout_id": layout.layout_id, "angle": rng.choice(layout.angles), "holds": holds}
         )
-    got = grader_answers(browser, site, routes, fake_pipeline.model.name)
-    model = ("--model", str(fake_pipeline.model))
+    got = grader_answers(browser, site, routes, value_pipeline.model.name)
+    model = ("--model", str(value_pipeline.model))
     assert_same(got["grade"], cg_infer(routes, tmp_path, *model))
     insight = cg_infer(routes, tmp_path, *model, *INSIGHT_ARGS)
     assert_same([{**a, "index": i} for i, a in enumerate(got["insight"])], insight, "insight")
