@@ -38,10 +38,12 @@ class Example:
 
 @dataclass
 class LoadedData:
+    """The examples, database by database in the order given (summary["databases"] counts each one's rows)."""
+
     examples: list[Example]
     layouts: dict[tuple[str, int], LayoutGeometry]
     grades: GradeTable
-    summary: dict[str, object] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def max_len(self) -> int:
@@ -126,7 +128,7 @@ class ExampleReader:
         items = list(self.layouts.items())
         self.layouts = dict(items[:before] + sorted(items[before:], key=lambda item: item[0][1]))
 
-    def summary(self, examples: Sequence[Example]) -> dict[str, object]:
+    def summary(self, examples: Sequence[Example]) -> dict[str, Any]:
         """What was read (run.json's data section): per database, the filter, rows, climbs, rows per board."""
         return {
             "databases": self.databases,

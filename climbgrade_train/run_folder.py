@@ -1,9 +1,10 @@
 """A run folder: what a run is trained from, and everything export needs to rebuild it.
 
-It holds best.pt, last.pt (for --resume; see checkpoints.py), run.json (options, data summary,
-model config), tokenizer.json, grades.json, split.json, history.csv, test_predictions.csv and
-metrics.json. The data, tokenizer and split of a run are made once (prepare_run) and read back
-from here by --resume and cg-export, so both see exactly the rows the run was trained on.
+It holds best.pt, last.pt (for --resume; see checkpoints.py), run.json (options, data summary and
+fingerprint, model config), tokenizer.json, grades.json, split.json, history.csv, test_predictions.csv
+and metrics.json. The data, tokenizer and split of a run are made once (prepare_run) and read back
+from here by --resume and cg-export, which refuse databases whose rows differ from the fingerprint's,
+so both see exactly the rows the run was trained on.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from climbgrade_runtime.tokenizer import Tokenizer
 
 from .config import TrainConfig, TrainError
 from .dataset import EncodedSet
+from .fingerprint import KEY as FINGERPRINT
+from .fingerprint import check_fingerprint, data_fingerprint, recorded_fingerprint
 from .model import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -40,11 +43,17 @@ class PreparedRun:
     tokenizer: Tokenizer
     split: dict[str, list[str]]
     sets: dict[str, EncodedSet]
+    fingerprint: list[dict[str, Any]]  # run.json's "fingerprint" (fingerprint.py)
 
 
 def prepare_run(config: TrainConfig, out: Path, resume: bool) -> PreparedRun:
-    """Load data; a fresh run makes split and tokenizer, a resumed one reads them from `out`."""
+    """Load data; a fresh run makes split and tokenizer, a resumed one reads them from `out`, after
+    checking that the databases hold the rows it was trained on (before anything is encoded)."""
+    recorded = recorded_fingerprint(read_run_info(out), config.databases, out) if resume else None
     data = load_examples(config.databases, config.climbs, config.catalog)
+    fingerprint = data_fingerprint(data)
+    if recorded is not None:
+        check_fingerprint(recorded, fingerprint, out)
     split = config.split.split(e.uuid for e in data.examples)
     split["train"] = training_subset(split["train"], config.train_fraction, config.split.seed)
     trained_on = ("train", "val") if config.refit else ("train",)  # --refit trains on val too
@@ -82,7 +91,7 @@ def prepare_run(config: TrainConfig, out: Path, resume: bool) -> PreparedRun:
         ", ".join(f"{n} {len(sets[n])}" for n in SPLITS),
         " (--refit: train holds the val rows too; nothing is selected on val)" if config.refit else "",
     )
-    return PreparedRun(config, data, tokenizer, split, sets)
+    return PreparedRun(config, data, tokenizer, split, sets, fingerprint)
 
 
 def training_subset(uuids: list[str], fraction: float, seed: int) -> list[str]:
@@ -98,6 +107,7 @@ def write_run_files(out: Path, run: PreparedRun, model_config: ModelConfig) -> N
     run_info = {
         "config": run.config.to_dict(),
         "data": run.data.summary,
+        FINGERPRINT: run.fingerprint,
         "model_config": model_config.to_dict(),
         "versions": {"torch": torch.__version__},
     }
@@ -109,7 +119,7 @@ def write_run_files(out: Path, run: PreparedRun, model_config: ModelConfig) -> N
 
 
 def read_run_info(out: Path) -> dict[str, Any]:
-    """run.json: the run's options ("config"), data summary and model config."""
+    """run.json: the run's options ("config"), data summary and fingerprint, and model config."""
     return json.loads((Path(out) / "run.json").read_text())
 
 
