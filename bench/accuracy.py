@@ -85,6 +85,12 @@ REFERENCE: dict[str, Any] = {  # the end-to-end issue's design, spelt out so new
     "workers": 1,
     "refit": False,
     "train_fraction": 1.0,
+    # the shipped options these rows do not use (the reference predates them)
+    "calibrate": False,
+    "interval_scale": 0.0,
+    "teacher": "",
+    "teacher_angles": False,
+    "teacher_mirrors": False,
 }
 ROLE_ANGLE_DISTANCE = tuple(f for f in FEATURES if f not in MOVE_FEATURES + ALL_ROUTE_FEATURES)
 PLACEMENT_RAD = {"hold_tokens": PLACEMENT, "features": ROLE_ANGLE_DISTANCE}
