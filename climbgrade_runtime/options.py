@@ -61,7 +61,6 @@ class Declared:
     name: str  # the field's name, unique over the nesting
     path: tuple[str, ...]  # attribute names from the top dataclass down to the field
     kind: type  # int, float, str, bool; for tuples the item type
-    optional: bool  # None allowed
     many: bool  # a tuple
     default: Any
     option: Option
@@ -126,7 +125,7 @@ def declared(cls: type, path: tuple[str, ...] = ()) -> Iterator[Declared]:
         optional = typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 1
         many = typing.get_origin(kind) is tuple
         item = args[0] if optional or many else kind
-        yield Declared(f.name, (*path, f.name), item, optional, many, f.default, f.metadata["option"])
+        yield Declared(f.name, (*path, f.name), item, many, f.default, f.metadata["option"])
 
 
 def check_options(instance: Any) -> None:

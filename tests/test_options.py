@@ -42,6 +42,8 @@ def refused(*args: str) -> str:
 
 def test_help_shows_every_option_with_its_declared_default():
     text = " ".join(CliRunner().invoke(cli.train_command, ["--help"]).output.split())
+    options = list(declared(TrainConfig))
+    assert len({d.flag for d in options}) == len({d.name for d in options}) == len(options)  # one flag, one field
     for d in declared(TrainConfig):
         assert d.flag in text
         if d.kind is not bool and d.default not in (None, (), ""):
